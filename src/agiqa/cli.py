@@ -1,0 +1,197 @@
+"""The ``agiqa`` command: the same functions the workflow's rules call, for use by hand."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from agiqa.errors import AgiqaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+datasets_app = typer.Typer(no_args_is_help=True, help="Inspect and verify datasets.")
+models_app = typer.Typer(no_args_is_help=True, help="Inspect the model registry.")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
+err = Console(stderr=True)
+
+
+def fail(error: Exception) -> None:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def load_config(paths: list[Path]) -> dict:
+    """Merge YAML config files the way Snakemake does (later files win, per top-level key)."""
+    config: dict = {}
+    for path in paths:
+        config.update(yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the registered dataset readers."""
+    from agiqa.data.readers import READERS
+
+    for name in READERS.names():
+        typer.echo(name)
+
+
+@datasets_app.command("check")
+def datasets_check(
+    name: Annotated[str, typer.Argument(help="dataset reader, e.g. agiqa-3k")],
+    root: Annotated[Path, typer.Option(help="dataset root in its official layout")],
+    metadata_only: Annotated[bool, typer.Option(help="skip decoding every image")] = False,
+    reader: Annotated[str | None, typer.Option(help="reader when NAME is not one")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the JSON summary here")] = None,
+) -> None:
+    """Read a dataset's metadata, verify its images, print a JSON summary."""
+    from agiqa.data.check import summarize, verify_images
+    from agiqa.data.readers import read_dataset
+
+    try:
+        manifest = read_dataset(reader or name, root, dataset=name)
+        if not metadata_only:
+            verify_images(manifest, root, progress=sys.stderr.isatty())
+    except AgiqaError as error:
+        fail(error)
+    summary = summarize(manifest)
+    summary["images_verified"] = not metadata_only
+    text = json.dumps(summary, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command()
+def synthesize(
+    out: Annotated[Path, typer.Option(help="folder to write data.csv and images into")],
+    n_prompts: int = 60,
+    images_per_prompt: int = 4,
+    image_size: int = 64,
+    seed: int = 0,
+) -> None:
+    """Render the embedded synthetic dataset (AGIQA-3K layout)."""
+    from agiqa.data.synthetic import generate
+
+    path = generate(
+        out,
+        n_prompts=n_prompts,
+        images_per_prompt=images_per_prompt,
+        image_size=image_size,
+        seed=seed,
+        progress=sys.stderr.isatty(),
+    )
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def manifest(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    root: Annotated[Path, typer.Option(help="dataset root")],
+    out: Annotated[Path, typer.Option(help="manifest CSV to write (JSON written beside it)")],
+    reader: Annotated[str | None, typer.Option(help="reader, default NAME")] = None,
+) -> None:
+    """Build the canonical manifest of a dataset."""
+    from agiqa.data.readers import read_dataset
+
+    try:
+        result = read_dataset(reader or name, root, dataset=name)
+    except AgiqaError as error:
+        fail(error)
+    result.save(out)
+    typer.echo(f"wrote {out}: {len(result.frame)} rows, {len(result.labelled())} labelled")
+
+
+@app.command()
+def split(
+    manifest_path: Annotated[Path, typer.Option("--manifest", help="manifest CSV")],
+    out: Annotated[Path, typer.Option(help="split CSV to write")],
+    protocol: Annotated[str, typer.Option(help="kfold_grouped or random_split")] = "kfold_grouped",
+    folds: int = 5,
+    repeats: int = 10,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> None:
+    """Write the split file of a dataset for a protocol."""
+    from agiqa.data.manifest import Manifest
+    from agiqa.data.splits import Protocol, make_splits, write_splits
+
+    try:
+        settings = Protocol.from_config(
+            {
+                "type": protocol,
+                "folds": folds,
+                "repeats": repeats,
+                "test_fraction": test_fraction,
+                "val_fraction": val_fraction,
+                "seed": seed,
+            }
+        )
+        splits = make_splits(Manifest.load(manifest_path).labelled(), settings)
+    except AgiqaError as error:
+        fail(error)
+    write_splits(splits, out)
+    typer.echo(f"wrote {out}: {settings.n_splits} splits of {len(splits)} images")
+
+
+@app.command()
+def train(
+    configfile: Annotated[list[Path], typer.Option("--configfile", help="workflow config(s)")],
+    protocol: Annotated[str, typer.Option()],
+    dataset: Annotated[str, typer.Option()],
+    model: Annotated[str, typer.Option()],
+    split_index: Annotated[int, typer.Option("--split")],
+    threads: int = 1,
+    log_file: Annotated[Path | None, typer.Option("--log")] = None,
+) -> None:
+    """Run one fold job exactly as the workflow would (its inputs must exist)."""
+    from agiqa.pipeline import fold_job
+    from agiqa.train.fold import configure_logging, run_fold
+
+    configure_logging(log_file)
+    try:
+        job = fold_job(
+            load_config(configfile), protocol, dataset, model, split_index, threads=threads
+        )
+        run_fold(job)
+    except AgiqaError as error:
+        fail(error)
+
+
+@app.command()
+def aggregate(
+    runs: Annotated[list[Path], typer.Argument(help="run directories")],
+    tables: Annotated[Path, typer.Option(help="folder for main.tex/.md/.csv")],
+    mlflow_db: Annotated[str, typer.Option(help="sqlite file or tracking URI")],
+    experiment: str = "agiqa",
+    precision: int = 3,
+) -> None:
+    """Build the results tables and log every run to MLflow (single writer)."""
+    from agiqa.pipeline import tracking_uri
+    from agiqa.report.aggregate import aggregate as run_aggregate
+
+    run_aggregate(runs, tables, tracking_uri(mlflow_db), experiment=experiment, precision=precision)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the registered models."""
+    from agiqa.models import MODELS
+
+    for name in MODELS.names():
+        model_class = MODELS.get(name)
+        kind = "trained" if model_class.trainable else "zero-shot"
+        typer.echo(f"{name}\t{kind}\t{(model_class.__doc__ or '').strip().splitlines()[0]}")
+
+
+if __name__ == "__main__":
+    app()

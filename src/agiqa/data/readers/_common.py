@@ -1,0 +1,345 @@
+"""Helpers shared by the dataset readers: table parsing and checks that name the file and row.
+
+Row numbers follow ``DataError``: 1-based, as a person sees them in the file. A CSV row is the
+line its record starts on (header = line 1 when there is one); an xlsx row is the sheet row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pandas as pd
+from openpyxl.utils.exceptions import InvalidFileException
+
+from agiqa.data.manifest import BASE_COLUMNS, Dimension, Manifest, check_relative_path
+from agiqa.errors import DataError
+from agiqa.registry import Registry
+
+ReaderFn = Callable[..., Manifest]
+READERS: Registry[ReaderFn] = Registry("dataset reader")
+
+_Cell = object
+_RawRows = list[tuple[int, list[_Cell]]]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Named columns of a metadata table plus the file row of every record."""
+
+    path: Path
+    columns: dict[str, list[_Cell]]
+    rows: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# --- locating files ---------------------------------------------------------------------------
+
+
+def require_file(path: Path, layout: str) -> Path:
+    """Return ``path`` if it is a file, else explain what the official layout expects."""
+    if not path.is_file():
+        raise DataError(f"metadata file not found; the official layout is {layout}", file=path)
+    return path
+
+
+def first_existing(candidates: Sequence[Path], layout: str) -> Path:
+    """The first candidate that exists; a DataError on the first (official) one when none does."""
+    for path in candidates:
+        if path.is_file():
+            return path
+    others = " or ".join(str(p) for p in candidates[1:])
+    also = f" (nor its alternative {others})" if others else ""
+    raise DataError(
+        f"metadata file not found{also}; the official layout is {layout}", file=candidates[0]
+    )
+
+
+# --- reading raw rows -------------------------------------------------------------------------
+
+
+def _is_blank(cells: Sequence[_Cell]) -> bool:
+    return all(c is None or (isinstance(c, str) and not c.strip()) for c in cells)
+
+
+def _trim(cells: Sequence[_Cell]) -> list[_Cell]:
+    """Drop trailing empty cells (spreadsheets pad rows to the sheet width)."""
+    out = list(cells)
+    while out and (out[-1] is None or out[-1] == ""):
+        out.pop()
+    return out
+
+
+def _decode_error_line(path: Path, position: int) -> int:
+    with path.open("rb") as handle:
+        return handle.read(position).count(b"\n") + 1
+
+
+def read_csv_rows(path: Path) -> _RawRows:
+    """All non-blank records of a UTF-8 CSV with the line each one starts on."""
+    out: _RawRows = []
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = _decode_error_line(path, exc.start)
+        raise DataError(
+            "not a UTF-8 text file (garbled or binary CSV)", file=path, row=line
+        ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError("NUL byte in the file (garbled or binary CSV)", file=path, row=line)
+    # newline="" splits lines only on \n, \r\n or \r, as csv expects (not on U+2028 and kin)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    previous = 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if not _is_blank(record):
+                out.append((start, list(record)))
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV: {exc}", file=path, row=previous + 1) from None
+    return out
+
+
+def read_xlsx_rows(path: Path) -> _RawRows:
+    """All non-blank rows of the first worksheet with their sheet row numbers."""
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise DataError(f"not a readable .xlsx workbook ({exc})", file=path) from None
+    try:
+        sheet = book.worksheets[0]
+        rows = sheet.iter_rows(min_row=1, values_only=True)
+        return [(n, _trim(r)) for n, r in enumerate(rows, start=1) if not _is_blank(r)]
+    finally:
+        book.close()
+
+
+def read_rows(path: Path) -> _RawRows:
+    return read_xlsx_rows(path) if path.suffix.lower() == ".xlsx" else read_csv_rows(path)
+
+
+# --- building tables ---------------------------------------------------------------------------
+
+
+def _header_names(path: Path, row: int, cells: Sequence[_Cell]) -> list[str]:
+    names = ["" if c is None else str(c).strip() for c in cells]
+    repeated = sorted({n for n in names if n and names.count(n) > 1})
+    if repeated:
+        raise DataError(f"header repeats column(s) {repeated}", file=path, row=row)
+    return names
+
+
+def table_with_header(path: Path, required: Sequence[str], raw: _RawRows | None = None) -> Table:
+    """Read a CSV/xlsx whose first non-blank row is a header; keep the ``required`` columns."""
+    raw = read_rows(path) if raw is None else raw
+    if len(raw) < 2:
+        raise DataError("the file has no data rows", file=path)
+    header_row, header_cells = raw[0]
+    names = _header_names(path, header_row, header_cells)
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise DataError(
+            f"missing required column(s) {missing}; the header is {names}",
+            file=path,
+            row=header_row,
+        )
+    sheet = path.suffix.lower() == ".xlsx"
+    for row, cells in raw[1:]:
+        # a CSV row must match the header; a sheet row only loses trailing empty cells
+        if len(cells) > len(names) or (not sheet and len(cells) < len(names)):
+            raise DataError(
+                f"row has {len(cells)} cells but the header has {len(names)}", file=path, row=row
+            )
+    index = {name: names.index(name) for name in required}
+    return _build(path, raw[1:], index)
+
+
+def table_without_header(
+    path: Path, names: Sequence[str], *, extra_ok: bool = False, raw: _RawRows | None = None
+) -> Table:
+    """Read a header-less CSV/xlsx: the first row is data, never skipped.
+
+    With ``extra_ok`` rows may have more cells than ``names`` (ignored); otherwise every row must
+    have exactly ``len(names)`` cells, which catches unquoted commas.
+    """
+    raw = read_rows(path) if raw is None else raw
+    if not raw:
+        raise DataError("the file has no data rows", file=path)
+    sheet = path.suffix.lower() == ".xlsx"
+    for row, cells in raw:
+        if sheet and len(cells) < len(names):
+            # spreadsheet rows lose trailing empty cells; restore them so emptiness is reported
+            cells.extend([None] * (len(names) - len(cells)))
+        if len(cells) != len(names) and not (extra_ok and len(cells) > len(names)):
+            raise DataError(
+                f"row has {len(cells)} cells, expected {len(names)} ({', '.join(names)})",
+                file=path,
+                row=row,
+            )
+    return _build(path, raw, {name: i for i, name in enumerate(names)})
+
+
+def _build(path: Path, raw: _RawRows, index: dict[str, int]) -> Table:
+    columns: dict[str, list[_Cell]] = {name: [] for name in index}
+    for _, cells in raw:
+        for name, i in index.items():
+            columns[name].append(cells[i] if i < len(cells) else None)
+    return Table(path, columns, [row for row, _ in raw])
+
+
+def looks_like_header(raw: _RawRows, names: Sequence[str]) -> bool:
+    """Whether nominally header-less rows start with exactly the header ``names``."""
+    if not raw:
+        return False
+    first = [("" if c is None else str(c).strip().lower()) for c in raw[0][1]]
+    return first == [n.lower() for n in names]
+
+
+# --- column values -----------------------------------------------------------------------------
+
+
+def text_column(table: Table, name: str, *, allow_empty: bool = False) -> list[str]:
+    """A column as stripped strings; an empty cell is a DataError unless ``allow_empty``."""
+    out: list[str] = []
+    for value, row in zip(table.columns[name], table.rows, strict=True):
+        text = "" if value is None else str(value).strip()
+        if not text and not allow_empty:
+            raise DataError(f"empty '{name}'", file=table.path, row=row)
+        out.append(text)
+    return out
+
+
+def parse_number(value: _Cell, *, what: str, file: Path, row: int) -> float:
+    """A finite float from a cell; empty, NaN, inf and text are DataErrors."""
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{what} is empty", file=file, row=row)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(f"{what} '{value}' is not a number", file=file, row=row) from None
+    if not math.isfinite(number):
+        raise DataError(f"{what} '{value}' is not a finite number", file=file, row=row)
+    return number
+
+
+def check_scale(value: float, dim: Dimension, *, what: str, file: Path, row: int) -> float:
+    """Refuse a MOS outside the dimension's declared scale (it would normalise outside [0, 1])."""
+    if not dim.low <= value <= dim.high:
+        raise DataError(
+            f"{what} {value} is outside the scale [{dim.low:g}, {dim.high:g}]", file=file, row=row
+        )
+    return value
+
+
+def check_std(value: float, *, what: str, file: Path, row: int) -> float:
+    if value < 0:
+        raise DataError(f"{what} {value} is negative", file=file, row=row)
+    return value
+
+
+def score_column(table: Table, name: str, dim: Dimension) -> list[float]:
+    """A MOS column: finite numbers inside the dimension's scale."""
+    return [
+        check_scale(
+            parse_number(v, what=name, file=table.path, row=r),
+            dim,
+            what=name,
+            file=table.path,
+            row=r,
+        )
+        for v, r in zip(table.columns[name], table.rows, strict=True)
+    ]
+
+
+def std_column(table: Table, name: str) -> list[float]:
+    """A standard-deviation column: finite, non-negative numbers."""
+    return [
+        check_std(
+            parse_number(v, what=name, file=table.path, row=r), what=name, file=table.path, row=r
+        )
+        for v, r in zip(table.columns[name], table.rows, strict=True)
+    ]
+
+
+# --- rows: paths, duplicates, groups, generators -----------------------------------------------
+
+
+def check_image_names(names: Sequence[str], rows: Sequence[int], file: Path) -> None:
+    """Every name must be a plain relative path inside the dataset root."""
+    for name, row in zip(names, rows, strict=True):
+        check_relative_path(name, file=file, row=row)
+
+
+def duplicate_rows(keys: Sequence[str]) -> dict[str, list[int]]:
+    """Positions of every key that occurs more than once, in order of first appearance."""
+    seen: dict[str, list[int]] = {}
+    for position, key in enumerate(keys):
+        seen.setdefault(key, []).append(position)
+    return {key: where for key, where in seen.items() if len(where) > 1}
+
+
+def check_unique(
+    names: Sequence[str], rows: Sequence[int], files: Sequence[Path] | Path, what: str = "image"
+) -> None:
+    """A name that occurs twice is a DataError naming the file and row of the repeat."""
+    per_row = [files] * len(names) if isinstance(files, Path) else list(files)
+    for name, where in duplicate_rows(names).items():
+        places = ", ".join(f"{per_row[p]} row {rows[p]}" for p in where)
+        repeat = where[1]
+        raise DataError(
+            f"{what} '{name}' appears {len(where)} times ({places})",
+            file=per_row[repeat],
+            row=rows[repeat],
+        )
+
+
+def group_ids(keys: Iterable[str]) -> list[str]:
+    """Stable ids ``p<index>`` in order of first appearance, zero-padded to equal width."""
+    keys = list(keys)
+    order: dict[str, int] = {}
+    for key in keys:
+        order.setdefault(key, len(order))
+    width = max(3, len(str(len(order))))
+    return [f"p{order[key]:0{width}d}" for key in keys]
+
+
+def generators_from_names(
+    names: Sequence[str], pattern: re.Pattern[str], notes: list[str]
+) -> list[str]:
+    """The generator captured by ``pattern`` from each file name; ``unknown`` (noted) otherwise."""
+    out: list[str] = []
+    for name in names:
+        match = pattern.match(Path(name).name)
+        out.append(match.group(1) if match else "unknown")
+    unknown = out.count("unknown")
+    if unknown:
+        notes.append(f"{unknown} image name(s) do not encode a generator; generator = 'unknown'")
+    return out
+
+
+# --- assembling the manifest -------------------------------------------------------------------
+
+
+def build_frame(
+    base: dict[str, Sequence[object]],
+    scores: dict[str, Sequence[float]],
+) -> pd.DataFrame:
+    """The manifest table: base columns first, then mos_/std_ columns as float."""
+    frame = pd.DataFrame({name: list(base[name]) for name in BASE_COLUMNS})
+    for column in ("image", "prompt", "prompt_group", "generator", "subset"):
+        frame[column] = frame[column].astype(str)
+    frame["labelled"] = frame["labelled"].astype(bool)
+    for name, values in scores.items():
+        frame[name] = np.asarray(values, dtype=float)
+    return frame

@@ -1,0 +1,67 @@
+"""AGIQA-3K reader; also reads the embedded synthetic dataset, which is written in this format.
+
+Official layout: ``<root>/data.csv`` (header ``name,prompt,adj1,adj2,style,mos_quality,
+std_quality,mos_align,std_align``) and the images at ``<root>/<name>``. Extra columns (such as
+SCVA-AGIQA's ``consistency`` and ``answer``) are ignored. Nothing here depends on AGIQA-3K's own
+names or counts.
+
+- ``prompt_group``: identical prompt strings share a group, ``p<index>`` in order of first use.
+- ``generator``: the part of the file name before the first ``_`` (``AttnGAN``, ``sd1.5``, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from agiqa.data.manifest import Dimension, Manifest
+from agiqa.data.readers._common import (
+    READERS,
+    build_frame,
+    check_image_names,
+    check_unique,
+    generators_from_names,
+    group_ids,
+    require_file,
+    score_column,
+    std_column,
+    table_with_header,
+    text_column,
+)
+
+METADATA = "data.csv"
+LAYOUT = (
+    "<root>/data.csv with columns name,prompt,mos_quality,std_quality,mos_align,std_align "
+    "and the images at <root>/<name>"
+)
+DIMENSIONS = (
+    Dimension("quality", "quality", 0.0, 5.0, has_std=True),
+    Dimension("align", "alignment", 0.0, 5.0, has_std=True),
+)
+GENERATOR = re.compile(r"^([^_]+)_")
+
+
+@READERS.register("agiqa-3k")
+def read_agiqa3k(root: Path, dataset: str = "agiqa-3k") -> Manifest:
+    """Read ``<root>/data.csv`` into a manifest with the dimensions ``quality`` and ``align``."""
+    path = require_file(Path(root) / METADATA, LAYOUT)
+    score_columns = [c for d in DIMENSIONS for c in (d.mos_column, d.std_column)]
+    table = table_with_header(path, ["name", "prompt", *score_columns])
+    names = text_column(table, "name")
+    check_image_names(names, table.rows, path)
+    check_unique(names, table.rows, path)
+    prompts = text_column(table, "prompt")
+    scores: dict[str, list[float]] = {}
+    for dim in DIMENSIONS:
+        scores[dim.mos_column] = score_column(table, dim.mos_column, dim)
+        scores[dim.std_column] = std_column(table, dim.std_column)
+    notes: list[str] = []
+    base = {
+        "image": names,
+        "prompt": prompts,
+        "prompt_group": group_ids(prompts),
+        "generator": generators_from_names(names, GENERATOR, notes),
+        "subset": ["all"] * len(table),
+        "labelled": [True] * len(table),
+    }
+    return Manifest(dataset, build_frame(base, scores), DIMENSIONS, notes, str(path))

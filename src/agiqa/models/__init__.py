@@ -1,0 +1,16 @@
+"""Models: the shared interface plus the registered implementations.
+
+Importing this package registers every model module below in ``MODELS``.
+"""
+
+from agiqa.models import clip_residual, clip_zeroshot
+from agiqa.models.base import MODELS, AgiqaModel, build_model, trainable_parameter_count
+
+__all__ = [
+    "MODELS",
+    "AgiqaModel",
+    "build_model",
+    "clip_residual",
+    "clip_zeroshot",
+    "trainable_parameter_count",
+]

@@ -1,0 +1,65 @@
+"""The interface every model implements, so the trainer and the pipeline treat them alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import torch
+from PIL import Image
+from torch import nn
+
+from agiqa.data.manifest import Dimension
+from agiqa.registry import Registry
+
+
+class AgiqaModel(nn.Module):
+    """Predicts every rated dimension of a dataset, each normalised to [0, 1].
+
+    Subclasses set the class attributes and implement the four methods below. A model's
+    constructor takes the dataset's ``dimensions`` plus the keyword arguments of its config
+    entry (everything but ``type`` and ``train``).
+    """
+
+    #: False for zero-shot baselines: the trainer only evaluates them.
+    trainable: ClassVar[bool] = True
+    #: True when the model benefits from a GPU; the workflow then declares ``resources: gpu=1``.
+    uses_gpu: ClassVar[bool] = True
+    #: Short description of the backbone for ``agiqa models list``.
+    backbone_name: str = ""
+
+    def __init__(self, dimensions: Sequence[Dimension]) -> None:
+        super().__init__()
+        if not dimensions:
+            raise ValueError("a model needs at least one rated dimension")
+        self.dimensions = tuple(dimensions)
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL image -> CHW float tensor; ``train`` selects the augmenting variant."""
+        raise NotImplementedError
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Prompts -> token tensor accepted by ``forward``."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return predictions of shape [batch, len(dimensions)] on the normalised scale."""
+        raise NotImplementedError
+
+    def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss for normalised ``targets`` of shape [batch, len(dimensions)]."""
+        return nn.functional.mse_loss(predictions, targets)
+
+
+MODELS: Registry[type[AgiqaModel]] = Registry("model")
+
+
+def build_model(config: dict, dimensions: Sequence[Dimension]) -> AgiqaModel:
+    """Build a model from its config entry ``{type: NAME, train: {...}, **kwargs}``."""
+    kwargs = {k: v for k, v in config.items() if k not in ("type", "train")}
+    model_class = MODELS.get(config["type"])
+    return model_class(dimensions, **kwargs)
+
+
+def trainable_parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,294 @@
+"""Shared open_clip loading for the CLIP-based models.
+
+Two paths go through the same ``open_clip.create_model_and_transforms`` factory:
+
+- the real one, ``arch`` plus a pretrained tag (``ViT-L-14`` / ``openai`` for the qiyan111/AIGC
+  reproduction), with weights from the Hugging Face cache; ``offline=True`` makes a missing cache
+  fail at once with a message naming the arch, tag and cache directory;
+- the tiny random-init ``agiqa-tiny-clip`` architecture (``clip_configs/agiqa-tiny-clip.json``),
+  the embedded default and the one the tests use: no weights, no network.
+
+The tokenizer is open_clip's own, which for CLIP architectures is the BPE ``SimpleTokenizer`` whose
+vocabulary ships inside the package, so it never downloads anything.
+
+Transforms use the normalisation statistics of the checkpoint (open_clip's ``preprocess_cfg``, the
+OpenAI CLIP mean/std for the ``openai`` tags and for the tiny model). Training augments with
+RandomResizedCrop(scale 0.8-1) and a horizontal flip as qiyan111/AIGC does; evaluation resizes the
+short side and centre-crops (the published code squashes to 224x224 instead, distorting the aspect).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from agiqa.errors import AgiqaError, ConfigError
+
+TINY_ARCH = "agiqa-tiny-clip"
+CONFIG_DIR = Path(__file__).with_name("clip_configs")
+
+# Registering twice would only rescan, but keep the search path list clean on re-import.
+if TINY_ARCH not in open_clip.list_models():
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+class BackboneUnavailableError(AgiqaError):
+    """The requested CLIP weights cannot be loaded (not cached while offline, download failed)."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The ``backbone`` entry of a CLIP model's config."""
+
+    arch: str = TINY_ARCH
+    pretrained: str | None = None
+    cache_dir: str | None = None
+    offline: bool = False
+    image_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any] | None) -> BackboneConfig:
+        entry = dict(entry or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigError(f"backbone: unknown keys {unknown} (known: {sorted(known)})")
+        return cls(**entry)
+
+    @property
+    def description(self) -> str:
+        if self.pretrained:
+            return f"open_clip {self.arch}/{self.pretrained}"
+        return f"open_clip {self.arch} (random init)"
+
+
+class _ToRGB:
+    """Any PIL mode -> RGB; a class rather than a lambda so DataLoader workers can pickle it."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB") if isinstance(image, Image.Image) else image
+
+
+def train_transform(preprocess_cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """RandomResizedCrop(scale 0.8-1) + horizontal flip with the checkpoint's mean/std."""
+    interpolation = (
+        T.InterpolationMode.BILINEAR
+        if preprocess_cfg.get("interpolation") == "bilinear"
+        else T.InterpolationMode.BICUBIC
+    )
+    return T.Compose(
+        [
+            _ToRGB(),
+            T.RandomResizedCrop(
+                preprocess_cfg["size"], scale=(0.8, 1.0), interpolation=interpolation
+            ),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean=preprocess_cfg["mean"], std=preprocess_cfg["std"]),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ClipPreprocess:
+    """Everything a CLIP model needs to turn raw inputs into tensors."""
+
+    train_transform: Callable[[Image.Image], torch.Tensor]
+    eval_transform: Callable[[Image.Image], torch.Tensor]
+    tokenizer: Callable[..., torch.Tensor]
+    context_length: int
+
+    def image(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+        return self.train_transform if train else self.eval_transform
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[n, context_length] token ids; longer prompts are truncated (end token kept)."""
+        return self.tokenizer(list(prompts), context_length=self.context_length)
+
+
+@dataclass(frozen=True)
+class ClipBundle:
+    """A loaded open_clip model with its preprocessing."""
+
+    model: nn.Module
+    preprocess: ClipPreprocess
+    embed_dim: int
+    description: str
+
+
+def load_clip(
+    arch: str = TINY_ARCH,
+    pretrained: str | None = None,
+    cache_dir: str | None = None,
+    offline: bool = False,
+    image_size: int | None = None,
+) -> ClipBundle:
+    """Create an open_clip model, its transforms and tokenizer (fp32, on the CPU)."""
+    config = BackboneConfig(arch, pretrained, cache_dir, offline, image_size)
+    tag_cfg = _pretrained_cfg(config)
+    with _hub_offline(offline):
+        if offline and tag_cfg:
+            _require_cached_url(config, tag_cfg)
+        try:
+            model, _, eval_transform = open_clip.create_model_and_transforms(
+                arch,
+                pretrained=pretrained,
+                cache_dir=cache_dir,
+                force_image_size=image_size,
+                # open_clip only warns when OpenAI weights meet a GELU config; they need QuickGELU
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            )
+        except (RuntimeError, FileNotFoundError, OSError) as error:
+            raise BackboneUnavailableError(_load_failure(config, error)) from error
+        tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
+    preprocess = ClipPreprocess(
+        train_transform=train_transform(model.visual.preprocess_cfg),
+        eval_transform=eval_transform,
+        tokenizer=tokenizer,
+        context_length=int(model.context_length),
+    )
+    return ClipBundle(model, preprocess, _embed_dim(model), config.description)
+
+
+def _pretrained_cfg(config: BackboneConfig) -> dict[str, Any]:
+    """The open_clip tag entry; ConfigError on an unknown arch, tag or checkpoint file."""
+    has_schema = config.arch.startswith(("hf-hub:", "local-dir:"))
+    if not has_schema and config.arch not in open_clip.list_models():
+        raise ConfigError(f"unknown open_clip architecture '{config.arch}'")
+    if not config.pretrained or has_schema:
+        return {}
+    tag_cfg = open_clip.get_pretrained_cfg(config.arch, config.pretrained)
+    if not tag_cfg and not os.path.isfile(config.pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(config.arch)
+        raise ConfigError(
+            f"'{config.pretrained}' is neither a pretrained tag of {config.arch} "
+            f"(known: {', '.join(tags) or 'none'}) nor a checkpoint file"
+        )
+    return dict(tag_cfg)
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Set HF_HUB_OFFLINE=1 for the duration, also in the already imported huggingface_hub."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    # huggingface_hub reads the variable once at import, so its module flag needs setting too.
+    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved_flag
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
+
+
+def _require_cached_url(config: BackboneConfig, tag_cfg: dict[str, Any]) -> None:
+    """Tags served only by URL bypass the hub's offline switch; check their cache file ourselves."""
+    url = tag_cfg.get("url")
+    if tag_cfg.get("hf_hub") or tag_cfg.get("file") or not url:
+        return
+    cache_dir = config.cache_dir or os.path.expanduser("~/.cache/clip")
+    if not os.path.isfile(os.path.join(cache_dir, os.path.basename(url))):
+        raise BackboneUnavailableError(
+            _load_failure(config, FileNotFoundError(f"{os.path.basename(url)} not cached"))
+        )
+
+
+def _load_failure(config: BackboneConfig, error: BaseException) -> str:
+    where = config.cache_dir or "the default Hugging Face cache (HF_HUB_CACHE)"
+    message = (
+        f"cannot load CLIP weights for arch '{config.arch}', pretrained '{config.pretrained}' "
+        f"from cache dir {where}"
+    )
+    if config.offline:
+        message += (
+            " with offline=True (HF_HUB_OFFLINE=1): the weights are not in that cache; fetch them "
+            "once on a machine with network access using the same cache_dir, or set offline: false"
+        )
+    return f"{message}. Cause: {error}"
+
+
+def _embed_dim(model: nn.Module) -> int:
+    output_dim = getattr(model.visual, "output_dim", None)
+    if isinstance(output_dim, int):
+        return output_dim
+    # Towers without the attribute (timm, HF): measure one embedding instead.
+    size = model.visual.preprocess_cfg["size"]
+    with torch.no_grad():
+        return int(model.encode_image(torch.zeros(1, 3, *size)).shape[-1])
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One transformer tower: its embedding stem and its ordered residual blocks."""
+
+    name: str
+    stem: tuple[nn.Parameter, ...]
+    blocks: nn.ModuleList
+
+
+def clip_towers(model: nn.Module) -> tuple[Tower, Tower]:
+    """The vision and text towers of an open_clip CLIP/CustomTextCLIP with native transformers."""
+    visual = model.visual
+    text = getattr(model, "text", model)  # CustomTextCLIP nests the text tower, CLIP flattens it
+    vision_blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    text_blocks = getattr(getattr(text, "transformer", None), "resblocks", None)
+    if not isinstance(vision_blocks, nn.ModuleList) or not isinstance(text_blocks, nn.ModuleList):
+        raise ConfigError(
+            "partial freezing needs open_clip's native ViT image and text transformers; "
+            f"this backbone has {type(visual).__name__} / {type(text).__name__}"
+        )
+    vision_stem = _parameters_of(
+        visual, ("conv1", "class_embedding", "positional_embedding", "ln_pre")
+    )
+    text_stem = _parameters_of(text, ("token_embedding", "positional_embedding", "cls_emb"))
+    return Tower("vision", vision_stem, vision_blocks), Tower("text", text_stem, text_blocks)
+
+
+def _parameters_of(owner: nn.Module, names: Sequence[str]) -> tuple[nn.Parameter, ...]:
+    found: list[nn.Parameter] = []
+    for name in names:
+        part = getattr(owner, name, None)
+        if isinstance(part, nn.Parameter):
+            found.append(part)
+        elif isinstance(part, nn.Module):
+            found.extend(part.parameters())
+    return tuple(found)
+
+
+def freeze_first_blocks(model: nn.Module, layers: int) -> None:
+    """Freeze the embeddings and blocks ``[0, layers)`` of both towers.
+
+    ``layers`` may exceed the shallower tower (ViT-L-14: 24 image, 12 text blocks, and the published
+    recommendation is 18); that tower then has all its blocks frozen, as slicing would give.
+    """
+    towers = clip_towers(model)
+    deepest = max(len(tower.blocks) for tower in towers)
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= deepest:
+        depths = ", ".join(f"{tower.name} {len(tower.blocks)}" for tower in towers)
+        raise ConfigError(
+            f"freeze.layers must be an integer in [0, {deepest}] for this backbone "
+            f"(blocks per tower: {depths}); got {layers!r}"
+        )
+    for tower in towers:
+        for parameter in tower.stem:
+            parameter.requires_grad_(False)
+        for block in tower.blocks[:layers]:
+            block.requires_grad_(False)

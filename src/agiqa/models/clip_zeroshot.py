@@ -1,0 +1,108 @@
+"""Zero-shot CLIP baseline: no training, scores straight from the CLIP embedding space.
+
+- alignment dimensions: ``(cos(img, prompt) + 1) / 2``, the CLIPScore-style similarity that is also
+  the base of the qiyan111/AIGC consistency head (methods.md section 3);
+- quality dimensions: CLIP-IQA style antonym prompts (methods.md section 2.3): the softmax over
+  ``logit_scale * cos(img, [positive, negative])`` gives the probability of the positive prompt,
+  averaged over the configured pairs (default "Good photo." / "Bad photo.").
+
+Differences from the published uses: CLIP-AGIQA/DCMPLN learn prompt contexts around the antonym
+classes; here the prompts are fixed text, so nothing trains. Heads follow the dataset's dimension
+kinds rather than a fixed quality/alignment pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from PIL import Image
+
+from agiqa.data.manifest import Dimension
+from agiqa.errors import ConfigError
+from agiqa.models.base import MODELS, AgiqaModel
+from agiqa.models.clip_backbone import BackboneConfig, load_clip
+
+DEFAULT_QUALITY_PROMPTS = (("Good photo.", "Bad photo."),)
+
+
+@MODELS.register("clip_zeroshot")
+class ClipZeroShot(AgiqaModel):
+    """Frozen CLIP: cosine similarity for alignment, antonym-prompt probability for quality.
+
+    Args:
+        dimensions: The dataset's rated dimensions; the output columns follow their order.
+        backbone: ``{arch, pretrained, cache_dir, offline, image_size}`` as for ``clip_residual``.
+        quality_prompts: ``[[positive, negative], ...]`` antonym pairs; the quality score is the
+            mean over pairs of the probability of the positive prompt.
+    """
+
+    trainable = False
+    uses_gpu = True
+    backbone_name = "open_clip CLIP"
+
+    def __init__(
+        self,
+        dimensions: Sequence[Dimension],
+        backbone: Mapping[str, Any] | None = None,
+        quality_prompts: Sequence[Sequence[str]] = DEFAULT_QUALITY_PROMPTS,
+    ) -> None:
+        super().__init__(dimensions)
+        config = BackboneConfig.from_dict(dict(backbone or {}))
+        bundle = load_clip(**asdict(config))
+        self.clip = bundle.model
+        self._preprocess = bundle.preprocess
+        self.backbone_name = config.description
+        self.uses_text = any(dim.kind == "alignment" for dim in self.dimensions)
+        self.clip.requires_grad_(False)
+        self.train(False)
+        pairs = _antonym_pairs(quality_prompts)
+        self.register_buffer("antonyms", self._encode_pairs(pairs), persistent=False)
+
+    def train(self, mode: bool = True) -> ClipZeroShot:
+        # Nothing trains, so the backbone always runs as at inference (no dropout, fixed stats).
+        return super().train(False)
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+        return self._preprocess.image(train=False)
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self._preprocess.tokenize(prompts)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        image = self.clip.encode_image(images, normalize=True)
+        alignment = quality = None
+        if self.uses_text:
+            text = self.clip.encode_text(tokens, normalize=True)
+            alignment = ((image * text).sum(dim=-1) + 1) / 2
+        if any(dim.kind == "quality" for dim in self.dimensions):
+            quality = self._antonym_probability(image)
+        columns = [quality if dim.kind == "quality" else alignment for dim in self.dimensions]
+        return torch.stack(columns, dim=-1).clamp(0.0, 1.0)  # rounding can step past 1
+
+    def _antonym_probability(self, image: torch.Tensor) -> torch.Tensor:
+        cosine = torch.einsum("bd,pkd->bpk", image, self.antonyms)
+        probability = (self.clip.logit_scale.exp() * cosine).softmax(dim=-1)[..., 0]
+        return probability.mean(dim=-1)
+
+    @torch.no_grad()
+    def _encode_pairs(self, pairs: list[tuple[str, str]]) -> torch.Tensor:
+        """[pairs, 2, embed_dim] normalised prompt embeddings, computed once."""
+        prompts = [prompt for pair in pairs for prompt in pair]
+        embeddings = self.clip.encode_text(self.tokenize(prompts), normalize=True)
+        return embeddings.reshape(len(pairs), 2, -1)
+
+
+def _antonym_pairs(quality_prompts: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    pairs = [tuple(pair) for pair in quality_prompts if not isinstance(pair, str)]
+    well_formed = all(len(pair) == 2 and all(isinstance(p, str) for p in pair) for pair in pairs)
+    well_formed = well_formed and len(pairs) == len(quality_prompts)
+    if not pairs or not well_formed:
+        raise ConfigError(
+            "quality_prompts must be a non-empty list of [positive, negative] prompt pairs; "
+            f"got {quality_prompts!r}"
+        )
+    return [(pair[0], pair[1]) for pair in pairs]

@@ -1,0 +1,121 @@
+"""Where the workflow puts things and how a config entry becomes a job.
+
+The Snakefile and the CLI both use these functions, so a fold can be rerun by hand with exactly
+the inputs and outputs the workflow would use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agiqa.data.splits import Protocol
+from agiqa.errors import ConfigError
+from agiqa.train.fold import FoldJob
+
+RUN_FILES = ("predictions.csv", "metrics.json", "history.csv", "config.yaml", "checkpoint.pt")
+TABLE_FILES = ("main.tex", "main.md", "main.csv")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Result paths, relative to the working directory (Snakemake's ``--directory``)."""
+
+    results: str = "results"
+    logs: str = "logs"
+
+    def synthetic_root(self, dataset: str) -> str:
+        return f"{self.results}/datasets/{dataset}"
+
+    def verified(self, dataset: str) -> str:
+        return f"{self.results}/verified/{dataset}.json"
+
+    def manifest(self, dataset: str) -> str:
+        return f"{self.results}/manifests/{dataset}.csv"
+
+    def splits(self, protocol: str, dataset: str) -> str:
+        return f"{self.results}/splits/{protocol}/{dataset}.csv"
+
+    def run_dir(self, protocol: str, dataset: str, model: str, split: int | str) -> str:
+        return f"{self.results}/runs/{protocol}/{dataset}/{model}/split{split}"
+
+    def tables_dir(self) -> str:
+        return f"{self.results}/tables"
+
+    def mlflow_db(self) -> str:
+        return f"{self.results}/mlflow/mlflow.db"
+
+
+def dataset_root(config: dict, dataset: str, layout: Layout = Layout()) -> str:
+    entry = dataset_entry(config, dataset)
+    if "synthesize" in entry:
+        return entry.get("root") or layout.synthetic_root(dataset)
+    if "root" not in entry:
+        raise ConfigError(f"dataset '{dataset}' needs a 'root' (or a 'synthesize' section)")
+    return entry["root"]
+
+
+def dataset_entry(config: dict, dataset: str) -> dict:
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        raise ConfigError(f"dataset '{dataset}' is not in the config's datasets") from None
+
+
+def model_entry(config: dict, model: str) -> dict:
+    try:
+        return config["models"][model]
+    except KeyError:
+        raise ConfigError(f"model '{model}' is not in the config's models") from None
+
+
+def protocol_of(config: dict, protocol: str) -> Protocol:
+    try:
+        return Protocol.from_config(config["protocols"][protocol])
+    except KeyError:
+        raise ConfigError(f"protocol '{protocol}' is not in the config's protocols") from None
+
+
+def grid(config: dict) -> list[tuple[str, str, str, int]]:
+    """Every (protocol, dataset, model, split) the config asks for."""
+    jobs = []
+    for protocol in config["protocols"]:
+        for dataset in config["datasets"]:
+            for model in config["models"]:
+                for split in range(protocol_of(config, protocol).n_splits):
+                    jobs.append((protocol, dataset, model, split))
+    return jobs
+
+
+def fold_job(
+    config: dict,
+    protocol: str,
+    dataset: str,
+    model: str,
+    split: int,
+    *,
+    threads: int = 1,
+    layout: Layout = Layout(),
+) -> FoldJob:
+    return FoldJob(
+        dataset=dataset,
+        root=dataset_root(config, dataset, layout),
+        manifest=layout.manifest(dataset),
+        splits=layout.splits(protocol, dataset),
+        split=int(split),
+        protocol=protocol,
+        model_name=model,
+        model_config=model_entry(config, model),
+        out_dir=layout.run_dir(protocol, dataset, model, split),
+        seed=int(config.get("seed", 0)),
+        threads=threads,
+        device=str(config.get("device", "auto")),
+    )
+
+
+def tracking_uri(path: str | Path) -> str:
+    """An absolute sqlite URI for a database path, so every process agrees on the file."""
+    text = str(path)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).resolve()}"

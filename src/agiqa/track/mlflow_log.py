@@ -1,0 +1,318 @@
+"""Log finished run directories to MLflow from one process, idempotently.
+
+Training jobs never talk to MLflow (parallel writers and SQLite do not mix); this module reads their
+result files afterwards. Layout in the experiment:
+
+- one parent run per (protocol, dataset, model, config_hash), tagged ``agiqa.key`` =
+  ``protocol/dataset/model/config_hash``, with ``test/<dim>/<metric>_mean|_std`` and ``n_splits``;
+- one child run per split (``mlflow.parentRunId`` = parent, ``agiqa.key`` = parent key +
+  ``/split{k}``) with the flattened config as params, ``test/...`` and ``val/...`` metrics, the
+  per-epoch history (step = epoch) and the small result files as artifacts.
+
+Runs are found again by their ``agiqa.key`` tag, so logging the same directories twice reuses the
+runs. Metric timestamps come from the result files' modification times, which makes re-logged
+points identical to the stored ones (MLflow drops exact duplicates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from agiqa.evaluate.metrics import METRICS, summarize
+from agiqa.report.aggregate import RunResult, load_run
+
+_logger = logging.getLogger(__name__)
+
+ARTIFACTS = ("metrics.json", "config.yaml", "predictions.csv", "history.csv")
+PARAM_VALUE_LIMIT = 6000
+PARAM_KEY_LIMIT = 250
+_BATCH_PARAMS = 100
+_BATCH_METRICS = 1000
+_VALID_KEY = re.compile(r"^[\w\-./ :]+$")
+_NOISY_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.store.sqlalchemy_store")
+
+
+def log_to_mlflow(
+    run_dirs: Iterable[Path],
+    tracking_uri: str,
+    experiment: str = "agiqa",
+    artifact_root: Path | None = None,
+) -> dict[str, Any]:
+    """Log run directories as parent/child MLflow runs; safe to call again on the same inputs.
+
+    Args:
+        run_dirs: Run directories holding at least ``metrics.json``.
+        tracking_uri: MLflow tracking URI, e.g. ``sqlite:////abs/results/mlflow/mlflow.db``.
+            It is used by a dedicated client only; the global tracking URI is left alone.
+        experiment: Experiment name, created on first use.
+        artifact_root: Artifact location for a new experiment. Defaults to ``artifacts/`` beside a
+            SQLite database file (MLflow's default for other backends).
+
+    Returns:
+        ``{"parents": n, "children": m, "experiment_id": id, "created": runs new this call}``.
+    """
+    runs = [load_run(path) for path in _unique(run_dirs)]
+    with _quiet_loggers():
+        client = MlflowClient(tracking_uri=tracking_uri)
+        root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
+        experiment_id = ensure_experiment(client, experiment, root)
+        logger = _RunLogger(client, experiment_id)
+        groups = _group(runs)
+        for key, members in groups.items():
+            parent_id = logger.log_parent(key, members)
+            for run in members:
+                logger.log_child(run, parent_id)
+    return {
+        "parents": len(groups),
+        "children": len(runs),
+        "experiment_id": experiment_id,
+        "created": logger.created,
+    }
+
+
+@contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    """Hide database-migration INFO chatter for the duration of the call, then restore levels."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _unique(run_dirs: Iterable[Path]) -> list[Path]:
+    return list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
+
+
+def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    groups: dict[str, list[RunResult]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    for key, members in groups.items():
+        splits = [r.split for r in members]
+        if len(set(splits)) != len(splits):
+            raise ValueError(f"{key}: split reported twice in {[str(r.path) for r in members]}")
+        members.sort(key=lambda r: r.split)
+    return groups
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (four slashes for an absolute path), else None."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix) :].split("?", 1)[0])
+
+
+def default_artifact_root(tracking_uri: str) -> Path | None:
+    """``artifacts/`` beside a SQLite database (created with the folder of the database)."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return db.parent / "artifacts"
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """Get or create (or restore, if deleted) the experiment; tolerate a concurrent creator."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        location = None
+        if artifact_root is not None:
+            Path(artifact_root).mkdir(parents=True, exist_ok=True)
+            location = Path(artifact_root).resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            found = client.get_experiment_by_name(name)  # another process created it first
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    return found.experiment_id
+
+
+# --- config flattening -----------------------------------------------------------------------
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b.c": "value"}`` with MLflow-safe keys and string values.
+
+    Non-string values are JSON-encoded (``true``, ``null``, ``[1, 2]``); values longer than
+    6000 characters are truncated; keys MLflow would reject and keys that collide after
+    flattening (``{"a": {"b": 1}, "a.b": 2}``) are skipped with a warning (first one wins).
+    """
+    flat: dict[str, str] = {}
+    for key, value in _walk(config, prefix):
+        if len(key) > PARAM_KEY_LIMIT or not _VALID_KEY.match(key):
+            _logger.warning("skipping config key '%s': not a valid MLflow param key", key[:80])
+            continue
+        if key in flat:
+            _logger.warning("skipping config key '%s': clashes with an earlier key", key)
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        flat[key] = text[:PARAM_VALUE_LIMIT]
+    return flat
+
+
+def _walk(node: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _walk(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def _read_config(run_dir: Path) -> dict[str, str]:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return flatten_config(loaded)
+
+
+# --- run logging -----------------------------------------------------------------------------
+
+
+def _mtime_ms(path: Path) -> int:
+    return int(path.stat().st_mtime * 1000)
+
+
+def _score_metrics(prefix: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    return {f"{prefix}/{dim}/{m}": v for dim, values in scores.items() for m, v in values.items()}
+
+
+def _history_metrics(run_dir: Path, timestamp: int) -> list[Metric]:
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return []
+    history = pd.read_csv(path)
+    if "epoch" not in history.columns:
+        _logger.warning("%s has no 'epoch' column; history not logged", path)
+        return []
+    metrics = []
+    for column in history.columns.drop("epoch"):
+        values = pd.to_numeric(history[column], errors="coerce")
+        for epoch, value in zip(history["epoch"], values, strict=True):
+            if pd.notna(value) and pd.notna(epoch):
+                metrics.append(Metric(str(column), float(value), timestamp, int(epoch)))
+    return metrics
+
+
+class _RunLogger:
+    """Finds or creates runs by their ``agiqa.key`` tag and logs into them."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.created = 0
+
+    def find_or_create(self, key: str, name: str, tags: dict[str, str]) -> str:
+        if "'" in key:
+            raise ValueError(f"run key {key!r} must not contain a single quote")
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`agiqa.key` = '{key}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        if len(found) > 1:
+            _logger.warning("%d runs carry agiqa.key=%s; reusing the oldest", len(found), key)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            return run_id
+        self.created += 1
+        return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+
+    def log_parent(self, key: str, members: Sequence[RunResult]) -> str:
+        first = members[0]
+        tags = {
+            "agiqa.key": key,
+            "agiqa.protocol": first.protocol,
+            "agiqa.dataset": first.dataset,
+            "agiqa.model": first.model,
+            "agiqa.config_hash": first.config_hash,
+        }
+        run_id = self.find_or_create(key, f"{first.protocol}/{first.dataset}/{first.model}", tags)
+        timestamp = max(_mtime_ms(r.path / "metrics.json") for r in members)
+        values: dict[str, float] = {"n_splits": float(len(members))}
+        dims = list(dict.fromkeys(dim for r in members for dim in r.test))
+        for dim in dims:
+            for metric in METRICS:
+                splits = [r.test.get(dim, {}).get(metric, math.nan) for r in members]
+                mean, std = summarize(splits)
+                values[f"test/{dim}/{metric}_mean"] = mean
+                values[f"test/{dim}/{metric}_std"] = std
+        self._log_metrics(run_id, [Metric(k, v, timestamp, 0) for k, v in values.items()])
+        self.client.set_terminated(run_id, end_time=timestamp)
+        return run_id
+
+    def log_child(self, run: RunResult, parent_id: str) -> str:
+        key = f"{run.key}/split{run.split}"
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "agiqa.key": key,
+            "agiqa.parent_key": run.key,
+            "agiqa.split": str(run.split),
+            "agiqa.protocol": run.protocol,
+            "agiqa.dataset": run.dataset,
+            "agiqa.model": run.model,
+            "agiqa.config_hash": run.config_hash,
+            "agiqa.run_dir": str(run.path),
+        }
+        run_id = self.find_or_create(
+            key, f"{run.protocol}/{run.dataset}/{run.model}/split{run.split}", tags
+        )
+        self._log_params(run_id, _read_config(run.path))
+        timestamp = _mtime_ms(run.path / "metrics.json")
+        values = {**_score_metrics("test", run.test), **_score_metrics("val", run.val)}
+        values.update({f"info/{k}": v for k, v in run.info.items() if not math.isnan(v)})
+        metrics = [Metric(k, v, timestamp, 0) for k, v in values.items()]
+        history = run.path / "history.csv"
+        if history.exists():
+            metrics += _history_metrics(run.path, _mtime_ms(history))
+        self._log_metrics(run_id, metrics)
+        for name in ARTIFACTS:
+            if (run.path / name).exists():
+                self.client.log_artifact(run_id, str(run.path / name))
+        self.client.set_terminated(run_id, end_time=timestamp)
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        # Params are immutable: skip those already stored and warn about changed values.
+        existing = self.client.get_run(run_id).data.params
+        changed = [k for k, v in params.items() if k in existing and existing[k] != v]
+        if changed:
+            _logger.warning("run %s: params %s changed; keeping stored values", run_id, changed)
+        new = [Param(k, v) for k, v in params.items() if k not in existing]
+        for start in range(0, len(new), _BATCH_PARAMS):
+            self.client.log_batch(run_id, params=new[start : start + _BATCH_PARAMS])
+
+    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+        valid = [m for m in metrics if len(m.key) <= PARAM_KEY_LIMIT and _VALID_KEY.match(m.key)]
+        if len(valid) < len(metrics):
+            _logger.warning(
+                "run %s: skipped %d invalid metric keys", run_id, len(metrics) - len(valid)
+            )
+        for start in range(0, len(valid), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=valid[start : start + _BATCH_METRICS])

@@ -1,0 +1,352 @@
+"""One fold job: a pure function of (model config, manifest, split file, seed) -> result files.
+
+It trains on the split's ``train`` part, selects the best epoch on ``val`` (early stopping with
+patience), and only then predicts ``test`` once. Outputs in ``out_dir``: ``predictions.csv``,
+``metrics.json``, ``history.csv``, ``config.yaml`` (resolved) and ``checkpoint.pt`` (the trained
+parameters of the best epoch; frozen backbone weights come from the backbone's own source).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from agiqa.data.manifest import Manifest
+from agiqa.data.splits import read_split
+from agiqa.errors import ConfigError, DataError
+from agiqa.evaluate.metrics import compute_metrics
+from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
+from agiqa.train.data import ImageTextDataset, normalised_targets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of a model's ``train`` config entry."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    patience: int = 5
+    num_workers: int = 0
+    amp: bool = True
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> TrainSettings:
+        config = dict(config or {})
+        unknown = set(config) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown train settings {sorted(unknown)}")
+        settings = cls(**config)
+        for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip"):
+            if not isinstance(getattr(settings, name), int | float):
+                raise ConfigError(f"train.{name} must be a number (YAML needs 1.0e-4, not 1e-4)")
+        return settings
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything that determines a fold's result."""
+
+    dataset: str
+    root: str
+    manifest: str
+    splits: str
+    split: int
+    protocol: str
+    model_name: str
+    model_config: dict
+    out_dir: str
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+
+    def resolved_config(self) -> dict:
+        return {
+            "dataset": {"name": self.dataset, "root": self.root, "manifest": self.manifest},
+            "protocol": {"name": self.protocol, "splits": self.splits, "split": self.split},
+            "model": {"name": self.model_name, **self.model_config},
+            "seed": self.seed,
+        }
+
+    def config_hash(self) -> str:
+        # The split index is excluded: all splits of one configuration share a hash.
+        config = self.resolved_config()
+        config["protocol"] = {"name": self.protocol}
+        canonical = json.dumps(config, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def choose_device(requested: str, model_class_uses_gpu: bool) -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if model_class_uses_gpu and torch.cuda.is_available():
+        return torch.device("cuda")
+    if model_class_uses_gpu:
+        log.info("no GPU available: running on CPU")
+    return torch.device("cpu")
+
+
+def split_parts(manifest: Manifest, roles: pd.Series, splits_path: str) -> dict[str, pd.DataFrame]:
+    """Join the manifest's labelled rows with the split roles; refuse a stale split file."""
+    frame = manifest.frame.copy()
+    frame["manifest_row"] = np.arange(len(frame)) + 2
+    labelled = frame[frame["labelled"]]
+    missing = labelled.loc[~labelled["image"].isin(roles.index), "image"]
+    extra = roles.index.difference(labelled["image"])
+    if len(missing) or len(extra):
+        example = missing.iloc[0] if len(missing) else extra[0]
+        raise DataError(
+            f"split file does not match the manifest ({len(missing)} labelled images missing, "
+            f"{len(extra)} unknown images, e.g. '{example}'): rebuild the split file",
+            file=splits_path,
+        )
+    role = labelled["image"].map(roles)
+    return {
+        name: labelled[role == name].reset_index(drop=True) for name in ("train", "val", "test")
+    }
+
+
+class FoldTrainer:
+    """Trains and evaluates one model on one split."""
+
+    def __init__(self, job: FoldJob) -> None:
+        self.job = job
+        self.manifest = Manifest.load(job.manifest)
+        self.dimensions = self.manifest.dimensions
+        self.settings = TrainSettings.from_config(job.model_config.get("train"))
+        seed_everything(job.seed)
+        self.model: AgiqaModel = build_model(job.model_config, self.dimensions)
+        self.device = choose_device(job.device, type(self.model).uses_gpu)
+        self.model.to(self.device)
+        roles = read_split(job.splits, job.split)
+        self.parts = split_parts(self.manifest, roles, job.splits)
+        self.history: list[dict] = []
+
+    def loader(self, part: str, train: bool) -> DataLoader:
+        frame = self.parts[part]
+        dataset = ImageTextDataset(
+            frame,
+            self.job.root,
+            self.model.image_transform(train=train),
+            self.model.tokenize(frame["prompt"].tolist()),
+            normalised_targets(frame, self.dimensions),
+            self.manifest.source,
+        )
+        generator = torch.Generator().manual_seed(self.job.seed + len(self.history))
+        return DataLoader(
+            dataset,
+            batch_size=self.settings.batch_size if train else self.settings.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.settings.batch_size,
+            num_workers=self.settings.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,
+        )
+
+    def autocast(self) -> torch.autocast:
+        enabled = self.settings.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def predict(self, part: str) -> np.ndarray:
+        """Normalised predictions for a part, in its row order."""
+        self.model.eval()
+        outputs = np.zeros((len(self.parts[part]), len(self.dimensions)), dtype=np.float32)
+        for images, tokens, _, index in self.loader(part, train=False):
+            with self.autocast():
+                pred = self.model(images.to(self.device), tokens.to(self.device))
+            outputs[index.numpy()] = pred.float().cpu().numpy()
+        return outputs
+
+    def evaluate(self, part: str, predictions: np.ndarray) -> dict[str, dict[str, float]]:
+        frame = self.parts[part]
+        results = {}
+        for column, dim in enumerate(self.dimensions):
+            native = dim.denormalise(predictions[:, column].astype(np.float64))
+            results[dim.name] = compute_metrics(native, frame[dim.mos_column].to_numpy(float))
+        return results
+
+    def train(self) -> int | None:
+        """Run the epochs; return the best epoch (1-based) selected on ``val``."""
+        if not type(self.model).trainable:
+            return None
+        settings = self.settings
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        steps_per_epoch = max(1, len(self.loader("train", train=True)))
+        scheduler = warmup_cosine(
+            optimizer, settings.epochs * steps_per_epoch, settings.warmup_ratio
+        )
+        best_score, best_epoch, best_state = -math.inf, None, None
+        for epoch in range(1, settings.epochs + 1):
+            started = time.perf_counter()
+            loss = self.train_epoch(optimizer, scheduler)
+            val = self.evaluate("val", self.predict("val"))
+            score = float(np.nanmean([m["srcc"] for m in val.values()]))
+            self.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": loss,
+                    "val_srcc_mean": score,
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            log.info("epoch %d/%d loss %.4f val SRCC %.4f", epoch, settings.epochs, loss, score)
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(trained_state(self.model))
+            elif epoch - (best_epoch or 0) >= settings.patience:
+                log.info("early stop: no val improvement for %d epochs", settings.patience)
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state, strict=False)
+        return best_epoch
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, scheduler) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        for images, tokens, targets, _ in self.loader("train", train=True):
+            with self.autocast():
+                pred = self.model(images.to(self.device), tokens.to(self.device))
+                loss = self.model.loss(pred.float(), targets.to(self.device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.settings.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(targets)
+            count += len(targets)
+        return total / max(count, 1)
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that training changes (frozen backbone weights are left out)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable}
+
+
+def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) -> dict:
+    job, out = trainer.job, Path(trainer.job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    test_pred = trainer.predict("test")
+    test_metrics = trainer.evaluate("test", test_pred)
+    val_metrics = (
+        trainer.evaluate("val", trainer.predict("val")) if len(trainer.parts["val"]) else {}
+    )
+    frame = trainer.parts["test"]
+    predictions = pd.DataFrame({"image": frame["image"], "split": job.split})
+    for column, dim in enumerate(trainer.dimensions):
+        predictions[f"pred_{dim.name}"] = dim.denormalise(test_pred[:, column].astype(np.float64))
+        predictions[f"target_{dim.name}"] = frame[dim.mos_column].to_numpy(float)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    history = pd.DataFrame(
+        trainer.history, columns=["epoch", "train_loss", "val_srcc_mean", "lr", "seconds"]
+    )
+    history.to_csv(out / "history.csv", index=False)
+    config = job.resolved_config()
+    config["model"]["train"] = asdict(trainer.settings)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    torch.save(
+        {"trained_state": trained_state(trainer.model), "config": config, "best_epoch": best_epoch},
+        out / "checkpoint.pt",
+    )
+    metrics = {
+        "dataset": job.dataset,
+        "model": job.model_name,
+        "protocol": job.protocol,
+        "split": job.split,
+        "n_train": len(trainer.parts["train"]),
+        "n_val": len(trainer.parts["val"]),
+        "n_test": len(trainer.parts["test"]),
+        "best_epoch": best_epoch,
+        "epochs_run": len(trainer.history),
+        "seconds": seconds,
+        "device": str(trainer.device),
+        "trainable_parameters": trainable_parameter_count(trainer.model),
+        "config_hash": job.config_hash(),
+        "test": test_metrics,
+        "val": val_metrics,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    return metrics
+
+
+def run_fold(job: FoldJob) -> dict:
+    """Train, select on val, evaluate on test and write the fold's outputs."""
+    torch.set_num_threads(max(1, job.threads))
+    started = time.perf_counter()
+    trainer = FoldTrainer(job)
+    log.info(
+        "%s on %s (%s split %d): %d train / %d val / %d test images, %d trainable parameters, %s",
+        job.model_name,
+        job.dataset,
+        job.protocol,
+        job.split,
+        *(len(trainer.parts[p]) for p in ("train", "val", "test")),
+        trainable_parameter_count(trainer.model),
+        trainer.device,
+    )
+    best_epoch = trainer.train()
+    metrics = write_outputs(trainer, best_epoch, time.perf_counter() - started)
+    for dim, values in metrics["test"].items():
+        log.info("test %s: %s", dim, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return metrics
+
+
+def configure_logging(log_file: str | Path | None = None) -> None:
+    """Log to stderr and, when given, to a per-job log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=os.environ.get("AGIQA_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )

@@ -1,0 +1,97 @@
+"""The protocol: grouped folds never cut a prompt group, are deterministic, never select on test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agiqa.data.splits import Protocol, make_splits, read_split, split_column, write_splits
+from agiqa.errors import ConfigError, DataError
+
+
+def frame_with_groups(n_groups: int = 40, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 12, size=n_groups)  # uneven groups, as in AGIQA-1K and -3K
+    groups = np.repeat([f"g{i}" for i in range(n_groups)], sizes)
+    return pd.DataFrame(
+        {"image": [f"img{i}.jpg" for i in range(len(groups))], "prompt_group": groups}
+    )
+
+
+def test_grouped_folds_keep_each_prompt_on_one_side() -> None:
+    frame = frame_with_groups()
+    splits = make_splits(frame, Protocol(type="kfold_grouped", folds=5, val_fraction=0.15))
+    for k in range(5):
+        roles = splits[split_column(k)]
+        for role_a, role_b in [("train", "test"), ("val", "test"), ("train", "val")]:
+            groups_a = set(splits.loc[roles == role_a, "prompt_group"])
+            groups_b = set(splits.loc[roles == role_b, "prompt_group"])
+            assert not groups_a & groups_b, (k, role_a, role_b)
+
+
+def test_each_image_is_tested_exactly_once_and_folds_are_balanced() -> None:
+    frame = frame_with_groups()
+    splits = make_splits(frame, Protocol(type="kfold_grouped", folds=5))
+    tested = (splits[[split_column(k) for k in range(5)]] == "test").sum(axis=1)
+    assert (tested == 1).all()
+    fold_sizes = [(splits[split_column(k)] == "test").sum() for k in range(5)]
+    assert max(fold_sizes) - min(fold_sizes) <= 11  # at most one (largest) group apart
+
+
+def test_validation_is_carved_from_training_folds() -> None:
+    frame = frame_with_groups()
+    splits = make_splits(frame, Protocol(type="kfold_grouped", folds=5, val_fraction=0.2))
+    for k in range(5):
+        roles = splits[split_column(k)]
+        n_pool = (roles != "test").sum()
+        assert (roles == "val").sum() >= 0.2 * n_pool
+        assert (roles == "val").sum() <= 0.2 * n_pool + 11
+        assert (roles == "train").sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["kfold_grouped", "random_split"])
+def test_splits_are_deterministic_for_a_seed(kind: str) -> None:
+    frame = frame_with_groups()
+    first = make_splits(frame, Protocol(type=kind, folds=5, repeats=3, seed=7))
+    second = make_splits(frame, Protocol(type=kind, folds=5, repeats=3, seed=7))
+    other = make_splits(frame, Protocol(type=kind, folds=5, repeats=3, seed=8))
+    pd.testing.assert_frame_equal(first, second)
+    assert not first.equals(other)
+
+
+def test_random_split_is_image_level_with_the_asked_fraction() -> None:
+    frame = frame_with_groups()
+    splits = make_splits(frame, Protocol(type="random_split", repeats=4, test_fraction=0.2))
+    assert [c for c in splits.columns if c.startswith("split")] == [
+        split_column(r) for r in range(4)
+    ]
+    for r in range(4):
+        assert (splits[split_column(r)] == "test").sum() == round(0.2 * len(frame))
+    # Repeats differ from each other.
+    assert not splits[split_column(0)].equals(splits[split_column(1)])
+
+
+def test_split_file_round_trip_and_bad_role(tmp_path) -> None:
+    frame = frame_with_groups(10)
+    splits = make_splits(frame, Protocol(type="kfold_grouped", folds=2))
+    path = tmp_path / "splits.csv"
+    write_splits(splits, path)
+    roles = read_split(path, 1)
+    assert roles.index.tolist() == frame["image"].tolist()
+    text = path.read_text().splitlines()
+    text[3] = text[3].rsplit(",", 1)[0] + ",holdout"
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"splits.csv, row 4: role 'holdout'"):
+        read_split(path, 1)
+    with pytest.raises(DataError, match="no column 'split5'"):
+        read_split(path, 5)
+
+
+def test_bad_protocols_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown protocol 'loo'"):
+        Protocol.from_config({"type": "loo"})
+    with pytest.raises(ConfigError, match="unknown protocol settings"):
+        Protocol.from_config({"type": "kfold_grouped", "fold": 5})
+    with pytest.raises(DataError, match="cannot fill 5 folds"):
+        make_splits(frame_with_groups(3), Protocol(type="kfold_grouped", folds=5))

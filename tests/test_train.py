@@ -1,0 +1,135 @@
+"""Fold jobs: outputs, selection on validation only, bad images, and a learning test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from agiqa.data.readers import read_dataset
+from agiqa.data.splits import Protocol, make_splits, write_splits
+from agiqa.data.synthetic import generate
+from agiqa.errors import DataError
+from agiqa.train.fold import FoldJob, FoldTrainer, run_fold
+
+# The tiny ResNet-tower CLIP learns low-level quality cues from a few hundred images; the tiny ViT
+# does not (measured: held-out SRCC about 0.0-0.2), so the demo and learning tests use this one.
+TINY_BACKBONE = {"arch": "agiqa-tiny-rn-clip", "pretrained": None}
+
+
+def prepare(
+    tmp_path: Path, n_prompts: int, folds: int = 4, seed: int = 0
+) -> tuple[Path, Path, Path]:
+    root = tmp_path / "synthetic"
+    generate(root, n_prompts=n_prompts, images_per_prompt=4, image_size=64, seed=seed)
+    manifest = read_dataset("agiqa-3k", root, dataset="synthetic")
+    manifest_path = tmp_path / "manifest.csv"
+    manifest.save(manifest_path)
+    splits_path = tmp_path / "splits.csv"
+    splits = make_splits(
+        manifest.labelled(), Protocol(type="kfold_grouped", folds=folds, seed=seed)
+    )
+    write_splits(splits, splits_path)
+    return root, manifest_path, splits_path
+
+
+def job(tmp_path: Path, paths: tuple[Path, Path, Path], model: dict, split: int = 0) -> FoldJob:
+    root, manifest_path, splits_path = paths
+    return FoldJob(
+        dataset="synthetic",
+        root=str(root),
+        manifest=str(manifest_path),
+        splits=str(splits_path),
+        split=split,
+        protocol="kfold_grouped",
+        model_name=model["type"],
+        model_config=model,
+        out_dir=str(tmp_path / "run"),
+        seed=0,
+        threads=2,
+    )
+
+
+def residual_config(epochs: int, **train: float) -> dict:
+    return {
+        "type": "clip_residual",
+        "backbone": TINY_BACKBONE,
+        "train": {"epochs": epochs, "batch_size": 16, "lr": 1e-3, "patience": epochs, **train},
+    }
+
+
+def test_fold_job_writes_every_output_and_tests_only_the_test_fold(tmp_path: Path) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    metrics = run_fold(job(tmp_path, paths, residual_config(epochs=2)))
+    run = tmp_path / "run"
+    for name in ("predictions.csv", "metrics.json", "history.csv", "config.yaml", "checkpoint.pt"):
+        assert (run / name).stat().st_size > 0, name
+    splits = pd.read_csv(paths[2])
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert sorted(predictions["image"]) == sorted(splits.loc[splits["split0"] == "test", "image"])
+    assert set(metrics["test"]) == {"quality", "align"}
+    assert set(metrics["test"]["quality"]) == {"srcc", "krcc", "plcc", "plcc_logistic", "rmse"}
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+    assert len(pd.read_csv(run / "history.csv")) == 2
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["train"]["lr"] == 1e-3
+    assert resolved["protocol"] == {"name": "kfold_grouped", "splits": str(paths[2]), "split": 0}
+
+
+def test_model_selection_never_looks_at_the_test_fold(tmp_path: Path, monkeypatch) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    seen: list[str] = []
+    original = FoldTrainer.predict
+
+    def spy(self: FoldTrainer, part: str):
+        seen.append(part)
+        return original(self, part)
+
+    monkeypatch.setattr(FoldTrainer, "predict", spy)
+    run_fold(job(tmp_path, paths, residual_config(epochs=3)))
+    first_test = seen.index("test")
+    assert seen[:first_test] == ["val"] * 3  # one validation pass per epoch, then test once
+    assert seen.count("test") == 1
+
+
+def test_zero_shot_model_is_evaluated_without_training(tmp_path: Path) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    model = {"type": "clip_zeroshot", "backbone": TINY_BACKBONE}
+    metrics = run_fold(job(tmp_path, paths, model))
+    assert metrics["best_epoch"] is None and metrics["epochs_run"] == 0
+    assert metrics["trainable_parameters"] == 0
+
+
+def test_an_undecodable_image_stops_training_with_its_name(tmp_path: Path) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    manifest = pd.read_csv(paths[1])
+    broken = manifest["image"].iloc[5]
+    (paths[0] / broken).write_bytes(b"not a jpeg at all")
+    with pytest.raises(
+        DataError, match=rf"manifest.csv, row 7: image '.*{broken}' cannot be decoded"
+    ):
+        run_fold(job(tmp_path, paths, residual_config(epochs=1)))
+
+
+def test_a_stale_split_file_is_refused(tmp_path: Path) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    splits = pd.read_csv(paths[2])
+    splits.iloc[:-1].to_csv(paths[2], index=False)
+    with pytest.raises(DataError, match="split file does not match the manifest"):
+        run_fold(job(tmp_path, paths, residual_config(epochs=1)))
+
+
+@pytest.mark.slow
+def test_tiny_clip_residual_learns_quality_on_synthetic_data(tmp_path: Path) -> None:
+    """Held-out quality SRCC clearly above chance.
+
+    Measured with this setup (240 images, fold 0 of 4, 20 epochs) for data seeds 0-3:
+    0.62, 0.49, 0.70, 0.61. Chance is 0 with a standard error of about 0.13 on 60 test images,
+    so 0.3 leaves a margin on both sides.
+    """
+    paths = prepare(tmp_path, n_prompts=60, folds=4)
+    metrics = run_fold(job(tmp_path, paths, residual_config(epochs=20)))
+    assert metrics["test"]["quality"]["srcc"] > 0.3

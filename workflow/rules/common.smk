@@ -1,0 +1,61 @@
+import re
+
+from snakemake.utils import validate
+
+from agiqa.models import MODELS
+from agiqa.pipeline import TABLE_FILES, Layout, dataset_root, grid, protocol_of
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+LAYOUT = Layout()
+DATASETS = list(config["datasets"])
+SYNTHETIC = [d for d in DATASETS if "synthesize" in config["datasets"][d]]
+
+
+def one_of(names):
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=one_of(DATASETS),
+    model=one_of(config["models"]),
+    protocol=one_of(config["protocols"]),
+    split=r"\d+",
+
+
+def reader_of(dataset):
+    return config["datasets"][dataset]["reader"]
+
+
+def root_of(dataset):
+    return dataset_root(config, dataset, LAYOUT)
+
+
+def dataset_source(wildcards):
+    """What a dataset's verification waits for: the rendered CSV of a synthetic dataset."""
+    if wildcards.dataset in SYNTHETIC:
+        return f"{LAYOUT.synthetic_root(wildcards.dataset)}/data.csv"
+    return []
+
+
+def protocol_flags(wildcards):
+    protocol = protocol_of(config, wildcards.protocol)
+    return (
+        f"--protocol {protocol.type} --folds {protocol.folds} --repeats {protocol.repeats} "
+        f"--test-fraction {protocol.test_fraction} --val-fraction {protocol.val_fraction} "
+        f"--seed {protocol.seed}"
+    )
+
+
+def gpus_for(wildcards):
+    model_type = config["models"][wildcards.model]["type"]
+    return int(MODELS.get(model_type).uses_gpu)
+
+
+def run_dirs():
+    return [LAYOUT.run_dir(*job) for job in grid(config)]
+
+
+def final_outputs():
+    return [f"{LAYOUT.tables_dir()}/{name}" for name in TABLE_FILES]
