@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from agiqa.data.manifest import Dimension
 from agiqa.errors import AgiqaError, ConfigError
+from agiqa.models.base import AgiqaModel
 
 TINY_ARCH = "agiqa-tiny-clip"
 CONFIG_DIR = Path(__file__).with_name("clip_configs")
@@ -292,3 +294,26 @@ def freeze_first_blocks(model: nn.Module, layers: int) -> None:
             parameter.requires_grad_(False)
         for block in tower.blocks[:layers]:
             block.requires_grad_(False)
+
+
+class ClipModel(AgiqaModel):
+    """Base of the models built on one open_clip backbone: loading, transforms, tokens."""
+
+    backbone_name = "open_clip CLIP"
+
+    def __init__(self, dimensions: Sequence[Dimension], backbone: dict[str, Any] | None) -> None:
+        super().__init__(dimensions)
+        config = BackboneConfig.from_dict(dict(backbone or {}))
+        bundle = load_clip(**asdict(config))
+        self.clip = bundle.model
+        self.embed_dim = bundle.embed_dim
+        self._preprocess = bundle.preprocess
+        self.backbone_name = config.description
+        # The text tower only runs when some dimension needs the prompt.
+        self.uses_text = any(dim.kind == "alignment" for dim in self.dimensions)
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+        return self._preprocess.image(train)
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self._preprocess.tokenize(prompts)

@@ -21,18 +21,16 @@ Deliberate differences from the published code:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import MODELS, AgiqaModel
-from agiqa.models.clip_backbone import BackboneConfig, freeze_first_blocks, load_clip
+from agiqa.models.base import MODELS
+from agiqa.models.clip_backbone import ClipModel, freeze_first_blocks
 
 FREEZE_MODES = ("none", "partial", "full")
 
@@ -86,7 +84,7 @@ class AlignmentHead(nn.Module):
 
 
 @MODELS.register("clip_residual")
-class ClipResidual(AgiqaModel):
+class ClipResidual(ClipModel):
     """CLIP embeddings with one residual head per rated dimension (qiyan111/AIGC, repaired).
 
     Args:
@@ -108,7 +106,6 @@ class ClipResidual(AgiqaModel):
 
     trainable = True
     uses_gpu = True
-    backbone_name = "open_clip CLIP"
 
     def __init__(
         self,
@@ -122,28 +119,16 @@ class ClipResidual(AgiqaModel):
         alignment_hidden: Sequence[int] = (256, 64),
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(dimensions)
-        config = BackboneConfig.from_dict(dict(backbone or {}))
-        bundle = load_clip(**asdict(config))
-        self.clip = bundle.model
-        self._preprocess = bundle.preprocess
-        self.backbone_name = config.description
-        self.uses_text = any(dim.kind == "alignment" for dim in self.dimensions)
+        super().__init__(dimensions, dict(backbone or {}))
         hidden_c = _pair(alignment_hidden)
         self.heads = nn.ModuleList(
-            QualityHead(bundle.embed_dim, quality_hidden, dropout, residual_scale_q)
+            QualityHead(self.embed_dim, quality_hidden, dropout, residual_scale_q)
             if dim.kind == "quality"
-            else AlignmentHead(bundle.embed_dim, hidden_c, dropout, residual_scale_c)
+            else AlignmentHead(self.embed_dim, hidden_c, dropout, residual_scale_c)
             for dim in self.dimensions
         )
         self.register_buffer("loss_weights", self._weights(loss_weights), persistent=False)
         self._freeze(dict(freeze or {}))
-
-    def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
-        return self._preprocess.image(train)
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        return self._preprocess.tokenize(prompts)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         image = self.clip.encode_image(images, normalize=True)

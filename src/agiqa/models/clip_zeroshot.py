@@ -14,7 +14,6 @@ kinds rather than a fixed quality/alignment pair.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -22,14 +21,14 @@ from PIL import Image
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import MODELS, AgiqaModel
-from agiqa.models.clip_backbone import BackboneConfig, load_clip
+from agiqa.models.base import MODELS
+from agiqa.models.clip_backbone import ClipModel
 
 DEFAULT_QUALITY_PROMPTS = (("Good photo.", "Bad photo."),)
 
 
 @MODELS.register("clip_zeroshot")
-class ClipZeroShot(AgiqaModel):
+class ClipZeroShot(ClipModel):
     """Frozen CLIP: cosine similarity for alignment, antonym-prompt probability for quality.
 
     Args:
@@ -41,7 +40,6 @@ class ClipZeroShot(AgiqaModel):
 
     trainable = False
     uses_gpu = True
-    backbone_name = "open_clip CLIP"
 
     def __init__(
         self,
@@ -49,13 +47,7 @@ class ClipZeroShot(AgiqaModel):
         backbone: Mapping[str, Any] | None = None,
         quality_prompts: Sequence[Sequence[str]] = DEFAULT_QUALITY_PROMPTS,
     ) -> None:
-        super().__init__(dimensions)
-        config = BackboneConfig.from_dict(dict(backbone or {}))
-        bundle = load_clip(**asdict(config))
-        self.clip = bundle.model
-        self._preprocess = bundle.preprocess
-        self.backbone_name = config.description
-        self.uses_text = any(dim.kind == "alignment" for dim in self.dimensions)
+        super().__init__(dimensions, dict(backbone or {}))
         self.clip.requires_grad_(False)
         self.train(False)
         pairs = _antonym_pairs(quality_prompts)
@@ -67,9 +59,6 @@ class ClipZeroShot(AgiqaModel):
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
         return self._preprocess.image(train=False)
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        return self._preprocess.tokenize(prompts)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

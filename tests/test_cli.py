@@ -1,0 +1,63 @@
+"""The `agiqa` command: JSON summaries on good data, non-zero exits naming file and row on bad."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from agiqa.cli import app
+
+HEADER = "name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align\n"
+runner = CliRunner()
+
+
+def tiny_3k(root: Path, rows: list[str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data.csv").write_text(HEADER + "".join(rows))
+    return root
+
+
+def test_check_prints_a_json_summary_after_decoding_every_image(tmp_path: Path) -> None:
+    root = tiny_3k(
+        tmp_path / "ds",
+        [f"g_normal_{i}.jpg,a cat {i % 2},,,,{i}.5,0.3,2.0,0.4\n" for i in range(4)],
+    )
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / f"g_normal_{i}.jpg")
+    result = runner.invoke(app, ["datasets", "check", "agiqa-3k", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 4 and summary["prompt_groups"] == 2
+    assert summary["dimensions"]["quality"]["min"] == 0.5
+    assert summary["dimensions"]["quality"]["max"] == 3.5
+    assert summary["images_verified"] is True
+
+
+def test_check_fails_on_a_missing_image_unless_metadata_only(tmp_path: Path) -> None:
+    root = tiny_3k(tmp_path / "ds", ["g_normal_0.jpg,a cat,,,,1.0,0.3,2.0,0.4\n"])
+    result = runner.invoke(app, ["datasets", "check", "agiqa-3k", "--root", str(root)])
+    assert result.exit_code == 2
+    assert "g_normal_0.jpg" in result.output and "missing" in result.output.lower()
+    metadata_only = ["datasets", "check", "agiqa-3k", "--root", str(root), "--metadata-only"]
+    assert runner.invoke(app, metadata_only).exit_code == 0
+
+
+def test_check_names_file_and_row_of_a_nan_score(tmp_path: Path) -> None:
+    root = tiny_3k(
+        tmp_path / "ds",
+        ["g_normal_0.jpg,a cat,,,,1.0,0.3,2.0,0.4\n", "g_normal_1.jpg,a dog,,,,,0.3,2.0,0.4\n"],
+    )
+    result = runner.invoke(
+        app, ["datasets", "check", "agiqa-3k", "--root", str(root), "--metadata-only"]
+    )
+    assert result.exit_code == 2
+    assert "data.csv, row 3" in " ".join(result.output.split())
+
+
+def test_models_list_names_the_registered_models() -> None:
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    assert "clip_residual" in result.stdout and "clip_zeroshot" in result.stdout
