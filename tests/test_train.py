@@ -50,6 +50,7 @@ def job(tmp_path: Path, paths: tuple[Path, Path, Path], model: dict, split: int 
         out_dir=str(tmp_path / "run"),
         seed=0,
         threads=2,
+        feature_cache_dir=str(tmp_path / "features"),
     )
 
 

@@ -15,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+MODELS = ("clip_residual", "dcmpln", "clip_zeroshot")
 
 
 def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -34,6 +35,7 @@ def small_config() -> dict:
     config["datasets"]["synthetic"]["synthesize"].update(n_prompts=15, images_per_prompt=3)
     config["protocols"]["kfold_grouped"]["folds"] = 3
     config["models"]["clip_residual"]["train"].update(epochs=2, batch_size=8)
+    config["models"]["dcmpln"]["train"].update(epochs=2, batch_size=8)
     return config
 
 
@@ -65,11 +67,11 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
 
     tables = workdir / "results" / "tables"
     markdown = (tables / "main.md").read_text()
-    assert "clip_residual" in markdown and "clip_zeroshot" in markdown
+    assert all(model in markdown for model in MODELS)
     latex = (tables / "main.tex").read_text()
     assert "\\toprule" in latex and "\\bottomrule" in latex and "clip\\_residual" in latex
     summary = pd.read_csv(tables / "main.csv")
-    assert set(summary["model"]) == {"clip_residual", "clip_zeroshot"}
+    assert set(summary["model"]) == set(MODELS)
     assert (summary["n_splits"] == 3).all()
 
     for split in range(3):
@@ -87,7 +89,7 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
     db = workdir / "results" / "mlflow" / "mlflow.db"
     runs = mlflow_runs(db, "agiqa-demo")
     parents, children = runs[runs["parent"].isna()], runs[runs["parent"].notna()]
-    assert len(parents) == 2 and len(children) == 6
+    assert len(parents) == len(MODELS) and len(children) == 3 * len(MODELS)
     assert set(children["parent"]) == set(parents["run_id"])
 
     again = snakemake(
@@ -107,8 +109,8 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", output, flags=re.MULTILINE))
-    # 4 datasets x 2 models x (5 grouped folds + 10 literature repeats)
-    assert counts["train_fold"] == str(4 * 2 * 15)
+    # 4 datasets x 4 models x (5 grouped folds + 10 literature repeats)
+    assert counts["train_fold"] == str(4 * 4 * 15)
     assert counts["verify_dataset"] == "4"
     assert counts["manifest"] == "4"
     assert counts["split"] == "8"

@@ -182,15 +182,87 @@ def aggregate(
     run_aggregate(runs, tables, tracking_uri(mlflow_db), experiment=experiment, precision=precision)
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """List the registered models."""
-    from agiqa.models import MODELS
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option(help="a model entry of the config")],
+    tiny: Annotated[bool, typer.Option(help="tiny models of config/config.yaml")] = False,
+    configfile: Annotated[
+        Path | None, typer.Option(help="default: paper.yaml, or config.yaml with --tiny")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    freeze: Annotated[
+        str | None, typer.Option(help="override freeze.mode: none/partial/full")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="default: the model's train.epochs")] = None,
+    images: int = 160,
+    image_size: Annotated[int | None, typer.Option(help="default 64 with --tiny, else 256")] = None,
+    threads: int = 2,
+) -> None:
+    """Training images/s of our path and of a plain fp32 reference loop; their ratio last."""
+    from agiqa.bench import run_bench
+    from agiqa.pipeline import model_entry
+    from agiqa.train.fold import TrainSettings, configure_logging
 
-    for name in MODELS.names():
-        model_class = MODELS.get(name)
-        kind = "trained" if model_class.trainable else "zero-shot"
-        typer.echo(f"{name}\t{kind}\t{(model_class.__doc__ or '').strip().splitlines()[0]}")
+    configure_logging()
+    default = Path("config") / ("config.yaml" if tiny else "paper.yaml")
+    try:
+        entry = dict(model_entry(load_config([configfile or default]), model))
+        if freeze:
+            entry["freeze"] = {**entry.get("freeze", {}), "mode": freeze}
+        size = image_size or (64 if tiny else 256)
+        epochs = epochs or TrainSettings.from_config(entry.get("train")).epochs
+        results = run_bench(
+            model,
+            entry,
+            device=device,
+            epochs=epochs,
+            n_images=images,
+            image_size=size,
+            threads=threads,
+        )
+    except AgiqaError as error:
+        fail(error)
+    for result in results:
+        typer.echo(
+            f"{result.name:<20} {result.images_per_second:10.1f} images/s "
+            f"({result.images} images in {result.seconds:.1f} s)"
+        )
+    reference, cold, warm = results
+    typer.echo(f"warm-cache ratio {warm.images_per_second / reference.images_per_second:.2f}")
+    typer.echo(f"ratio {cold.images_per_second / reference.images_per_second:.2f}")
+
+
+@models_app.command("list")
+def models_list(
+    configfile: Annotated[Path, typer.Option(help="config whose model entries to build")] = Path(
+        "config/config.yaml"
+    ),
+) -> None:
+    """The config's models: type, backbone, trainable parameters, use of descriptions."""
+    import copy
+
+    from agiqa.data.manifest import Dimension
+    from agiqa.models import MODELS, build_model, trainable_parameter_count
+
+    # Counting parameters needs the architecture only, not the pretrained weights.
+    dims = (Dimension("quality", "quality", 0, 5), Dimension("align", "alignment", 0, 5))
+    typer.echo("name\ttype\tbackbone\ttrainable_parameters\tuses_descriptions")
+    try:
+        for name, entry in load_config([configfile]).get("models", {}).items():
+            entry = copy.deepcopy(entry)
+            backbone = entry.get("backbone", {})
+            weights = backbone.pop("pretrained", None) or "random init"
+            model = build_model(entry, dims)
+            count = trainable_parameter_count(model)
+            uses = type(model).uses_descriptions
+            label = f"{backbone.get('arch', '-')} ({weights})"
+            typer.echo(f"{name}\t{entry['type']}\t{label}\t{count}\t{uses}")
+    except AgiqaError as error:
+        fail(error)
+    typer.echo(f"registered types: {', '.join(MODELS.names())}")
+
+
+
 
 
 if __name__ == "__main__":

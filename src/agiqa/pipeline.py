@@ -110,6 +110,7 @@ def fold_job(
         seed=int(config.get("seed", 0)),
         threads=threads,
         device=str(config.get("device", "auto")),
+        feature_cache_dir=str(config.get("feature_cache_dir", "resources/features")),
     )
 
 

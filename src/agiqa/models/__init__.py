@@ -3,7 +3,7 @@
 Importing this package registers every model module below in ``MODELS``.
 """
 
-from agiqa.models import clip_residual, clip_zeroshot
+from agiqa.models import clip_residual, clip_zeroshot, dcmpln
 from agiqa.models.base import MODELS, AgiqaModel, build_model, trainable_parameter_count
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "build_model",
     "clip_residual",
     "clip_zeroshot",
+    "dcmpln",
     "trainable_parameter_count",
 ]

@@ -25,6 +25,8 @@ class AgiqaModel(nn.Module):
     trainable: ClassVar[bool] = True
     #: True when the model benefits from a GPU; the workflow then declares ``resources: gpu=1``.
     uses_gpu: ClassVar[bool] = True
+    #: True when the model reads per-image VLM descriptions besides the prompt.
+    uses_descriptions: ClassVar[bool] = False
     #: Short description of the backbone for ``agiqa models list``.
     backbone_name: str = ""
 
@@ -49,6 +51,22 @@ class AgiqaModel(nn.Module):
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Training loss for normalised ``targets`` of shape [batch, len(dimensions)]."""
         return nn.functional.mse_loss(predictions, targets)
+
+    # Optional: models whose encoders are frozen can have their features computed once and
+    # cached across folds and configs. They return a key from ``feature_key`` and split
+    # ``forward`` into ``encode`` (frozen, cacheable) and ``head_forward`` (what trains).
+
+    def feature_key(self) -> str | None:
+        """Identity of the frozen encoders and their eval transform; None when not cacheable."""
+        return None
+
+    def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frozen features: ``image`` [batch, d] and, when the model reads prompts, ``text``."""
+        raise NotImplementedError
+
+    def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predictions from ``encode``'s features, same shape as ``forward``'s."""
+        raise NotImplementedError
 
 
 MODELS: Registry[type[AgiqaModel]] = Registry("model")

@@ -19,6 +19,7 @@ short side and centre-crops (the published code squashes to 224x224 instead, dis
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -317,3 +318,24 @@ class ClipModel(AgiqaModel):
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         return self._preprocess.tokenize(prompts)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head_forward(self.encode(images, tokens))
+
+    def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = {"image": self.clip.encode_image(images, normalize=True)}
+        if self.uses_text:
+            features["text"] = self.clip.encode_text(tokens, normalize=True)
+        return features
+
+    def feature_key(self) -> str | None:
+        if any(p.requires_grad for p in self.clip.parameters()):
+            return None
+        digest = hashlib.sha256()
+        digest.update(repr(self._preprocess.image(train=False)).encode())
+        digest.update(f"text={self.uses_text}".encode())
+        # Hash the weights themselves: a random-init backbone differs from seed to seed.
+        for name, tensor in sorted(self.clip.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"{self.backbone_name.replace('/', '_').replace(' ', '_')}-{digest.hexdigest()[:16]}"

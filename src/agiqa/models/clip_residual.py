@@ -130,12 +130,9 @@ class ClipResidual(ClipModel):
         self.register_buffer("loss_weights", self._weights(loss_weights), persistent=False)
         self._freeze(dict(freeze or {}))
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        image = self.clip.encode_image(images, normalize=True)
-        text = cosine = None
-        if self.uses_text:
-            text = self.clip.encode_text(tokens, normalize=True)
-            cosine = (image * text).sum(dim=-1, keepdim=True)
+    def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        image, text = features["image"], features.get("text")
+        cosine = None if text is None else (image * text).sum(dim=-1, keepdim=True)
         # No clamp: it would zero the gradients of saturated outputs (the published defect).
         return torch.cat([head(image, text, cosine) for head in self.heads], dim=-1)
 

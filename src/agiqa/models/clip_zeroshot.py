@@ -62,11 +62,14 @@ class ClipZeroShot(ClipModel):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        image = self.clip.encode_image(images, normalize=True)
+        return self.head_forward(self.encode(images, tokens))
+
+    @torch.no_grad()
+    def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        image = features["image"]
         alignment = quality = None
         if self.uses_text:
-            text = self.clip.encode_text(tokens, normalize=True)
-            alignment = ((image * text).sum(dim=-1) + 1) / 2
+            alignment = ((image * features["text"]).sum(dim=-1) + 1) / 2
         if any(dim.kind == "quality" for dim in self.dimensions):
             quality = self._antonym_probability(image)
         columns = [quality if dim.kind == "quality" else alignment for dim in self.dimensions]

@@ -1,8 +1,13 @@
-"""Images, prompts and normalised targets of one split part, ready for a DataLoader."""
+"""Images, prompts and normalised targets of one split part, ready for a DataLoader.
+
+Batches are ``(inputs, targets, index)`` where ``inputs`` is either ``{"images", "tokens"}``
+(the model runs its encoders) or ``{"image", "text"}`` (cached frozen features).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,8 @@ from torch.utils.data import Dataset
 from agiqa.data.manifest import Dimension, resolve_image
 from agiqa.errors import DataError
 
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, int]
+
 
 def normalised_targets(frame: pd.DataFrame, dimensions: Sequence[Dimension]) -> np.ndarray:
     columns = [
@@ -22,7 +29,7 @@ def normalised_targets(frame: pd.DataFrame, dimensions: Sequence[Dimension]) -> 
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-def load_rgb(path: Path, *, manifest: str, row: int) -> Image.Image:
+def load_rgb(path: Path, *, manifest: str, row: int | None) -> Image.Image:
     """Decode an image fully or raise a DataError naming it: never substitute another image."""
     try:
         with Image.open(path) as image:
@@ -35,33 +42,73 @@ def load_rgb(path: Path, *, manifest: str, row: int) -> Image.Image:
         ) from None
 
 
+def shrink(image: Image.Image, short_side: int | None) -> Image.Image:
+    """Downscale (never upscale) so the short side is at most ``short_side``."""
+    if short_side is None or min(image.size) <= short_side:
+        return image
+    scale = short_side / min(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+class ManifestImages:
+    """Paths of a manifest part's images, with the manifest rows that errors should name."""
+
+    def __init__(self, frame: pd.DataFrame, root: str | Path, manifest_source: str) -> None:
+        self.manifest_source = manifest_source
+        rows = frame["manifest_row"] if "manifest_row" in frame else [None] * len(frame)
+        self.rows = [None if r is None else int(r) for r in rows]
+        self.paths = [
+            resolve_image(root, image, file=manifest_source, row=row)
+            for image, row in zip(frame["image"], self.rows, strict=True)
+        ]
+
+    def load(self, index: int) -> Image.Image:
+        return load_rgb(self.paths[index], manifest=self.manifest_source, row=self.rows[index])
+
+    def preload(self, short_side: int | None, threads: int) -> list[Image.Image]:
+        """Decode every image once (threads overlap the I/O and decoding)."""
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            return list(
+                pool.map(lambda i: shrink(self.load(i), short_side), range(len(self.paths)))
+            )
+
+
 class ImageTextDataset(Dataset):
-    """Rows of a manifest part: (image tensor, token ids, normalised targets, row index)."""
+    """Decoded (or decoded-once, cached) images, their prompt tokens and targets."""
 
     def __init__(
         self,
-        frame: pd.DataFrame,
-        root: str | Path,
+        images: ManifestImages,
         transform: Callable[[Image.Image], torch.Tensor],
         tokens: torch.Tensor,
         targets: np.ndarray,
-        manifest_source: str,
+        decoded: list[Image.Image] | None = None,
     ) -> None:
-        self.frame = frame
-        self.root = Path(root)
+        self.images = images
         self.transform = transform
         self.tokens = tokens
         self.targets = torch.from_numpy(targets)
-        self.manifest_source = manifest_source
-        # Row numbers of the manifest CSV (header is row 1) so errors point at the right line.
-        self.rows = frame["manifest_row"].to_numpy() if "manifest_row" in frame else None
+        self.decoded = decoded
 
     def __len__(self) -> int:
-        return len(self.frame)
+        return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        row = None if self.rows is None else int(self.rows[index])
-        image_name = self.frame["image"].iloc[index]
-        path = resolve_image(self.root, image_name, file=self.manifest_source, row=row)
-        image = load_rgb(path, manifest=self.manifest_source, row=row or 0)
-        return self.transform(image), self.tokens[index], self.targets[index], index
+    def __getitem__(self, index: int) -> Batch:
+        image = self.decoded[index] if self.decoded is not None else self.images.load(index)
+        inputs = {"images": self.transform(image), "tokens": self.tokens[index]}
+        return inputs, self.targets[index], index
+
+
+class FeatureDataset(Dataset):
+    """Cached frozen features of a part and their targets."""
+
+    def __init__(self, features: dict[str, torch.Tensor], targets: np.ndarray) -> None:
+        self.features = features
+        self.targets = torch.from_numpy(targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> Batch:
+        return {k: v[index] for k, v in self.features.items()}, self.targets[index], index

@@ -24,14 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from agiqa.data.manifest import Manifest
 from agiqa.data.splits import read_split
 from agiqa.errors import ConfigError, DataError
 from agiqa.evaluate.metrics import compute_metrics
 from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
-from agiqa.train.data import ImageTextDataset, normalised_targets
+from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
+from agiqa.train.feature_cache import FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,14 @@ class TrainSettings:
     warmup_ratio: float = 0.05
     grad_clip: float = 1.0
     patience: int = 5
-    num_workers: int = 0
+    #: DataLoader workers; None = the job's threads on GPU, 0 (in-process) on CPU.
+    num_workers: int | None = None
     amp: bool = True
+    #: Train on cached frozen-encoder features when the model's encoders are frozen.
+    feature_cache: bool = True
+    #: Decode each image once per job and keep it in memory, shrunk to this short side.
+    decode_cache: bool = True
+    decode_cache_short_side: int | None = 256
 
     @classmethod
     def from_config(cls, config: dict | None) -> TrainSettings:
@@ -80,6 +87,7 @@ class FoldJob:
     seed: int = 0
     threads: int = 1
     device: str = "auto"
+    feature_cache_dir: str = "resources/features"
 
     def resolved_config(self) -> dict:
         return {
@@ -148,27 +156,82 @@ class FoldTrainer:
         roles = read_split(job.splits, job.split)
         self.parts = split_parts(self.manifest, roles, job.splits)
         self.history: list[dict] = []
+        self.cache: FeatureCache | None = None
+        self.datasets = self.build_datasets()
 
-    def loader(self, part: str, train: bool) -> DataLoader:
-        frame = self.parts[part]
-        dataset = ImageTextDataset(
-            frame,
-            self.job.root,
-            self.model.image_transform(train=train),
-            self.model.tokenize(frame["prompt"].tolist()),
-            normalised_targets(frame, self.dimensions),
-            self.manifest.source,
-        )
+    def build_datasets(self) -> dict[tuple[str, bool], Dataset]:
+        """(part, train) -> dataset: cached features when the encoders are frozen, else images."""
+        key = self.model.feature_key() if self.settings.feature_cache else None
+        if key is not None:
+            self.cache = FeatureCache(self.job.feature_cache_dir, key)
+            log.info("frozen encoders: training on cached features (%s)", key)
+        datasets: dict[tuple[str, bool], Dataset] = {}
+        for part, frame in self.parts.items():
+            targets = normalised_targets(frame, self.dimensions)
+            images = ManifestImages(frame, self.job.root, self.manifest.source)
+            tokens = self.model.tokenize(frame["prompt"].tolist())
+            if self.cache is not None:
+                features = self.cached_features(images, frame["prompt"].tolist(), tokens)
+                datasets[part, True] = datasets[part, False] = FeatureDataset(features, targets)
+                continue
+            decoded = None
+            if self.settings.decode_cache:
+                decoded = images.preload(self.settings.decode_cache_short_side, self.job.threads)
+            for train in (True, False):
+                transform = self.model.image_transform(train=train)
+                datasets[part, train] = ImageTextDataset(
+                    images, transform, tokens, targets, decoded
+                )
+        return datasets
+
+    def cached_features(
+        self, images: ManifestImages, prompts: list[str], tokens: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        assert self.cache is not None
+        transform = self.model.image_transform(train=False)
+
+        def encode_rows(rows: list[int]) -> dict[str, torch.Tensor]:
+            dataset = ImageTextDataset(images, transform, tokens, np.zeros((len(prompts), 1)))
+            loader = self.make_loader(Subset(dataset, rows), train=False)
+            chunks: dict[str, list[torch.Tensor]] = {}
+            self.model.eval()
+            with torch.no_grad():
+                for inputs, _, _ in loader:
+                    with self.autocast():
+                        encoded = self.model.encode(*self.to_device(inputs).values())
+                    for kind, value in encoded.items():
+                        chunks.setdefault(kind, []).append(value.float().cpu())
+            return {kind: torch.cat(values) for kind, values in chunks.items()}
+
+        uses_text = bool(getattr(self.model, "uses_text", True))
+        return self.cache.features(images.paths, prompts, encode_rows, uses_text)
+
+    def make_loader(self, dataset: Dataset, train: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.job.seed + len(self.history))
+        workers = self.settings.num_workers
+        if workers is None:  # one loader worker per job thread on GPU; the CPU needs them all
+            workers = self.job.threads if self.device.type == "cuda" else 0
         return DataLoader(
             dataset,
             batch_size=self.settings.batch_size if train else self.settings.eval_batch_size,
             shuffle=train,
             drop_last=train and len(dataset) > self.settings.batch_size,
-            num_workers=self.settings.num_workers,
+            num_workers=workers,
             pin_memory=self.device.type == "cuda",
             generator=generator,
         )
+
+    def loader(self, part: str, train: bool) -> DataLoader:
+        return self.make_loader(self.datasets[part, train], train)
+
+    def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = self.to_device(inputs)
+        if "images" in inputs:
+            return self.model(inputs["images"], inputs["tokens"])
+        return self.model.head_forward(inputs)
 
     def autocast(self) -> torch.autocast:
         enabled = self.settings.amp and self.device.type == "cuda"
@@ -179,9 +242,9 @@ class FoldTrainer:
         """Normalised predictions for a part, in its row order."""
         self.model.eval()
         outputs = np.zeros((len(self.parts[part]), len(self.dimensions)), dtype=np.float32)
-        for images, tokens, _, index in self.loader(part, train=False):
+        for inputs, _, index in self.loader(part, train=False):
             with self.autocast():
-                pred = self.model(images.to(self.device), tokens.to(self.device))
+                pred = self.forward(inputs)
             outputs[index.numpy()] = pred.float().cpu().numpy()
         return outputs
 
@@ -233,9 +296,9 @@ class FoldTrainer:
     def train_epoch(self, optimizer: torch.optim.Optimizer, scheduler) -> float:
         self.model.train()
         total, count = 0.0, 0
-        for images, tokens, targets, _ in self.loader("train", train=True):
+        for inputs, targets, _ in self.loader("train", train=True):
             with self.autocast():
-                pred = self.model(images.to(self.device), tokens.to(self.device))
+                pred = self.forward(inputs)
                 loss = self.model.loss(pred.float(), targets.to(self.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()}")
