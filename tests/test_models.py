@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import socket
-import time
 from pathlib import Path
 
 import open_clip
@@ -307,10 +306,9 @@ def test_builtin_tokenizer_works_offline(no_network: list[object]) -> None:
 def test_offline_missing_weights_fail_fast_without_network(
     tmp_path: Path, no_network: list[object]
 ) -> None:
-    start = time.monotonic()
     with pytest.raises(BackboneUnavailableError) as caught:
         load_clip("ViT-B-32", "openai", cache_dir=str(tmp_path), offline=True)
-    assert time.monotonic() - start < 10
+    assert no_network == []  # it fails without trying the network, so it cannot hang on it
     message = str(caught.value)
     assert "ViT-B-32" in message and "openai" in message and str(tmp_path) in message
     assert "offline" in message

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +122,8 @@ def test_generators_differ_in_quality(dataset: Dataset) -> None:
     assert means.max() - means.min() > 0.5
 
 
-def test_default_size_is_fast(tmp_path: Path) -> None:
-    start = time.perf_counter()
+def test_default_size_renders_240_images(tmp_path: Path) -> None:
     generate(tmp_path)
-    assert time.perf_counter() - start < 10.0
     assert len(list(tmp_path.glob("*.jpg"))) == 240
 
 

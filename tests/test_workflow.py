@@ -115,3 +115,4 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
     assert counts["manifest"] == "4"
     assert counts["split"] == "8"
     assert counts["aggregate"] == "1"
+    assert counts["describe"] == "3"  # published descriptions exist for 1K, 3K and 2023

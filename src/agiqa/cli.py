@@ -11,6 +11,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from agiqa.describe.cli import describe_command
 from agiqa.errors import AgiqaError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -18,6 +19,7 @@ datasets_app = typer.Typer(no_args_is_help=True, help="Inspect and verify datase
 models_app = typer.Typer(no_args_is_help=True, help="Inspect the model registry.")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.command("describe")(describe_command)
 err = Console(stderr=True)
 
 
@@ -197,6 +199,7 @@ def bench(
     images: int = 160,
     image_size: Annotated[int | None, typer.Option(help="default 64 with --tiny, else 256")] = None,
     threads: int = 2,
+    repeats: Annotated[int, typer.Option(help="runs per path; the best is kept")] = 3,
 ) -> None:
     """Training images/s of our path and of a plain fp32 reference loop; their ratio last."""
     from agiqa.bench import run_bench
@@ -219,6 +222,7 @@ def bench(
             n_images=images,
             image_size=size,
             threads=threads,
+            repeats=repeats,
         )
     except AgiqaError as error:
         fail(error)
@@ -260,9 +264,6 @@ def models_list(
     except AgiqaError as error:
         fail(error)
     typer.echo(f"registered types: {', '.join(MODELS.names())}")
-
-
-
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import re
 
 from snakemake.utils import validate
 
+from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
 from agiqa.pipeline import TABLE_FILES, Layout, dataset_root, grid, protocol_of
 
@@ -58,4 +59,5 @@ def run_dirs():
 
 
 def final_outputs():
-    return [f"{LAYOUT.tables_dir()}/{name}" for name in TABLE_FILES]
+    tables = [f"{LAYOUT.tables_dir()}/{name}" for name in TABLE_FILES]
+    return tables + description_targets(config)

@@ -1,0 +1,110 @@
+"""What the workflow needs to know about describers: targets, env vars, resources.
+
+Config section (each entry is one describer; the keys beside ``backend`` and ``datasets`` go
+to the job and to the backend, see ``RunSettings`` and the backends' ``Options``)::
+
+    describers:
+      published:
+        backend: published
+      doubao:
+        backend: openai
+        base_url: https://ark.cn-beijing.volces.com/api/v3
+        model: doubao-1-5-vision-pro-32k-250115
+        template: content_first
+        api_key_env: ARK_API_KEY
+        concurrency: 8
+        rpm: 600
+        budget_tokens: 5000000
+        datasets: [agiqa-3k]      # default: every dataset the backend applies to
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agiqa.errors import ConfigError
+
+DESCRIPTIONS_DIR = "results/descriptions"
+DEFAULT_CACHE_DIR = "resources/vlm_cache"
+
+
+def description_path(dataset: str, describer: str) -> str:
+    """Output table of one (dataset, describer) job."""
+    return f"{DESCRIPTIONS_DIR}/{dataset}/{describer}.csv"
+
+
+def describers(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    entries = config.get("describers") or {}
+    for name, entry in entries.items():
+        if not isinstance(entry, Mapping) or "backend" not in entry:
+            raise ConfigError(f"describer '{name}' needs a mapping with a 'backend'")
+    return dict(entries)
+
+
+def describer_entry(config: Mapping[str, Any], describer: str) -> dict[str, Any]:
+    try:
+        return dict(describers(config)[describer])
+    except KeyError:
+        raise ConfigError(f"describer '{describer}' is not in the config's describers") from None
+
+
+def describe_params(config: Mapping[str, Any], describer: str) -> dict[str, Any]:
+    """The describer entry the job gets (the cache defaults to ``DEFAULT_CACHE_DIR``)."""
+    return {"cache_dir": DEFAULT_CACHE_DIR, **describer_entry(config, describer)}
+
+
+def applies_to(config: Mapping[str, Any], describer: str, dataset: str) -> bool:
+    """Whether a describer can describe a dataset (published tables exist for three only)."""
+    entry = describer_entry(config, describer)
+    if entry["backend"] != "published":
+        return True
+    from agiqa.describe.backends.published import SOURCES
+
+    dataset_entry = config.get("datasets", {}).get(dataset) or {}
+    if "synthesize" in dataset_entry:
+        return False  # rendered images share a reader format, not the published images
+    names = (entry.get("source"), dataset_entry.get("reader"), dataset)
+    return any(name in SOURCES for name in names)
+
+
+def describer_datasets(config: Mapping[str, Any], describer: str) -> list[str]:
+    """The datasets a describer runs on: its ``datasets`` list, or all it applies to."""
+    entry = describer_entry(config, describer)
+    known = list(config.get("datasets", {}))
+    listed = entry.get("datasets")
+    if listed is None:
+        return [d for d in known if applies_to(config, describer, d)]
+    unknown = [d for d in listed if d not in known]
+    if unknown:
+        raise ConfigError(f"describer '{describer}': unknown dataset(s) {', '.join(unknown)}")
+    return list(listed)
+
+
+def description_targets(config: Mapping[str, Any]) -> list[str]:
+    """Every description table the config asks for (add to ``rule all``)."""
+    return [
+        description_path(dataset, describer)
+        for describer in describers(config)
+        for dataset in describer_datasets(config, describer)
+    ]
+
+
+def describe_envvars(config: Mapping[str, Any]) -> list[str]:
+    """Names of the API-key variables the configured openai describers read."""
+    names = set()
+    for entry in describers(config).values():
+        if entry["backend"] == "openai":
+            names.add(entry.get("api_key_env", "OPENAI_API_KEY"))
+    return sorted(name for name in names if name)
+
+
+def describe_gpus(config: Mapping[str, Any], describer: str) -> int:
+    """1 for a local model that may use a GPU, else 0."""
+    entry = describer_entry(config, describer)
+    return int(entry["backend"] == "local" and entry.get("device", "auto") != "cpu")
+
+
+def describe_api_slots(config: Mapping[str, Any], describer: str) -> int:
+    """1 for a job that calls a remote API (cap them with ``--resources vlm_api=N``)."""
+    return int(describer_entry(config, describer)["backend"] == "openai")

@@ -1,0 +1,18 @@
+"""Thin adapter: the describe rule -> agiqa.describe.cli.run_job (same path as `agiqa describe`)."""
+
+import sys
+
+from agiqa.describe.cli import run_job
+
+snakemake = globals()["snakemake"]
+sys.exit(
+    run_job(
+        snakemake.params.describer,
+        dataset=snakemake.wildcards.dataset,
+        out=snakemake.output[0],
+        manifest=snakemake.input.manifest,
+        root=snakemake.params.root,
+        reader=snakemake.params.reader,
+        log_file=snakemake.log[0],
+    )
+)
