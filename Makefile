@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 # torch is installed first, pinned, because that release installs from the build machines' disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint dry-run-paper clean
+.PHONY: setup demo test test-slurm lint dry-run-paper clean data-push data-pull
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Starts a single-node SLURM cluster here (installs slurm-wlm and munge when missing, as root),
+# runs the small demo through profiles/slurm and compares its tables with a local run.
+test-slurm: setup
+	$(BIN)/python -m pip install --quiet "snakemake-executor-plugin-slurm>=2.7,<3"
+	bash tests/slurm/run.sh
+
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts
 	$(BIN)/ruff format --check src tests workflow/scripts
@@ -37,3 +43,12 @@ dry-run-paper: setup
 
 clean:
 	rm -rf results logs benchmarks .snakemake
+
+# DVC remote from the config's dvc.remote (default: ../agiqa-dvc-remote); run one at a time.
+DATA_CONFIG ?= config/paper.yaml
+
+data-push: setup
+	$(BIN)/python -m agiqa.data.dvc push --configfile $(DATA_CONFIG)
+
+data-pull: setup
+	$(BIN)/python -m agiqa.data.dvc pull --configfile $(DATA_CONFIG)

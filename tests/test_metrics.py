@@ -161,3 +161,12 @@ def test_summarize() -> None:
     assert all(math.isnan(v) for v in summarize([0.5, math.nan]))
     with pytest.raises(ValueError, match="empty"):
         summarize([])
+
+
+def test_logistic_fit_on_four_points_or_fewer_is_nan_not_an_error() -> None:
+    pred = np.array([0.1, 0.5, 0.9, 0.3])
+    target = np.array([1.0, 2.0, 4.0, 1.5])
+    assert fit_logistic4(pred, target) is None
+    results = compute_metrics(pred, target)
+    assert math.isnan(results["plcc_logistic"])
+    assert results["srcc"] == pytest.approx(1.0)

@@ -109,10 +109,12 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", output, flags=re.MULTILINE))
-    # 4 datasets x 4 models x (5 grouped folds + 10 literature repeats)
-    assert counts["train_fold"] == str(4 * 4 * 15)
+    # 4 datasets x 5 models x (5 grouped folds + 10 literature repeats)
+    assert counts["train_fold"] == str(4 * 5 * 15)
     assert counts["verify_dataset"] == "4"
     assert counts["manifest"] == "4"
     assert counts["split"] == "8"
     assert counts["aggregate"] == "1"
     assert counts["describe"] == "3"  # published descriptions exist for 1K, 3K and 2023
+    assert counts["download_dataset"] == "4"
+    assert counts["dvc_track"] == "1"

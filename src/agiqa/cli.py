@@ -72,6 +72,44 @@ def datasets_check(
     typer.echo(text)
 
 
+@datasets_app.command("download")
+def datasets_download(
+    name: Annotated[str, typer.Argument(help="dataset, e.g. agiqa-3k")],
+    root: Annotated[Path, typer.Option(help="where the dataset is installed (data/raw/NAME)")],
+    url: Annotated[str | None, typer.Option(help="URL of the dataset's archive")] = None,
+    sha256: Annotated[str | None, typer.Option(help="pin the archive's sha256")] = None,
+    source: Annotated[str | None, typer.Option(help="source table key when NAME is not")] = None,
+    downloads: Annotated[Path, typer.Option(help="download cache; manual archives go here")] = (
+        Path("resources/downloads")
+    ),
+    force: Annotated[bool, typer.Option(help="replace an existing root")] = False,
+    adopt: Annotated[bool, typer.Option(help="mark a tree already at ROOT as installed")] = False,
+    retries: Annotated[int, typer.Option(help="retries per file on transient errors")] = 4,
+) -> None:
+    """Download, verify (sha256) and extract a dataset into ROOT, all or nothing."""
+    from agiqa.data.download import adopt as adopt_tree
+    from agiqa.data.download import install_dataset
+    from agiqa.data.sources import sources_for
+
+    try:
+        if adopt:
+            info = adopt_tree(name, root)
+        else:
+            sources = sources_for(source or name, url=url, sha256=sha256)
+            info = install_dataset(
+                name,
+                root,
+                sources,
+                downloads=downloads,
+                force=force,
+                progress=sys.stderr.isatty(),
+                retries=retries,
+            )
+    except AgiqaError as error:
+        fail(error)
+    typer.echo(json.dumps(info, indent=2))
+
+
 @app.command()
 def synthesize(
     out: Annotated[Path, typer.Option(help="folder to write data.csv and images into")],
@@ -157,16 +195,23 @@ def train(
 ) -> None:
     """Run one fold job exactly as the workflow would (its inputs must exist)."""
     from agiqa.pipeline import fold_job
-    from agiqa.train.fold import configure_logging, run_fold
+    from agiqa.train.fold import Preempted, configure_logging, run_fold
+    from agiqa.train.gpu import acquire_gpu
 
     configure_logging(log_file)
     try:
         job = fold_job(
             load_config(configfile), protocol, dataset, model, split_index, threads=threads
         )
+        lease = acquire_gpu() if job.device != "cpu" else None
         run_fold(job)
     except AgiqaError as error:
         fail(error)
+    except Preempted as stop:
+        err.print(f"{stop}: rerun the same command to resume")
+        raise typer.Exit(code=75) from None  # EX_TEMPFAIL: try again
+    if lease is not None:
+        lease.release()
 
 
 @app.command()

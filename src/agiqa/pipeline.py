@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agiqa.data.splits import Protocol
+from agiqa.describe.workflow import describer_datasets, description_path
 from agiqa.errors import ConfigError
 from agiqa.train.fold import FoldJob
 
@@ -111,7 +112,20 @@ def fold_job(
         threads=threads,
         device=str(config.get("device", "auto")),
         feature_cache_dir=str(config.get("feature_cache_dir", "resources/features")),
+        descriptions=descriptions_of(config, dataset, model),
     )
+
+
+def descriptions_of(config: dict, dataset: str, model: str) -> str | None:
+    """The description table a model reads on a dataset (its entry's ``descriptions``)."""
+    describer = model_entry(config, model).get("descriptions")
+    if describer is None:
+        return None
+    if describer not in (config.get("describers") or {}):
+        raise ConfigError(f"model '{model}' reads descriptions of unknown describer '{describer}'")
+    if dataset not in describer_datasets(config, describer):
+        return None  # e.g. no published descriptions for this dataset: the model runs without
+    return description_path(dataset, describer)
 
 
 def tracking_uri(path: str | Path) -> str:

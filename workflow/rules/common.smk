@@ -4,7 +4,7 @@ from snakemake.utils import validate
 
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
-from agiqa.pipeline import TABLE_FILES, Layout, dataset_root, grid, protocol_of
+from agiqa.pipeline import TABLE_FILES, Layout, dataset_root, descriptions_of, grid, protocol_of
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -40,6 +40,13 @@ def dataset_source(wildcards):
     return []
 
 
+def downloaded_dataset(wildcards):
+    """A real dataset's download marker, ancient: a `dvc pull` only renews its timestamp."""
+    if wildcards.dataset in SYNTHETIC:
+        return []
+    return ancient(f"data/raw/{wildcards.dataset}/.agiqa-download.json")
+
+
 def protocol_flags(wildcards):
     protocol = protocol_of(config, wildcards.protocol)
     return (
@@ -47,6 +54,12 @@ def protocol_flags(wildcards):
         f"--test-fraction {protocol.test_fraction} --val-fraction {protocol.val_fraction} "
         f"--seed {protocol.seed}"
     )
+
+
+def descriptions_input(wildcards):
+    """The description table a description-reading model consumes, if its entry names one."""
+    path = descriptions_of(config, wildcards.dataset, wildcards.model)
+    return [] if path is None else path
 
 
 def gpus_for(wildcards):
@@ -60,4 +73,5 @@ def run_dirs():
 
 def final_outputs():
     tables = [f"{LAYOUT.tables_dir()}/{name}" for name in TABLE_FILES]
-    return tables + description_targets(config)
+    tracked = ["results/dvc/tracked.json"] if len(SYNTHETIC) < len(DATASETS) else []
+    return tables + description_targets(config) + tracked

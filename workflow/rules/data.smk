@@ -18,6 +18,7 @@ rule synthesize:
 rule verify_dataset:
     input:
         dataset_source,
+        downloaded_dataset,
     output:
         LAYOUT.verified("{dataset}"),
     log:

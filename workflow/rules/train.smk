@@ -4,6 +4,7 @@ rule train_fold:
         manifest=LAYOUT.manifest("{dataset}"),
         meta=LAYOUT.manifest("{dataset}").replace(".csv", ".json"),
         splits=LAYOUT.splits("{protocol}", "{dataset}"),
+        descriptions=descriptions_input,
     output:
         multiext(
             LAYOUT.run_dir("{protocol}", "{dataset}", "{model}", "{split}") + "/",

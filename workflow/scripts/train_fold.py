@@ -3,12 +3,16 @@
 import logging
 
 from agiqa.pipeline import fold_job
-from agiqa.train.fold import configure_logging, run_fold
+from agiqa.train.fold import Preempted, configure_logging, run_fold
+from agiqa.train.gpu import acquire_gpu
 
 snakemake = globals()["snakemake"]
 configure_logging(snakemake.log[0])
+log = logging.getLogger("agiqa.train")
 wildcards = snakemake.wildcards
 try:
+    # Before CUDA starts: pick a free GPU for this job (no-op on CPU-only machines and in SLURM).
+    lease = acquire_gpu() if int(snakemake.resources.get("gpu", 0)) > 0 else None
     job = fold_job(
         snakemake.config,
         wildcards.protocol,
@@ -18,6 +22,9 @@ try:
         threads=snakemake.threads,
     )
     run_fold(job)
+except Preempted as stop:
+    log.warning("%s: the rerun resumes from the last epoch's checkpoint", stop)
+    raise
 except Exception:
-    logging.getLogger("agiqa.train").exception("fold job failed")
+    log.exception("fold job failed")
     raise

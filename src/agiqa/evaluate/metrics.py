@@ -76,10 +76,14 @@ def fit_logistic4(pred: np.ndarray, target: np.ndarray) -> np.ndarray | None:
     ``b4 = std(pred)`` (1 when that is zero).
 
     Returns:
-        The parameters ``[b1, b2, b3, b4]``, or ``None`` when the fit does not converge or gives
-        non-finite parameters (the caller decides what a failed fit means).
+        The parameters ``[b1, b2, b3, b4]``, or ``None`` when there are 4 samples or fewer, the
+        fit does not converge, or it gives non-finite parameters (the caller decides what a
+        failed fit means).
     """
     pred, target = _as_arrays(pred, target)
+    if len(pred) <= 4:  # four parameters need more than four points to be a fit at all
+        _logger.debug("logistic fit needs more than 4 samples, got %d", len(pred))
+        return None
     spread = float(np.std(pred))
     guess = [float(np.max(target)), float(np.min(target)), float(np.mean(pred)), spread or 1.0]
     try:

@@ -40,8 +40,14 @@ class AgiqaModel(nn.Module):
         """PIL image -> CHW float tensor; ``train`` selects the augmenting variant."""
         raise NotImplementedError
 
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Prompts -> token tensor accepted by ``forward``."""
+    def tokenize(
+        self, prompts: Sequence[str], descriptions: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Prompts (and, for ``uses_descriptions`` models, descriptions) -> one token tensor.
+
+        The trainer passes ``descriptions`` (one per prompt, "" where an image has none) only to
+        models with ``uses_descriptions``; the model packs both into the tensor ``forward`` gets.
+        """
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -74,7 +80,8 @@ MODELS: Registry[type[AgiqaModel]] = Registry("model")
 
 def build_model(config: dict, dimensions: Sequence[Dimension]) -> AgiqaModel:
     """Build a model from its config entry ``{type: NAME, train: {...}, **kwargs}``."""
-    kwargs = {k: v for k, v in config.items() if k not in ("type", "train")}
+    # `descriptions` names the describer whose table the trainer reads (a pipeline setting).
+    kwargs = {k: v for k, v in config.items() if k not in ("type", "train", "descriptions")}
     model_class = MODELS.get(config["type"])
     return model_class(dimensions, **kwargs)
 

@@ -316,7 +316,9 @@ class ClipModel(AgiqaModel):
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
         return self._preprocess.image(train)
 
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+    def tokenize(
+        self, prompts: Sequence[str], descriptions: Sequence[str] | None = None
+    ) -> torch.Tensor:
         return self._preprocess.tokenize(prompts)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,10 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from agiqa.data.manifest import Manifest
 from agiqa.data.splits import read_split
+from agiqa.describe.runner import read_descriptions
 from agiqa.errors import ConfigError, DataError
 from agiqa.evaluate.metrics import compute_metrics
 from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
@@ -35,6 +39,8 @@ from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, n
 from agiqa.train.feature_cache import FeatureCache
 
 log = logging.getLogger(__name__)
+
+RESUME_FILE = "resume.pt"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class FoldJob:
     threads: int = 1
     device: str = "auto"
     feature_cache_dir: str = "resources/features"
+    #: Table of VLM descriptions (image, description, status) for description-reading models.
+    descriptions: str | None = None
 
     def resolved_config(self) -> dict:
         return {
@@ -169,7 +177,7 @@ class FoldTrainer:
         for part, frame in self.parts.items():
             targets = normalised_targets(frame, self.dimensions)
             images = ManifestImages(frame, self.job.root, self.manifest.source)
-            tokens = self.model.tokenize(frame["prompt"].tolist())
+            tokens = self.model.tokenize(frame["prompt"].tolist(), self.descriptions_of(frame))
             if self.cache is not None:
                 features = self.cached_features(images, frame["prompt"].tolist(), tokens)
                 datasets[part, True] = datasets[part, False] = FeatureDataset(features, targets)
@@ -183,6 +191,20 @@ class FoldTrainer:
                     images, transform, tokens, targets, decoded
                 )
         return datasets
+
+    def descriptions_of(self, frame: pd.DataFrame) -> list[str] | None:
+        """One description per row ("" when none) for models that read them, else None."""
+        if not type(self.model).uses_descriptions:
+            return None
+        if self.job.descriptions is None:
+            log.info("no describer configured: the model sees no descriptions")
+            return [""] * len(frame)
+        # Failed rows keep an empty description: the model's "no description" fallback.
+        lookup = read_descriptions(self.job.descriptions, require_complete=False)
+        missing = int((~frame["image"].isin(lookup)).sum())
+        if missing:
+            log.warning("%d images have no description in %s", missing, self.job.descriptions)
+        return [lookup.get(image, "") for image in frame["image"]]
 
     def cached_features(
         self, images: ManifestImages, prompts: list[str], tokens: torch.Tensor
@@ -257,7 +279,12 @@ class FoldTrainer:
         return results
 
     def train(self) -> int | None:
-        """Run the epochs; return the best epoch (1-based) selected on ``val``."""
+        """Run the epochs; return the best epoch (1-based) selected on ``val``.
+
+        A checkpoint (``resume.pt``) is written after every epoch; a rerun of the same job
+        continues from it and ends with the same result as an uninterrupted run. SIGTERM or
+        SIGUSR1 (a scheduler's preemption notice) stops at the next batch with ``Preempted``.
+        """
         if not type(self.model).trainable:
             return None
         settings = self.settings
@@ -267,36 +294,95 @@ class FoldTrainer:
         scheduler = warmup_cosine(
             optimizer, settings.epochs * steps_per_epoch, settings.warmup_ratio
         )
-        best_score, best_epoch, best_state = -math.inf, None, None
-        for epoch in range(1, settings.epochs + 1):
-            started = time.perf_counter()
-            loss = self.train_epoch(optimizer, scheduler)
-            val = self.evaluate("val", self.predict("val"))
-            score = float(np.nanmean([m["srcc"] for m in val.values()]))
-            self.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": loss,
-                    "val_srcc_mean": score,
-                    "lr": scheduler.get_last_lr()[0],
-                    "seconds": time.perf_counter() - started,
-                }
-            )
-            log.info("epoch %d/%d loss %.4f val SRCC %.4f", epoch, settings.epochs, loss, score)
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(trained_state(self.model))
-            elif epoch - (best_epoch or 0) >= settings.patience:
-                log.info("early stop: no val improvement for %d epochs", settings.patience)
-                break
-        if best_state is not None:
-            self.model.load_state_dict(best_state, strict=False)
-        return best_epoch
+        progress = self.resume(optimizer, scheduler)
+        with StopOnSignal() as stop:
+            while not progress.finished and len(self.history) < settings.epochs:
+                self.run_epoch(optimizer, scheduler, progress, stop)
+                self.save_resume(optimizer, scheduler, progress)
+                if stop.requested:
+                    raise Preempted(f"stopped by signal after epoch {len(self.history)}")
+        if progress.best_state is not None:
+            self.model.load_state_dict(progress.best_state, strict=False)
+        return progress.best_epoch
 
-    def train_epoch(self, optimizer: torch.optim.Optimizer, scheduler) -> float:
+    def run_epoch(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        progress: Progress,
+        stop: StopOnSignal,
+    ) -> None:
+        epoch = len(self.history) + 1
+        started = time.perf_counter()
+        loss = self.train_epoch(optimizer, scheduler, stop)
+        val = self.evaluate("val", self.predict("val"))
+        score = float(np.nanmean([m["srcc"] for m in val.values()]))
+        self.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "val_srcc_mean": score,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        log.info("epoch %d/%d loss %.4f val SRCC %.4f", epoch, self.settings.epochs, loss, score)
+        if score > progress.best_score:
+            progress.best_score, progress.best_epoch = score, epoch
+            progress.best_state = copy.deepcopy(trained_state(self.model))
+        elif epoch - (progress.best_epoch or 0) >= self.settings.patience:
+            log.info("early stop: no val improvement for %d epochs", self.settings.patience)
+            progress.finished = True
+
+    @property
+    def resume_path(self) -> Path:
+        return Path(self.job.out_dir) / RESUME_FILE
+
+    def save_resume(
+        self, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, progress: Progress
+    ) -> None:
+        state = {
+            "config_hash": self.job.config_hash(),
+            "split": self.job.split,
+            "model": trained_state(self.model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": self.history,
+            "progress": progress,
+            "rng": rng_states(),
+        }
+        self.resume_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.resume_path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.resume_path)  # a kill mid-write never leaves a torn file
+
+    def resume(self, optimizer: torch.optim.Optimizer, scheduler: LRScheduler) -> Progress:
+        if not self.resume_path.exists():
+            return Progress()
+        state = torch.load(self.resume_path, weights_only=False)
+        if state["config_hash"] != self.job.config_hash() or state["split"] != self.job.split:
+            log.warning("ignoring %s: it belongs to another configuration", self.resume_path)
+            return Progress()
+        self.model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        self.history = state["history"]
+        restore_rng_states(state["rng"])
+        log.info("resumed from %s after epoch %d", self.resume_path, len(self.history))
+        return state["progress"]
+
+    def train_epoch(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        stop: StopOnSignal | None = None,
+    ) -> float:
         self.model.train()
         total, count = 0.0, 0
         for inputs, targets, _ in self.loader("train", train=True):
+            if stop is not None and stop.requested:
+                # The partial epoch is dropped; the rerun repeats it from the last checkpoint.
+                raise Preempted(f"stopped by signal during epoch {len(self.history) + 1}")
             with self.autocast():
                 pred = self.forward(inputs)
                 loss = self.model.loss(pred.float(), targets.to(self.device))
@@ -328,9 +414,70 @@ def warmup_cosine(
 
 
 def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that training changes (frozen backbone weights are left out)."""
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable}
+    """What training changes: trainable parameters and buffers (e.g. batch-norm statistics).
+
+    Frozen backbone weights are left out: they come from the backbone's own source.
+    """
+    keep = {name for name, p in model.named_parameters() if p.requires_grad}
+    keep |= {name for name, _ in model.named_buffers()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in keep}
+
+
+class Preempted(Exception):
+    """A scheduler signal stopped training; the last epoch's checkpoint is on disk."""
+
+
+@dataclass
+class Progress:
+    """Model selection state carried across epochs (and across a resume)."""
+
+    best_score: float = -math.inf
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    finished: bool = False
+
+
+class StopOnSignal:
+    """Turn SIGTERM/SIGUSR1 into a flag the training loop checks after every batch."""
+
+    signals = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, number: int, frame: object) -> None:
+        log.warning("received signal %d: stopping after the current batch", number)
+        self.requested = True
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.signals:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)  # type: ignore[arg-type]
+
+
+def rng_states() -> dict:
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) -> dict:
@@ -396,6 +543,7 @@ def run_fold(job: FoldJob) -> dict:
     )
     best_epoch = trainer.train()
     metrics = write_outputs(trainer, best_epoch, time.perf_counter() - started)
+    trainer.resume_path.unlink(missing_ok=True)  # done: a rerun must start afresh
     for dim, values in metrics["test"].items():
         log.info("test %s: %s", dim, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return metrics

@@ -1,0 +1,136 @@
+"""DVC helpers: record data/ (``dvc add data`` + ``git add data.dvc``), set up a remote, push/pull.
+
+DVC locks the repository (``.dvc/tmp/lock``), so these must run from one serial step (the
+``dvc_track`` localrule, or ``make data-push`` / ``make data-pull``), never from parallel jobs.
+A lock failure is reported as such, not as a generic DVC error.
+
+Run as ``python -m agiqa.data.dvc {track,push,pull} [--configfile FILE ...]``; the remote comes
+from the config's ``dvc.remote`` section (``name``, ``url``), default a local folder beside the
+checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from agiqa.errors import AgiqaError
+
+DEFAULT_REMOTE = {"name": "local", "url": "../agiqa-dvc-remote"}
+LOCK_MESSAGES = ("Unable to acquire lock", "another DVC process")
+
+
+def dvc_executable() -> str:
+    """The dvc next to this Python (a venv's bin may not be on PATH), else the one on PATH."""
+    local = Path(sys.executable).parent / "dvc"
+    return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
+
+
+def is_lock_error(text: str) -> bool:
+    return any(message in text for message in LOCK_MESSAGES)
+
+
+def run_dvc(args: Sequence[str], repo: Path = Path(".")) -> str:
+    """Run ``dvc ARGS`` in ``repo`` and return its stdout.
+
+    Raises:
+        AgiqaError: DVC failed; a lock failure says that another DVC process holds the lock.
+    """
+    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(
+        [dvc_executable(), *args], cwd=repo, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()
+        if is_lock_error(output):
+            raise AgiqaError(
+                f"`dvc {' '.join(args)}`: the DVC repository is locked by another DVC process"
+                " (.dvc/tmp/lock). Run DVC commands one at a time (never from parallel jobs);"
+                f" if no DVC process is running, remove the stale lock. DVC said: {output}"
+            )
+        raise AgiqaError(f"`dvc {' '.join(args)}` failed ({done.returncode}): {output}")
+    return done.stdout
+
+
+def ensure_remote(url: str, name: str = "local", repo: Path = Path(".")) -> bool:
+    """Add ``name`` as the default remote unless a remote of that name exists. True if added."""
+    names = [line.split()[0] for line in run_dvc(["remote", "list"], repo).splitlines() if line]
+    if name in names:
+        return False
+    run_dvc(["remote", "add", "--default", name, url], repo)
+    return True
+
+
+def track(paths: Sequence[str] = ("data",), repo: Path = Path(".")) -> dict:
+    """``dvc add`` the paths, then ``git add`` their .dvc files (no commit).
+
+    Returns:
+        Per path, the recorded md5, number of files and size from its .dvc file.
+    """
+    run_dvc(["add", *paths], repo)
+    pointers = [f"{path}.dvc" for path in paths]
+    if (repo / ".git").exists():
+        extra = [".gitignore"] if (repo / ".gitignore").exists() else []
+        subprocess.run(["git", "add", "--", *pointers, *extra], cwd=repo, check=True)
+    recorded = {}
+    for path, pointer in zip(paths, pointers, strict=True):
+        out = yaml.safe_load((repo / pointer).read_text())["outs"][0]
+        recorded[path] = {k: out.get(k) for k in ("md5", "nfiles", "size")}
+    return recorded
+
+
+def push(remote: str | None = None, repo: Path = Path(".")) -> str:
+    return run_dvc(["push", *(["--remote", remote] if remote else [])], repo)
+
+
+def pull(remote: str | None = None, repo: Path = Path(".")) -> str:
+    return run_dvc(["pull", *(["--remote", remote] if remote else [])], repo)
+
+
+def remote_of(configfiles: Sequence[Path]) -> dict:
+    """The ``dvc.remote`` section of the merged config files (later files win)."""
+    remote = dict(DEFAULT_REMOTE)
+    for path in configfiles:
+        config = yaml.safe_load(path.read_text()) or {}
+        remote.update((config.get("dvc") or {}).get("remote") or {})
+    return remote
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agiqa.data.dvc", description=__doc__)
+    parser.add_argument("command", choices=["track", "push", "pull"])
+    parser.add_argument("--configfile", type=Path, action="append", default=[])
+    parser.add_argument("--path", action="append", help="path to track (default: data)")
+    parser.add_argument("--out", type=Path, help="track: write the JSON summary here too")
+    parser.add_argument("--repo", type=Path, default=Path("."))
+    args = parser.parse_args(argv)
+    remote = remote_of(args.configfile)
+    try:
+        if ensure_remote(remote["url"], remote["name"], args.repo):
+            print(f"added DVC remote {remote['name']} -> {remote['url']}", file=sys.stderr)
+        if args.command == "track":
+            summary = {"tracked": track(args.path or ["data"], args.repo), "remote": remote}
+            text = json.dumps(summary, indent=2)
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(text + "\n")
+            print(text)
+        else:
+            output = (push if args.command == "push" else pull)(remote["name"], args.repo)
+            print(output, end="")
+    except AgiqaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""DVC round trip with real git and dvc: track, push, clone, pull; downstream is not rebuilt."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agiqa.data import dvc
+from agiqa.errors import AgiqaError
+
+BIN = Path(sys.executable).parent
+ENV = os.environ | {"DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("git") is None or not (BIN / "dvc").exists(), reason="needs git and dvc"
+)
+
+# verify reads the dataset tree and its marker through ancient(): a pull that only renews
+# timestamps reruns nothing. (Snakemake already skips small files whose checksum is unchanged,
+# but not folders or large files, hence the control with plain inputs.)
+SNAKEFILE = """
+rule all:
+    input: "results/table.txt"
+
+rule verify:
+    input: {marker}
+    output: "results/verified/x.json"
+    shell: "ls -a {{input}} > {{output}}"
+
+rule table:
+    input: "results/verified/x.json"
+    output: "results/table.txt"
+    shell: "wc -c < {{input}} > {{output}}"
+"""
+INPUTS = '{0}("data/raw/x/.agiqa-download.json"), {0}("data/raw/x")'
+
+
+def sh(*args: str, cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def snakemake(cwd: Path, *args: str) -> str:
+    return sh(str(BIN / "snakemake"), "--cores", "1", *args, cwd=cwd)
+
+
+def test_track_push_clone_pull_does_not_rebuild_downstream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    repo, remote, clone = tmp_path / "repo", tmp_path / "remote", tmp_path / "clone"
+    repo.mkdir()
+    sh(*GIT, "init", "-q", cwd=repo)
+    sh(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    dataset = repo / "data" / "raw" / "x"
+    dataset.mkdir(parents=True)
+    (dataset / "a.jpg").write_bytes(b"\xff\xd8 image bytes")
+    (dataset / ".agiqa-download.json").write_text('{"dataset": "x"}\n')
+    (repo / "Snakefile").write_text(SNAKEFILE.format(marker=INPUTS.format("ancient")))
+    (repo / "Plain.smk").write_text(SNAKEFILE.format(marker=INPUTS.format("")))
+    (repo / ".gitignore").write_text("results/\n.snakemake/\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"dvc": {"remote": {"name": "local", "url": str(remote)}}}))
+
+    # The pipeline's serial step: remote from config, dvc add data, git add data.dvc.
+    summary = tmp_path / "tracked.json"
+    args = ["track", "--repo", str(repo), "--configfile", str(config), "--out", str(summary)]
+    assert dvc.main(args) == 0
+    assert json.loads(summary.read_text())["tracked"]["data"]["nfiles"] == 2
+    staged = sh("git", "diff", "--cached", "--name-only", cwd=repo).split()
+    assert "data.dvc" in staged
+    sh("git", "add", "-A", cwd=repo)
+    sh(*GIT, "commit", "-q", "-m", "data", cwd=repo)
+    dvc.push(repo=repo)
+    assert any(remote.rglob("*"))
+
+    sh(*GIT, "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    assert not (clone / "data").exists()
+    dvc.pull(repo=clone)
+    assert (clone / "data/raw/x/a.jpg").read_bytes() == b"\xff\xd8 image bytes"
+    snakemake(clone)
+    built = (clone / "results/table.txt").stat().st_mtime_ns
+
+    # A later pull recreates the files: newer timestamps, same content.
+    shutil.rmtree(clone / "data")
+    dvc.pull(repo=clone)
+    marker = clone / "data/raw/x/.agiqa-download.json"
+    assert marker.stat().st_mtime_ns > (clone / "results/verified/x.json").stat().st_mtime_ns
+    assert "Nothing to be done" in snakemake(clone, "-n")
+    # Control: the same workflow without ancient() would rebuild both jobs.
+    assert "verify" in snakemake(clone, "-n", "-s", "Plain.smk")
+    snakemake(clone)
+    assert (clone / "results/table.txt").stat().st_mtime_ns == built
+
+
+def test_remote_is_added_once(tmp_path: Path) -> None:
+    sh(*GIT, "init", "-q", cwd=tmp_path)
+    sh(str(BIN / "dvc"), "init", "-q", cwd=tmp_path)
+    assert dvc.ensure_remote(str(tmp_path / "store"), "local", tmp_path)
+    assert not dvc.ensure_remote(str(tmp_path / "other"), "local", tmp_path)
+    assert "remote = local" in (tmp_path / ".dvc" / "config").read_text()
+
+
+def test_lock_errors_are_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    said = "ERROR: Unable to acquire lock. Most likely another DVC process is running"
+    assert dvc.is_lock_error(said)
+    assert not dvc.is_lock_error("ERROR: failed to push data to the cloud")
+
+    def locked(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr=said)
+
+    monkeypatch.setattr(dvc.subprocess, "run", locked)
+    with pytest.raises(AgiqaError, match="never from parallel jobs"):
+        dvc.run_dvc(["add", "data"])
+
+
+def test_remote_comes_from_the_last_config(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("dvc: {remote: {url: /a}}\n")
+    second.write_text("seed: 0\n")
+    assert dvc.remote_of([first, second]) == {"name": "local", "url": "/a"}
+    assert dvc.remote_of([]) == dvc.DEFAULT_REMOTE
