@@ -128,9 +128,10 @@ def test_tiny_clip_residual_learns_quality_on_synthetic_data(tmp_path: Path) -> 
     """Held-out quality SRCC clearly above chance.
 
     Measured with this setup (240 images, fold 0 of 4, 20 epochs) for data seeds 0-3:
-    0.62, 0.49, 0.70, 0.61. Chance is 0 with a standard error of about 0.13 on 60 test images,
-    so 0.3 leaves a margin on both sides.
+    0.58, 0.34, 0.69, 0.59 (this test uses seed 0). Chance is 0 with a standard error of about
+    0.13 on 60 test images, so 0.25 is about two standard errors above chance and below every
+    measured seed.
     """
     paths = prepare(tmp_path, n_prompts=60, folds=4)
     metrics = run_fold(job(tmp_path, paths, residual_config(epochs=20)))
-    assert metrics["test"]["quality"]["srcc"] > 0.3
+    assert metrics["test"]["quality"]["srcc"] > 0.25
