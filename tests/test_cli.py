@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -61,3 +62,25 @@ def test_models_list_names_the_registered_models() -> None:
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0
     assert "clip_residual" in result.stdout and "clip_zeroshot" in result.stdout
+    rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
+    # Stand-in weights are named, not loaded: counting needs the architecture only.
+    assert rows["scva"][2].endswith("(tiny-vit-synthetic)") and rows["scva"][4] == "True"
+    assert rows["dcmpln"][2] == "agiqa-tiny-clip (tiny-clip-synthetic)"
+    assert int(rows["dcmpln"][3]) > 0 and rows["clip_zeroshot"][3] == "0"
+
+
+def test_models_list_resolves_presets_and_reports_unbuildable_entries(tmp_path: Path) -> None:
+    config = {
+        "models": {
+            "scva_hub": {
+                "type": "scva",
+                "blip": {"source": "transformers", "name_or_path": str(tmp_path / "missing")},
+                "per_dataset": {"agiqa-1k": {"train_crops": 2}},
+            }
+        }
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["models", "list", "--configfile", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "n/a (cannot load the BLIP ITM checkpoint" in result.stdout

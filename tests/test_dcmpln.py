@@ -165,12 +165,13 @@ def test_prompts_act_in_every_prompted_layer() -> None:
         base_text = encode_text_prompted(model.clip, tokens, text)
         assert not torch.allclose(base_image, model.clip.encode_image(images))
         for layer in range(VISION_BLOCKS):
-            changed = [p + 1 if i == layer else p for i, p in enumerate(visual)]
+            # Random, not constant: LayerNorm would cancel a shift of every channel.
+            changed = [p + torch.randn_like(p) if i == layer else p for i, p in enumerate(visual)]
             assert not torch.allclose(
                 encode_image_prompted(model.clip, images, changed), base_image
             )
         for layer in range(TEXT_BLOCKS):
-            changed = [p + 1 if i == layer else p for i, p in enumerate(text)]
+            changed = [p + torch.randn_like(p) if i == layer else p for i, p in enumerate(text)]
             assert not torch.allclose(encode_text_prompted(model.clip, tokens, changed), base_text)
 
 

@@ -150,7 +150,7 @@ def test_missing_checkpoint_and_bad_config_raise_clearly(tmp_path: Path, vocab_f
     missing = {"source": "transformers", "name_or_path": str(tmp_path / "no-such-blip")}
     with pytest.raises(ConfigError, match="cannot load the BLIP ITM checkpoint"):
         scva.Scva(DIMS, blip=missing)
-    with pytest.raises(ConfigError, match="not implemented yet"):
+    with pytest.raises(ConfigError, match="does not exist"):
         scva.Scva(DIMS, blip={"source": "imagereward", "checkpoint": "full_model.pth"})
     with pytest.raises(ConfigError, match="feature_blocks"):
         tiny(vocab_file, feature_blocks=[7])

@@ -15,7 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MODELS = ("clip_residual", "dcmpln", "clip_zeroshot")
+MODELS = ("clip_residual", "dcmpln", "scva", "clip_zeroshot")
 
 
 def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -36,6 +36,10 @@ def small_config() -> dict:
     config["protocols"]["kfold_grouped"]["folds"] = 3
     config["models"]["clip_residual"]["train"].update(epochs=2, batch_size=8)
     config["models"]["dcmpln"]["train"].update(epochs=2, batch_size=8)
+    config["models"]["scva"]["train"].update(epochs=1, batch_size=8)
+    for stand_in in config["pretrained_backbones"].values():
+        stand_in["synthesize"] = {**stand_in["synthesize"], "n_prompts": 8, "images_per_prompt": 2}
+        stand_in.update(epochs=1, batch_size=8)
     return config
 
 
@@ -73,6 +77,15 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
     summary = pd.read_csv(tables / "main.csv")
     assert set(summary["model"]) == set(MODELS)
     assert (summary["n_splits"] == 3).all()
+    # Frozen-backbone models load the stand-in checkpoint the pretrain_backbone rule wrote.
+    runs = workdir / "results" / "runs" / "kfold_grouped" / "synthetic"
+    for model, section, key, name in (
+        ("dcmpln", "backbone", "pretrained", "tiny-clip-synthetic"),
+        ("scva", "vit", "checkpoint", "tiny-vit-synthetic"),
+    ):
+        assert (workdir / "results" / "backbones" / f"{name}.pt").stat().st_size > 0
+        resolved = yaml.safe_load((runs / model / "split0" / "config.yaml").read_text())
+        assert resolved["model"][section][key] == f"results/backbones/{name}.pt"
 
     for split in range(3):
         run = workdir / "results/runs/kfold_grouped/synthetic/clip_residual" / f"split{split}"

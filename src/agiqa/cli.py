@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 
 from agiqa.describe.cli import describe_command
-from agiqa.errors import AgiqaError
+from agiqa.errors import AgiqaError, ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 datasets_app = typer.Typer(no_args_is_help=True, help="Inspect and verify datasets.")
@@ -132,6 +132,31 @@ def synthesize(
     typer.echo(f"wrote {path}")
 
 
+@app.command("pretrain-backbone")
+def pretrain_backbone(
+    name: Annotated[str, typer.Argument(help="an entry of the config's pretrained_backbones")],
+    configfile: Annotated[Path, typer.Option(help="config with that entry")] = Path(
+        "config/config.yaml"
+    ),
+    out: Annotated[Path | None, typer.Option(help="default: results/backbones/NAME.pt")] = None,
+) -> None:
+    """Stand-in backbone pretraining on separate synthetic data (offline demos and tests)."""
+    from agiqa.pipeline import Layout
+    from agiqa.train.fold import configure_logging
+    from agiqa.train.stand_in import pretrain_stand_in
+
+    configure_logging()
+    out = out or Path(Layout().backbone(name))
+    try:
+        entries = load_config([configfile]).get("pretrained_backbones") or {}
+        if name not in entries:
+            raise ConfigError(f"{configfile}: no pretrained_backbones entry {name!r}")
+        loss = pretrain_stand_in(entries[name], out.with_name(f"{name}-work"), out)
+    except AgiqaError as error:
+        fail(error)
+    typer.echo(f"wrote {out} (last batch loss {loss:.4f})")
+
+
 @app.command()
 def manifest(
     name: Annotated[str, typer.Argument(help="dataset name")],
@@ -248,13 +273,18 @@ def bench(
 ) -> None:
     """Training images/s of our path and of a plain fp32 reference loop; their ratio last."""
     from agiqa.bench import run_bench
-    from agiqa.pipeline import model_entry
+    from agiqa.pipeline import Layout, model_entry, stand_in_backbones, with_stand_in_weights
     from agiqa.train.fold import TrainSettings, configure_logging
 
     configure_logging()
     default = Path("config") / ("config.yaml" if tiny else "paper.yaml")
     try:
-        entry = dict(model_entry(load_config([configfile or default]), model))
+        config = load_config([configfile or default])
+        entry = dict(model_entry(config, model))
+        for weights in map(Layout().backbone, stand_in_backbones(config, entry)):
+            if not Path(weights).is_file():
+                raise ConfigError(f"{weights} is missing: make it with `snakemake {weights}`")
+        entry = with_stand_in_weights(config, entry)
         if freeze:
             entry["freeze"] = {**entry.get("freeze", {}), "mode": freeze}
         size = image_size or (64 if tiny else 256)
@@ -288,27 +318,41 @@ def models_list(
     ),
 ) -> None:
     """The config's models: type, backbone, trainable parameters, use of descriptions."""
+    from agiqa.models import MODELS
+    from agiqa.pipeline import model_entry
+
+    typer.echo("name\ttype\tbackbone\ttrainable_parameters\tuses_descriptions")
+    try:
+        config = load_config([configfile])
+        for name in config.get("models", {}):
+            typer.echo("\t".join([name, *_model_row(model_entry(config, name))]))
+    except AgiqaError as error:
+        fail(error)
+    typer.echo(f"registered types: {', '.join(MODELS.names())}")
+
+
+def _model_row(entry: dict) -> list[str]:
+    """type, backbone (weights), trainable parameters, uses descriptions of one model entry."""
     import copy
 
     from agiqa.data.manifest import Dimension
     from agiqa.models import MODELS, build_model, trainable_parameter_count
 
     # Counting parameters needs the architecture only, not the pretrained weights.
+    entry = copy.deepcopy(entry)
+    model_class = MODELS.get(entry["type"])
+    backbone = entry.get("backbone", {})
+    arch = backbone.get("arch") or getattr(model_class, "backbone_name", "-")
+    vit = entry.get("vit", {})
+    weights = backbone.pop("pretrained", None) or vit.pop("checkpoint", None)
+    weights = weights or ("pretrained" if vit.pop("pretrained", False) else None)
     dims = (Dimension("quality", "quality", 0, 5), Dimension("align", "alignment", 0, 5))
-    typer.echo("name\ttype\tbackbone\ttrainable_parameters\tuses_descriptions")
     try:
-        for name, entry in load_config([configfile]).get("models", {}).items():
-            entry = copy.deepcopy(entry)
-            backbone = entry.get("backbone", {})
-            weights = backbone.pop("pretrained", None) or "random init"
-            model = build_model(entry, dims)
-            count = trainable_parameter_count(model)
-            uses = type(model).uses_descriptions
-            label = f"{backbone.get('arch', '-')} ({weights})"
-            typer.echo(f"{name}\t{entry['type']}\t{label}\t{count}\t{uses}")
-    except AgiqaError as error:
-        fail(error)
-    typer.echo(f"registered types: {', '.join(MODELS.names())}")
+        count = str(trainable_parameter_count(build_model(entry, dims)))
+    except AgiqaError as error:  # e.g. a BLIP checkpoint that is not on this machine
+        count = f"n/a ({str(error).splitlines()[0][:120]})"
+    label = f"{arch} ({weights or 'random init'})"
+    return [entry["type"], label, count, str(model_class.uses_descriptions)]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ from agiqa.train.fold import FoldJob
 
 RUN_FILES = ("predictions.csv", "metrics.json", "history.csv", "config.yaml", "checkpoint.pt")
 TABLE_FILES = ("main.tex", "main.md", "main.csv")
+# Model-entry key of per-dataset presets (see model_entry).
+PER_DATASET = "per_dataset"
+# Where a model entry may name a stand-in backbone (config pretrained_backbones): CLIP weights of
+# the CLIP models, the ViT checkpoint of scva.
+STAND_IN_SLOTS = (("backbone", "pretrained"), ("vit", "checkpoint"))
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class Layout:
     def run_dir(self, protocol: str, dataset: str, model: str, split: int | str) -> str:
         return f"{self.results}/runs/{protocol}/{dataset}/{model}/split{split}"
 
+    def backbone(self, name: str) -> str:
+        return f"{self.results}/backbones/{name}.pt"
+
     def tables_dir(self) -> str:
         return f"{self.results}/tables"
 
@@ -63,11 +71,41 @@ def dataset_entry(config: dict, dataset: str) -> dict:
         raise ConfigError(f"dataset '{dataset}' is not in the config's datasets") from None
 
 
-def model_entry(config: dict, model: str) -> dict:
+def model_entry(config: dict, model: str, dataset: str | None = None) -> dict:
+    """A model's config entry; given a dataset, with its ``per_dataset`` preset merged in.
+
+    ``per_dataset: {<dataset>: {...}}`` holds published per-dataset settings (batch, lr, crops);
+    they are merged key by key over the entry (nested mappings such as ``train`` too), so a preset
+    names only what differs. Presets for datasets absent from the config are ignored, so one model
+    entry serves any subset of the paper's datasets.
+    """
     try:
-        return config["models"][model]
+        entry = dict(config["models"][model])
     except KeyError:
         raise ConfigError(f"model '{model}' is not in the config's models") from None
+    presets = entry.pop(PER_DATASET, None) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"model '{model}': {PER_DATASET} must map dataset names to settings")
+    preset = presets.get(dataset) if dataset is not None else None
+    if preset is None:
+        return entry
+    if not isinstance(preset, dict) or "type" in preset:
+        raise ConfigError(
+            f"model '{model}': {PER_DATASET}.{dataset} must be a mapping of settings "
+            "and cannot change the model type"
+        )
+    return merge_settings(entry, preset)
+
+
+def merge_settings(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, recursing into mappings present in both."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def protocol_of(config: dict, protocol: str) -> Protocol:
@@ -106,7 +144,7 @@ def fold_job(
         split=int(split),
         protocol=protocol,
         model_name=model,
-        model_config=model_entry(config, model),
+        model_config=with_stand_in_weights(config, model_entry(config, model, dataset), layout),
         out_dir=layout.run_dir(protocol, dataset, model, split),
         seed=int(config.get("seed", 0)),
         threads=threads,
@@ -116,9 +154,31 @@ def fold_job(
     )
 
 
+def stand_in_backbones(config: dict, entry: dict) -> list[str]:
+    """The ``pretrained_backbones`` names a model entry refers to (see ``STAND_IN_SLOTS``)."""
+    return [name for _, _, name in _stand_in_references(config, entry)]
+
+
+def with_stand_in_weights(config: dict, entry: dict, layout: Layout = Layout()) -> dict:
+    """The entry with every stand-in backbone name replaced by its checkpoint path."""
+    references = _stand_in_references(config, entry)
+    overrides = {section: {key: layout.backbone(name)} for section, key, name in references}
+    return merge_settings(entry, overrides)
+
+
+def _stand_in_references(config: dict, entry: dict) -> list[tuple[str, str, str]]:
+    known = config.get("pretrained_backbones") or {}
+    references = []
+    for section, key in STAND_IN_SLOTS:
+        value = (entry.get(section) or {}).get(key)
+        if isinstance(value, str) and value in known:
+            references.append((section, key, value))
+    return references
+
+
 def descriptions_of(config: dict, dataset: str, model: str) -> str | None:
     """The description table a model reads on a dataset (its entry's ``descriptions``)."""
-    describer = model_entry(config, model).get("descriptions")
+    describer = model_entry(config, model, dataset).get("descriptions")
     if describer is None:
         return None
     if describer not in (config.get("describers") or {}):

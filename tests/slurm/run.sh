@@ -23,6 +23,9 @@ config["protocols"]["kfold_grouped"]["folds"] = 2
 for entry in config["models"].values():
     if "train" in entry:
         entry["train"]["epochs"] = 2
+for stand_in in (config.get("pretrained_backbones") or {}).values():
+    stand_in["synthesize"] = {**stand_in["synthesize"], "n_prompts": 16, "images_per_prompt": 2}
+    stand_in.update(epochs=1, batch_size=8)
 yaml.safe_dump(config, open(sys.argv[2], "w"))
 PY
 cp "$work/local/config/config.yaml" "$work/slurm/config/config.yaml"

@@ -4,7 +4,16 @@ from snakemake.utils import validate
 
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
-from agiqa.pipeline import TABLE_FILES, Layout, dataset_root, descriptions_of, grid, protocol_of
+from agiqa.pipeline import (
+    TABLE_FILES,
+    Layout,
+    dataset_root,
+    descriptions_of,
+    grid,
+    model_entry,
+    protocol_of,
+    stand_in_backbones,
+)
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -12,6 +21,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 LAYOUT = Layout()
 DATASETS = list(config["datasets"])
 SYNTHETIC = [d for d in DATASETS if "synthesize" in config["datasets"][d]]
+STAND_INS = config.get("pretrained_backbones") or {}
 
 
 def one_of(names):
@@ -60,6 +70,12 @@ def descriptions_input(wildcards):
     """The description table a description-reading model consumes, if its entry names one."""
     path = descriptions_of(config, wildcards.dataset, wildcards.model)
     return [] if path is None else path
+
+
+def stand_in_weights(wildcards):
+    """The stand-in checkpoints a model entry names (config pretrained_backbones)."""
+    entry = model_entry(config, wildcards.model, wildcards.dataset)
+    return [LAYOUT.backbone(name) for name in stand_in_backbones(config, entry)]
 
 
 def gpus_for(wildcards):

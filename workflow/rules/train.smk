@@ -5,6 +5,7 @@ rule train_fold:
         meta=LAYOUT.manifest("{dataset}").replace(".csv", ".json"),
         splits=LAYOUT.splits("{protocol}", "{dataset}"),
         descriptions=descriptions_input,
+        backbone=stand_in_weights,
     output:
         multiext(
             LAYOUT.run_dir("{protocol}", "{dataset}", "{model}", "{split}") + "/",
@@ -18,8 +19,22 @@ rule train_fold:
         "logs/train/{protocol}/{dataset}/{model}/split{split}.log",
     benchmark:
         "benchmarks/train/{protocol}/{dataset}/{model}/split{split}.tsv"
-    threads: 4
+    threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
     script:
         "../scripts/train_fold.py"
+
+
+# Stand-in backbone weights (config pretrained_backbones): tiny models pretrained on separate
+# synthetic data, so methods that start from pretrained backbones have one offline.
+rule pretrain_backbone:
+    output:
+        LAYOUT.backbone("{backbone}"),
+    log:
+        "logs/pretrain/{backbone}.log",
+    wildcard_constraints:
+        backbone=one_of(STAND_INS),
+    threads: 2
+    script:
+        "../scripts/pretrain_backbone.py"

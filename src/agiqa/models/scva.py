@@ -59,9 +59,12 @@ layers (published: 0.5, i.e. text 0-5 and ViT-L 0-11); ``vit`` is ``"none"`` (pu
 fine-tuned), ``"full"`` or N (patch embedding + first N blocks). ViT blocks past the last feature
 block, its final norm and head are pruned; BLIP's projections and ITM head are not kept.
 
-ImageReward-v1.0 weights (``blip.source: imagereward``) need a key conversion from ImageReward's
-BLIP (``med.py`` BERT + BLIP ViT) to transformers' BLIP that is not implemented yet: that source
-raises a ConfigError.
+ImageReward-v1.0 weights (``blip.source: imagereward``, the published backbone) are converted from
+ImageReward's BLIP (BLIP ViT-L/16 + ``med.py`` BERT) to transformers' ``BlipVisionModel`` and
+``BlipTextModel`` by ``scva_imagereward`` (key renames only, strict load, sizes read from the
+checkpoint). ``encode_text`` already encodes as ImageReward and the published code do (``[CLS]``
+first, not BLIP ITM's ``[ENC]``). The pickled ``full_model.pth`` is refused (re-save its state
+dict).
 """
 
 from __future__ import annotations
@@ -213,9 +216,12 @@ class Scva(AgiqaModel):
         blip: ``{source: config, config: {BlipConfig kwargs}, vocab_file: path|None}`` (tiny
             random model, the default), ``{source: transformers, name_or_path, local_files_only}``
             (a BLIP ITM checkpoint, e.g. ``Salesforce/blip-itm-base-coco``) or
-            ``{source: imagereward, checkpoint}`` (not available yet: ConfigError).
+            ``{source: imagereward, checkpoint, tokenizer, vision_heads, text_heads}``
+            (ImageReward-v1.0 state dict + local bert-base-uncased tokenizer, see
+            ``scva_imagereward``).
         vit: ``{name, pretrained, checkpoint}`` for ``timm.create_model`` or a dict of
-            ``VisionTransformer`` kwargs (default: a tiny ViT).
+            ``VisionTransformer`` kwargs, optionally with a ``checkpoint`` state dict whose
+            classifier ``head.*`` is dropped (default: a tiny random ViT).
         feature_blocks: ViT blocks whose patch tokens feed the head (published: 8-11).
         freeze: ``{blip_fraction: float, vit: "none" | "full" | int}``.
         dim: Width of the head (published 512).
@@ -467,12 +473,9 @@ def build_blip(config: dict[str, Any]) -> tuple[nn.Module, nn.Module, Any]:
     if source == "transformers":
         return _blip_from_transformers(config)
     if source == "imagereward":
-        raise ConfigError(
-            "blip.source 'imagereward': converting ImageReward-v1.0's BLIP weights "
-            "(full_model.pth) to the transformers BLIP layout is not implemented yet; use "
-            "blip.source 'transformers' with a BLIP ITM checkpoint "
-            "(e.g. Salesforce/blip-itm-base-coco)"
-        )
+        from agiqa.models.scva_imagereward import blip_from_imagereward
+
+        return blip_from_imagereward(config)
     raise ConfigError(f"blip.source must be one of {BLIP_SOURCES}; got {source!r}")
 
 
@@ -552,7 +555,10 @@ def build_vit(config: Mapping[str, Any] | None) -> tuple[VisionTransformer, tupl
 
     config = dict(config or TINY_VIT)
     if "name" not in config:
+        checkpoint = config.pop("checkpoint", None)
         vit = VisionTransformer(**{"num_classes": 0, **config})
+        if checkpoint is not None:
+            load_vit_weights(vit, Path(checkpoint))
         return vit, (list(IMAGENET_MEAN), list(IMAGENET_STD))
     name = config.pop("name")
     pretrained = bool(config.pop("pretrained", False))
@@ -569,6 +575,20 @@ def build_vit(config: Mapping[str, Any] | None) -> tuple[VisionTransformer, tupl
         raise ConfigError(f"vit {name!r} is not a timm VisionTransformer")
     data = timm.data.resolve_data_config({}, model=vit)
     return vit, (list(data["mean"]), list(data["std"]))
+
+
+def load_vit_weights(vit: VisionTransformer, checkpoint: Path) -> None:
+    """Weights of a config-built ViT from a state dict file; a classifier ``head.*`` is dropped."""
+    if not checkpoint.is_file():
+        raise ConfigError(f"vit.checkpoint {checkpoint} does not exist")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    state = {key: value for key, value in state.items() if not key.startswith("head.")}
+    try:
+        vit.load_state_dict(state)
+    except RuntimeError as error:
+        message = f"vit.checkpoint {checkpoint} does not fit the ViT config: {error}"
+        raise ConfigError(message) from None
 
 
 def _check_positive(**values: float) -> None:
