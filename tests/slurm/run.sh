@@ -20,6 +20,8 @@ import sys, yaml
 config = yaml.safe_load(open(sys.argv[1]))
 config["datasets"]["synthetic"]["synthesize"].update(n_prompts=20, images_per_prompt=3)
 config["protocols"]["kfold_grouped"]["folds"] = 2
+# As the SLURM run's --set-threads below: both runs must compute with the same thread count.
+config["train_threads"] = 2
 for entry in config["models"].values():
     if "train" in entry:
         entry["train"]["epochs"] = 2
