@@ -73,3 +73,13 @@ def test_dcmpln_learns_quality_on_a_pretrained_frozen_clip(
 def test_pretraining_needs_planted_factors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"planted\.csv"):
         pretrain_clip(TINY_ARCH, tmp_path, tmp_path / "out.pt")
+
+
+def test_pretraining_names_the_row_of_an_unreadable_image(tmp_path: Path) -> None:
+    generate(tmp_path, n_prompts=2, images_per_prompt=2, image_size=64, seed=PRETRAIN_SEED)
+    broken = sorted(tmp_path.glob("*.jpg"))[0]
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError) as raised:
+        pretrain_clip(TINY_ARCH, tmp_path, tmp_path / "out.pt", PretrainSettings(batch_size=2))
+    assert raised.value.file == str(tmp_path / "planted.csv") and raised.value.row is not None
+    assert broken.name in str(raised.value)

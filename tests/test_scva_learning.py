@@ -38,7 +38,7 @@ STAND_IN = {
 def pretrained_tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stand-in")
     checkpoint = root / "tiny-vit.pt"
-    pretrain_stand_in(STAND_IN, root / "work", checkpoint)
+    pretrain_stand_in(STAND_IN, checkpoint)
     return checkpoint
 
 

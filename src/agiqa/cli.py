@@ -151,7 +151,7 @@ def pretrain_backbone(
         entries = load_config([configfile]).get("pretrained_backbones") or {}
         if name not in entries:
             raise ConfigError(f"{configfile}: no pretrained_backbones entry {name!r}")
-        loss = pretrain_stand_in(entries[name], out.with_name(f"{name}-work"), out)
+        loss = pretrain_stand_in(entries[name], out)
     except AgiqaError as error:
         fail(error)
     typer.echo(f"wrote {out} (last batch loss {loss:.4f})")

@@ -12,7 +12,7 @@ name = snakemake.wildcards.backbone
 out = Path(snakemake.output[0])
 try:
     entry = snakemake.config["pretrained_backbones"][name]
-    loss = pretrain_stand_in(entry, out.with_name(f"{name}-work"), out)
+    loss = pretrain_stand_in(entry, out)
     logging.getLogger("agiqa.train").info("wrote %s (last batch loss %.4f)", out, loss)
 except Exception:
     logging.getLogger("agiqa.train").exception("stand-in pretraining failed")

@@ -23,6 +23,7 @@ that ``vit.checkpoint`` loads (its classifier head is dropped there).
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +40,9 @@ from torchvision.transforms import functional as TF
 from agiqa.data.synthetic import DEGRADATIONS, generate
 from agiqa.errors import ConfigError, DataError
 from agiqa.models.clip_backbone import load_clip
+from agiqa.models.scva import IMAGENET_MEAN, IMAGENET_STD
+from agiqa.train.data import load_rgb
+from agiqa.train.feature_cache import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,7 @@ DEGRADATION_WORDS: dict[str, str] = {
 }
 assert set(DEGRADATION_WORDS) == set(DEGRADATIONS)
 KINDS = ("clip", "vit")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+PLANTED = "planted.csv"
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def caption(severities: Mapping[str, float], threshold: float) -> str:
 
 def read_planted(root: Path) -> tuple[list[Path], pd.DataFrame]:
     """Image paths and the ``[n, degradations]`` planted severities of a synthetic dataset."""
-    planted_csv = root / "planted.csv"
+    planted_csv = root / PLANTED
     if not planted_csv.is_file():
         raise DataError(f"{planted_csv}: missing; pretraining needs a synthetic dataset")
     planted = pd.read_csv(planted_csv)
@@ -109,7 +112,7 @@ def pretrain_clip(
     model, preprocess = bundle.model, bundle.preprocess
     paths, severities = read_planted(data_root)
     captions = [caption(row, settings.severity_threshold) for row in severities.to_dict("records")]
-    images = torch.stack([_load(path, preprocess.eval_transform) for path in paths])
+    images = _load_all(data_root, paths, preprocess.eval_transform)
     tokens = preprocess.tokenize(captions)
 
     def step(batch: torch.Tensor) -> torch.Tensor:
@@ -144,7 +147,7 @@ def pretrain_vit(
     size = int(vit.patch_embed.img_size[0])
     paths, severities = read_planted(data_root)
     labels = torch.tensor((severities.to_numpy() > settings.severity_threshold), dtype=torch.float)
-    images = torch.stack([_load(path, _imagenet_tensor(size)) for path in paths])
+    images = _load_all(data_root, paths, _imagenet_tensor(size))
 
     def step(batch: torch.Tensor) -> torch.Tensor:
         top, left = (int(torch.randint(0, n - size + 1, ())) for n in images.shape[-2:])
@@ -156,16 +159,16 @@ def pretrain_vit(
     return loss
 
 
-def pretrain_stand_in(entry: Mapping[str, Any], work_dir: Path, out_path: Path) -> float:
-    """One ``pretrained_backbones`` entry: render its data into ``work_dir``, then pretrain."""
+def pretrain_stand_in(entry: Mapping[str, Any], out_path: Path) -> float:
+    """One ``pretrained_backbones`` entry: render its data beside ``out_path``, then pretrain."""
     kind = entry.get("kind", "clip")
     if kind not in KINDS:
         raise ConfigError(f"pretrained backbone kind must be one of {KINDS}; got {kind!r}")
     needed = "arch" if kind == "clip" else "vit"
     if needed not in entry:
         raise ConfigError(f"a pretrained backbone of kind {kind} needs '{needed}'")
-    data = work_dir / "data"
-    if not (data / "planted.csv").is_file():
+    data = out_path.with_name(f"{out_path.stem}-data")
+    if not (data / PLANTED).is_file():
         generate(data, **dict(entry["synthesize"]))
     settings = PretrainSettings(
         epochs=int(entry["epochs"]),
@@ -225,15 +228,16 @@ def _imagenet_tensor(min_side: int) -> Callable[[Image.Image], torch.Tensor]:
 
 
 def _save(state: dict, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(out_path.name + ".tmp")
-    torch.save(state, temporary)
-    temporary.replace(out_path)  # atomic: parallel readers never see a torn checkpoint
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(out_path, buffer.getvalue())  # parallel readers never see a torn file
 
 
-def _load(path: Path, transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            return transform(image.convert("RGB"))
-    except OSError as error:
-        raise DataError(f"{path}: cannot read image ({error})") from None
+def _load_all(
+    root: Path, paths: list[Path], transform: Callable[[Image.Image], torch.Tensor]
+) -> torch.Tensor:
+    """Every image decoded and transformed; a bad one names its row of ``planted.csv``."""
+    planted_csv = str(root / PLANTED)
+    return torch.stack(
+        [transform(load_rgb(path, manifest=planted_csv, row=i + 2)) for i, path in enumerate(paths)]
+    )
