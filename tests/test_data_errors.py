@@ -74,7 +74,12 @@ def expect_error(
         (2, "gen_000.jpg,a green cone,,,,3.0,0.4,4.5,0.5", 4, ["gen_000.jpg", "row 2", "row 4"]),
         (1, "/etc/gen_001.jpg,a blue sphere,,,,4.0,0.1,1.0,0.2", 3, ["escapes the dataset root"]),
         (1, "../gen_001.jpg,a blue sphere,,,,4.0,0.1,1.0,0.2", 3, ["escapes the dataset root"]),
-        (1, "sub\\gen_001.jpg,a blue sphere,,,,4.0,0.1,1.0,0.2", 3, ["backslash"]),
+        (1, "sub/../../gen_001.jpg,a blue sphere,,,,4.0,0.1,1.0,0.2", 3, ["escapes"]),
+        (1, "C:\\gen_001.jpg,a blue sphere,,,,4.0,0.1,1.0,0.2", 3, ["escapes"]),
+        # one image under two spellings is a duplicate (it could land on both sides of a split)
+        (2, "./gen_000.jpg,a green cone,,,,3.0,0.4,4.5,0.5", 4, ["gen_000.jpg", "row 2"]),
+        (2, "sub\\..\\gen_000.jpg,a green cone,,,,3.0,0.4,4.5,0.5", 4, ["gen_000.jpg"]),
+        (2, "sub/./../gen_000.jpg,a green cone,,,,3.0,0.4,4.5,0.5", 4, ["gen_000.jpg"]),
         (1, ",a blue sphere,,,,4.0,0.1,1.0,0.2", 3, ["empty"]),
         (2, "gen_002.jpg,,,,,3.0,0.4,4.5,0.5", 4, ["empty 'prompt'"]),
         (1, "gen_001.jpg,a blue, sphere,,,,4.0,0.1,1.0,0.2", 3, ["10 cells", "header has 9"]),
@@ -405,4 +410,4 @@ def test_verify_images_checks_unlabelled_rows_and_unsafe_paths(tmp_path: Path) -
     assert caught.value.file == "tiny"
     assert "row 2: test/x_0001.png: missing" in str(caught.value)
     assert "row 3: ../outside.png: unsafe path" in str(caught.value)
-    assert "is the dataset root right?" in str(caught.value)
+    assert "is `root` right? use `images:`" in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -118,4 +119,23 @@ def test_local_reply_cut_at_max_tokens_is_a_failure_never_cached(
     out = table(tmp_path / "out.csv")
     assert set(out["status"]) == {"failed"}
     assert out["error"].str.contains("truncated").all()
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_local_failure_message_fails_at_once_and_is_never_cached(
+    tiny_blip: Path, tmp_path: Path
+) -> None:
+    """Greedy decoding would write the same text again: no retry, no cache entry."""
+    make_dataset(tmp_path / "ds", 2)
+    args = local_args(tmp_path / "ds", tmp_path, tiny_blip, "--max-tokens", "8")
+    # the tiny captioner only writes vocabulary words: flag every reply as a failure
+    args += ["-o", "min_new_tokens=3", "-o", r"failure_patterns=['^\w']"]
+    args += ["--allow-failed-fraction", "1.0", "--summary-json", str(tmp_path / "s.json")]
+    result = invoke(args, key=None)
+    assert result.exit_code == 0, result.output
+    out = table(tmp_path / "out.csv")
+    assert set(out["status"]) == {"failed"} and (out["description"] == "").all()
+    assert out["error"].str.contains("failure message").all()
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["failed"], summary["requests"], summary["retries"]) == (2, 2, 0)
     assert cache_files(tmp_path / "cache") == []

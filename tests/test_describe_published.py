@@ -166,7 +166,7 @@ def test_error_literals_and_empty_answers_are_failures_not_descriptions(tmp_path
         run_describe(entry, dataset="mine", out=out, root=images_root, reader="agiqa-3k")
     frame = table(out).set_index("image")
     assert frame.loc["a.jpg", "description"] == "A red car on a road."
-    assert "failure ('Error')" in frame.loc["b.jpg", "error"]
-    assert "failure ('empty')" in frame.loc["c.jpg", "error"]
+    assert "failure message ('Error'" in frame.loc["b.jpg", "error"]
+    assert "description is empty" in frame.loc["c.jpg", "error"]
     assert "no published description" in frame.loc["d.jpg", "error"]
     assert (frame.loc[["b.jpg", "c.jpg", "d.jpg"], "description"] == "").all()

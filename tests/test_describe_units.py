@@ -7,17 +7,18 @@ import json
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from agiqa.describe.backends import BACKENDS
+from agiqa.describe.backends import BACKENDS, Backend, BackendContext, ImageItem, Reply
 from agiqa.describe.backends.openai_backend import public_endpoint, retry_after_seconds
 from agiqa.describe.cache import DescriptionCache, cache_key
 from agiqa.describe.images import sniff_mime
 from agiqa.describe.limits import Backoff, RateLimiter
 from agiqa.describe.runner import RunSettings, read_descriptions, split_entry
-from agiqa.describe.templates import TEMPLATES, resolve_template
+from agiqa.describe.templates import TEMPLATES, Template, resolve_template
 from agiqa.describe.workflow import (
     describe_envvars,
     describer_datasets,
@@ -202,9 +203,24 @@ def test_workflow_targets_and_envvars() -> None:
         description_path("agiqa3k", "gpt"),
     ]
     assert description_path("a", "b") == "results/descriptions/a/b.csv"
+    assert description_path("a", "b", "results/x") == "results/x/descriptions/a/b.csv"
     assert describe_envvars(config) == ["ARK_API_KEY", "OPENAI_API_KEY"]
     assert description_targets({"datasets": config["datasets"]}) == []
     with pytest.raises(ConfigError, match="unknown dataset"):
         describer_datasets(
             {**config, "describers": {"x": {"backend": "openai", "datasets": ["z"]}}}, "x"
         )
+
+
+def test_model_name_comes_from_the_options_model_in_the_base_class() -> None:
+    @dataclass(frozen=True)
+    class Options:
+        model: str
+
+    class Minimal(Backend):  # only what a backend must write itself
+        def describe(self, item: ImageItem, template: Template) -> Reply:
+            return Reply(text="A cat.")
+
+    assert Minimal(Options("m-1"), BackendContext("tiny")).model_name == "m-1"
+    for name in BACKENDS.names():
+        assert "model_name" not in vars(BACKENDS.get(name)), name

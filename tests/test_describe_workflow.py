@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from agiqa.data.readers import read_dataset
@@ -25,21 +26,51 @@ include: "{REPO}/workflow/rules/describe.smk"
 
 rule all:
     input:
-        description_targets(config),
+        description_targets(config, LAYOUT.results),
 """
 
 
-def test_describe_rule_writes_the_table_and_no_secret(tmp_path: Path) -> None:
+# the outputs of the experiment "tiny" (every config below names it)
+RESULTS = "results/tiny"
+# where a Snakemake run records params, logs and outputs: none may hold the key
+RECORDS = (".snakemake", "logs", "results", "resources")
+
+
+def _prepare(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """(dataset root, workdir) with the dataset verified and its manifest built."""
     root = tmp_path / "ds"
-    make_dataset(root, 6)
+    make_dataset(root, n)
     work = tmp_path / "work"
-    (work / "results" / "verified").mkdir(parents=True)
+    (work / RESULTS / "verified").mkdir(parents=True)
     # the dataset is already verified and its manifest built: only the describe job runs
-    (work / "results" / "verified" / "tiny.json").write_text("{}\n")
-    read_dataset("agiqa-3k", root, dataset="tiny").save(work / "results/manifests/tiny.csv")
+    (work / RESULTS / "verified" / "tiny.json").write_text("{}\n")
+    read_dataset("agiqa-3k", root, dataset="tiny").save(work / RESULTS / "manifests/tiny.csv")
     (work / "Snakefile").write_text(SNAKEFILE)
+    return root, work
+
+
+def _snakemake(work: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, KEY_ENV: SECRET, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "1", "--snakefile", "Snakefile"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _files_holding(secret: str, work: Path) -> list[Path]:
+    files = [p for name in RECORDS for p in (work / name).rglob("*") if p.is_file()]
+    return [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_describe_rule_writes_the_table_and_no_secret(tmp_path: Path) -> None:
+    root, work = _prepare(tmp_path, 6)
     with FakeOpenAIServer(api_key=SECRET) as server:
         config = {
+            "experiment": "tiny",
             "datasets": {"tiny": {"reader": "agiqa-3k", "root": str(root)}},
             "protocols": {"p": {"type": "kfold_grouped", "folds": 2}},
             "models": {"zs": {"type": "clip_zeroshot"}},
@@ -55,20 +86,12 @@ def test_describe_rule_writes_the_table_and_no_secret(tmp_path: Path) -> None:
             },
         }
         (work / "config.yaml").write_text(yaml.safe_dump(config))
-        env = {**os.environ, KEY_ENV: SECRET, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        done = subprocess.run(
-            [str(BIN / "snakemake"), "--cores", "1", "--snakefile", "Snakefile"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = _snakemake(work)
         assert done.returncode == 0, done.stderr[-3000:]
         assert server.calls == 6
-    out = table(work / "results/descriptions/tiny/fake.csv")
+    out = table(work / RESULTS / "descriptions/tiny/fake.csv")
     assert set(out["status"]) == {"described"} and len(out) == 6
-    log = (work / "logs/describe/tiny/fake.log").read_text()
+    log = (work / "logs/tiny/describe/tiny/fake.log").read_text()
     assert "described 6, cached 0, failed 0" in log
     assert "Job stats" in done.stderr and "describe" in done.stderr
     for path in [*work.rglob("*"), *(tmp_path / "vlm_cache").rglob("*")]:
@@ -76,3 +99,43 @@ def test_describe_rule_writes_the_table_and_no_secret(tmp_path: Path) -> None:
             assert SECRET.encode() not in path.read_bytes(), path
     metadata = [p for p in (work / ".snakemake").rglob("*") if p.is_file()]
     assert metadata and not any(SECRET in p.read_text(errors="ignore") for p in metadata)
+    assert _files_holding(SECRET, work) == []
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        pytest.param({"base_url": "userinfo"}, id="url-userinfo"),
+        pytest.param({"api_key": SECRET}, id="api-key-entry"),
+    ],
+)
+def test_a_credential_in_the_config_stops_snakemake_before_it_is_recorded(
+    tmp_path: Path, leak: dict[str, str]
+) -> None:
+    root, work = _prepare(tmp_path, 2)
+    with FakeOpenAIServer(api_key=SECRET) as server:
+        describer = {
+            "backend": "openai",
+            "model": "fake-vlm",
+            "base_url": server.base_url,
+            "api_key_env": KEY_ENV,
+            "cache_dir": "resources/vlm_cache",
+            **leak,
+        }
+        if leak.get("base_url") == "userinfo":
+            describer["base_url"] = server.base_url.replace("http://", f"http://u:{SECRET}@")
+        config = {
+            "experiment": "tiny",
+            "datasets": {"tiny": {"reader": "agiqa-3k", "root": str(root)}},
+            "protocols": {"p": {"type": "kfold_grouped", "folds": 2}},
+            "models": {"zs": {"type": "clip_zeroshot"}},
+            "describers": {"fake": describer},
+        }
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        done = _snakemake(work)
+        assert server.calls == 0
+    assert done.returncode != 0
+    assert "describer 'fake'" in done.stderr and "api_key_env" in done.stderr, done.stderr[-3000:]
+    assert SECRET not in done.stdout + done.stderr
+    assert not (work / RESULTS / "descriptions").exists()
+    assert _files_holding(SECRET, work) == []

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import os
 import random
+import signal
 import socket
+import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from agiqa.cli import app
+from agiqa.data import download
 from agiqa.data import sources as sources_module
 from agiqa.data.download import MARKER, install_dataset, safe_member
 from agiqa.data.sources import SOURCES, Source, sources_for
@@ -34,6 +42,8 @@ class Server:
         self.cut_after: dict[str, int] = {}
         self.fail_first: dict[str, int] = {}
         self.html: set[str] = set()
+        # answer every Range request with the whole file as "206 bytes 0-..." (a broken server)
+        self.wrong_range: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
@@ -65,7 +75,8 @@ class Server:
                 body = server.files[name]
                 start = 0
                 if rng := self.headers.get("Range"):
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if name not in server.wrong_range:
+                        start = int(rng.removeprefix("bytes=").split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
@@ -167,7 +178,8 @@ def test_checksum_mismatch_names_url_and_both_sums(server: Server, tmp_path: Pat
     message = str(caught.value)
     assert url in message and wrong in message and actual in message
     assert not root.exists()
-    assert not (tmp_path / "dl" / "a.zip").exists()  # the bad file is deleted
+    assert not (tmp_path / "dl" / "a.zip").exists()
+    assert (tmp_path / "dl" / "a.zip.rejected").exists()  # set aside, not deleted
     assert not (tmp_path / "dl" / "a.zip.part").exists()
 
 
@@ -388,3 +400,211 @@ def test_source_table_pins_metadata_and_leaves_archives_unpinned() -> None:
     assert not sources_for("aigciqa2023", url="https://example.org/a.zip")[0].manual
     with pytest.raises(ConfigError, match="no download sources"):
         sources_for("unknown")
+
+
+# --- a file that fails its checksum is set aside, never deleted ----------------------------------
+
+
+def test_hand_placed_mismatch_is_moved_aside_and_numbered(tmp_path: Path) -> None:
+    downloads = tmp_path / "dl"
+    downloads.mkdir()
+    pinned = "ab" * 32
+    source = Source(url="https://host/x.zip", filename="x.zip", sha256=pinned, kind="archive")
+    for attempt, body in enumerate((b"first copy", b"second copy"), start=1):
+        (downloads / "x.zip").write_bytes(body)
+        with pytest.raises(DataError) as caught:
+            install_dataset("ds", tmp_path / "ds", [source], downloads=downloads)
+        message = str(caught.value)
+        found = hashlib.sha256(body).hexdigest()
+        aside = downloads / ("x.zip.rejected" if attempt == 1 else "x.zip.rejected.2")
+        assert f"expected sha256 {pinned}, found {found}" in message
+        assert str(aside) in message and f"--sha256 {found}" in message
+        assert aside.read_bytes() == body
+    assert (downloads / "x.zip.rejected").read_bytes() == b"first copy"  # not overwritten
+    assert not (downloads / "x.zip").exists()
+
+
+def test_html_page_is_set_aside_too(server: Server, tmp_path: Path) -> None:
+    url, sha = server.add("page.zip", b"<html>log in first</html>")
+    source = Source(url=url, filename="page.zip", sha256=sha, kind="archive")
+    with pytest.raises(DataError, match="moved aside"):
+        install_dataset("ds", tmp_path / "ds", [source], downloads=tmp_path / "dl", **FAST)
+    assert (tmp_path / "dl" / "page.zip.rejected").exists()
+
+
+# --- a server that answers the wrong range --------------------------------------------------------
+
+
+def test_wrong_content_range_restarts_from_zero(server: Server, tmp_path: Path) -> None:
+    body = make_zip(images(4))
+    url, sha = server.add("r.zip", body)
+    server.cut_after["r.zip"] = 9_000
+    server.wrong_range.add("r.zip")
+    source = Source(url=url, filename="r.zip", sha256=sha, kind="archive")
+    install_dataset("ds", tmp_path / "ds", [source], downloads=tmp_path / "dl", **FAST)
+    assert server.requests == [("r.zip", None), ("r.zip", "bytes=9000-"), ("r.zip", None)]
+    assert (tmp_path / "dl" / "r.zip").read_bytes() == body
+
+
+# --- zip bombs and disk space ---------------------------------------------------------------------
+
+
+def zeros_zip(members: dict[str, int]) -> bytes:
+    return make_zip({name: bytes(size) for name, size in members.items()})
+
+
+def test_zip_member_above_the_ratio_is_refused(server: Server, tmp_path: Path) -> None:
+    body = zeros_zip({"ok.jpg": 100, "bomb.bin": 20 << 20})
+    assert len(body) * 1000 < 20 << 20  # the member compresses more than 1000:1
+    url, sha = server.add("bomb.zip", body)
+    root = tmp_path / "raw" / "ds"
+    source = Source(url=url, filename="bomb.zip", sha256=sha, kind="archive")
+    with pytest.raises(DataError) as caught:
+        install_dataset("ds", root, [source], downloads=tmp_path / "dl", **FAST)
+    message = str(caught.value)
+    assert "member 'bomb.bin' declares 20,971,520 bytes" in message
+    assert "limit of 100:1" in message and "zip bomb" in message
+    assert not root.exists() and leftovers(root.parent) == []
+    assert not list(tmp_path.rglob("ok.jpg"))  # refused before anything was extracted
+    # a user who trusts the archive raises the limit
+    install_dataset("ds", root, [source], downloads=tmp_path / "dl", max_ratio=1e6, **FAST)
+    assert (root / "bomb.bin").stat().st_size == 20 << 20
+
+
+def test_many_small_members_are_judged_overall(server: Server, tmp_path: Path) -> None:
+    url, sha = server.add("many.zip", zeros_zip({f"m{i}.bin": 512 << 10 for i in range(16)}))
+    source = Source(url=url, filename="many.zip", sha256=sha, kind="archive")
+    with pytest.raises(DataError, match="the archive declares 8,388,608 bytes"):
+        install_dataset("ds", tmp_path / "ds", [source], downloads=tmp_path / "dl", **FAST)
+
+
+def test_tar_bomb_is_refused_overall(server: Server, tmp_path: Path) -> None:
+    member = tarfile.TarInfo("big.bin")
+    url, sha = server.add("t.tar.gz", make_tar([member], {"big.bin": bytes(8 << 20)}))
+    source = Source(url=url, filename="t.tar.gz", sha256=sha, kind="archive")
+    with pytest.raises(DataError, match="ratio"):
+        install_dataset("ds", tmp_path / "ds", [source], downloads=tmp_path / "dl", **FAST)
+
+
+def test_archive_larger_than_free_space_is_refused(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, sha = server.add("d.zip", make_zip(images(3)))
+    source = Source(url=url, filename="d.zip", sha256=sha, kind="archive")
+    full = SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000)
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: full)
+    root = tmp_path / "raw" / "ds"
+    with pytest.raises(DataError) as caught:
+        install_dataset("ds", root, [source], downloads=tmp_path / "dl", **FAST)
+    assert "needs 60,000 bytes" in str(caught.value) and "only 1,000 bytes" in str(caught.value)
+    assert not root.exists() and leftovers(root.parent) == []
+
+
+# --- permissions ----------------------------------------------------------------------------------
+
+
+def test_installed_root_follows_the_umask(server: Server, tmp_path: Path) -> None:
+    url, sha = server.add("p.zip", make_zip(images(1, 64)))
+    source = Source(url=url, filename="p.zip", sha256=sha, kind="archive")
+    previous = os.umask(0o022)
+    try:
+        root = tmp_path / "ds"
+        install_dataset("ds", root, [source], downloads=tmp_path / "dl", **FAST)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+
+
+# --- staging folders left by an interrupted install -----------------------------------------------
+
+
+def test_stale_staging_folders_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    parent = tmp_path / "raw"
+    parent.mkdir()
+    stale = parent / ".ds.partial-dead"  # its process died: the lock is free
+    stale.mkdir()
+    (stale / download.STAGING_LOCK).write_text("12345\n")
+    (stale / "half.jpg").write_bytes(b"x")
+    legacy = parent / ".ds.partial-old"  # no lock file, old
+    legacy.mkdir()
+    os.utime(legacy, (0, 0))
+    fresh = parent / ".ds.partial-new"  # no lock file yet: being created right now
+    fresh.mkdir()
+    live = parent / ".ds.partial-live"
+    live.mkdir()
+    other = parent / ".other.partial-x"  # another dataset's
+    other.mkdir()
+    handle = os.open(live / download.STAGING_LOCK, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        removed = download.clean_stale_staging(parent / "ds", log=lambda m: None)
+    finally:
+        os.close(handle)
+    assert sorted(p.name for p in removed) == sorted([legacy.name, stale.name])
+    assert sorted(p.name for p in parent.iterdir()) == sorted([fresh.name, live.name, other.name])
+
+
+INTERRUPTED = """
+import sys, time
+from pathlib import Path
+from agiqa.data import download
+from agiqa.data.sources import Source
+
+def slow_unpack(archive, dest, **options):
+    (dest / "half.jpg").write_bytes(b"x")
+    print("extracting", flush=True)
+    time.sleep(60)
+
+download.unpack = slow_unpack
+root, downloads, sha = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+source = Source(url="unused", filename="a.zip", sha256=sha, kind="archive")
+download.install_dataset("ds", root, [source], downloads=downloads)
+"""
+
+
+def interrupted_install(tmp_path: Path, signum: int) -> int:
+    """Run an install in another process, send it ``signum`` mid-extraction; its exit status."""
+    downloads = tmp_path / "dl"
+    downloads.mkdir()
+    body = make_zip(images(1, 64))
+    (downloads / "a.zip").write_bytes(body)
+    sha = hashlib.sha256(body).hexdigest()
+    args = [sys.executable, "-c", INTERRUPTED, str(tmp_path / "raw" / "ds"), str(downloads), sha]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
+        assert job.stdout is not None
+        assert job.stdout.readline().strip() == "extracting", job.stderr.read()
+        job.send_signal(signum)
+        job.wait(timeout=30)
+    return job.returncode
+
+
+def test_sigterm_cleans_up_and_exits_non_zero(tmp_path: Path) -> None:
+    status = interrupted_install(tmp_path, signal.SIGTERM)
+    assert status == 143
+    assert leftovers(tmp_path / "raw") == [] and not (tmp_path / "raw" / "ds").exists()
+
+
+def test_sigkill_leftovers_go_at_the_next_install(tmp_path: Path) -> None:
+    assert interrupted_install(tmp_path, signal.SIGKILL) == -signal.SIGKILL
+    left = leftovers(tmp_path / "raw")
+    assert len(left) == 1 and list((tmp_path / "raw" / left[0]).rglob("half.jpg"))
+    body = (tmp_path / "dl" / "a.zip").read_bytes()
+    source = Source(
+        url="unused", filename="a.zip", sha256=hashlib.sha256(body).hexdigest(), kind="archive"
+    )
+    root = tmp_path / "raw" / "ds"
+    install_dataset("ds", root, [source], downloads=tmp_path / "dl", log=lambda m: None)
+    assert leftovers(tmp_path / "raw") == []
+    assert sorted(p.name for p in root.iterdir()) == sorted([MARKER, "img_0.jpg"])
+
+
+def test_cli_max_ratio(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, sha = server.add("z.zip", zeros_zip({"big.bin": 4 << 20}))
+    monkeypatch.setitem(SOURCES, "tiny", (Source(url="unused", filename="z.zip", kind="archive"),))
+    args = ["datasets", "download", "tiny", "--root", str(tmp_path / "tiny"), "--url", url]
+    args += ["--sha256", sha, "--downloads", str(tmp_path / "dl")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "zip bomb" in refused.output
+    result = CliRunner().invoke(app, [*args, "--max-ratio", "100000"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tiny" / "big.bin").stat().st_size == 4 << 20

@@ -129,3 +129,59 @@ def test_remote_comes_from_the_last_config(tmp_path: Path) -> None:
     second.write_text("seed: 0\n")
     assert dvc.remote_of([first, second]) == {"name": "local", "url": "/a"}
     assert dvc.remote_of([]) == dvc.DEFAULT_REMOTE
+
+
+def verified(path: Path, root: str, images: int) -> Path:
+    path.write_text(json.dumps({"images_verified": True, "root": root, "images": images}))
+    return path
+
+
+def test_track_refuses_what_dvc_did_not_record_and_ignores_staging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(*GIT, "init", "-q", cwd=repo)
+    sh(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    shutil.copy(Path(__file__).resolve().parents[1] / ".dvcignore", repo / ".dvcignore")
+    real = repo / "data" / "raw" / "x"
+    real.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", ".agiqa-download.json"):
+        (real / name).write_bytes(name.encode())
+    staging = repo / "data" / "raw" / ".x.partial-1a2b3c"  # left by a killed install
+    staging.mkdir()
+    (staging / "half.jpg").write_bytes(b"half")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("c.jpg", "d.jpg"):
+        (elsewhere / name).write_bytes(name.encode())
+    (repo / "data" / "raw" / "y").symlink_to(elsewhere, target_is_directory=True)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"dvc": {"remote": {"url": str(tmp_path / "remote")}}}))
+    x = verified(tmp_path / "x.json", "data/raw/x", 2)
+    y = verified(tmp_path / "y.json", str(repo / "data" / "raw" / "y"), 2)  # absolute works too
+    base = ["track", "--repo", str(repo), "--configfile", str(config)]
+
+    assert dvc.main([*base, "--verified", str(x), "--verified", str(y)]) == 2
+    error = capsys.readouterr().err
+    assert "DVC recorded 0 files under" in error and "2 images were verified" in error
+    assert "symbolic link" in error
+    assert "data.dvc" not in sh("git", "diff", "--cached", "--name-only", cwd=repo).split()
+
+    out = tmp_path / "tracked.json"
+    assert dvc.main([*base, "--verified", str(x), "--out", str(out)]) == 0
+    # the staging folder is not recorded: .dvcignore lists the pattern
+    assert json.loads(out.read_text())["tracked"]["data"]["nfiles"] == 3
+    assert sorted(dvc.recorded_files("data", repo)) == [
+        "raw/x/.agiqa-download.json",
+        "raw/x/a.jpg",
+        "raw/x/b.jpg",
+    ]
+
+
+def test_expected_counts_need_a_full_image_check(tmp_path: Path) -> None:
+    summary = tmp_path / "v.json"
+    summary.write_text(json.dumps({"images_verified": False, "root": "data/raw/x", "images": None}))
+    with pytest.raises(AgiqaError, match="full image check"):
+        dvc.expected_from_verified([summary])
+    assert dvc.expected_from_verified([verified(summary, "data/raw/x", 7)]) == {"data/raw/x": 7}

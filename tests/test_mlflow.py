@@ -1,18 +1,22 @@
-"""MLflow logging of run directories: parent/child layout, contents and idempotency."""
+"""MLflow logging of run directories: parent/child layout, contents, durations, idempotency."""
 
 from __future__ import annotations
 
-import json
+import multiprocessing
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from agiqa.evaluate.metrics import METRICS
+from agiqa.report.aggregate import collect_runs, load_runs
 from agiqa.track.mlflow_log import flatten_config, log_to_mlflow, sqlite_path
+from run_factory import SPLIT_SHA, write_run
 
 SPLITS = (0, 1, 2)
+COMMIT = "c" * 40
+KEY = f"kfold_grouped/synthetic/clip_residual/abc123/{SPLIT_SHA[:12]}/{COMMIT[:12]}"
 CONFIG = """\
 model:
   type: clip_residual
@@ -23,46 +27,42 @@ model:
 dataset:
   name: synthetic
 protocol:
-  name: random
+  name: kfold_grouped
+  type: kfold_grouped
+  folds: 5
+provenance:
+  commit: cccc
+  split_sha256: abab
 seed: 0
 """
 
 
-def write_run(root: Path, model: str, split: int) -> Path:
-    """A fake run directory with every file a training job writes (and a checkpoint)."""
-    run_dir = root / "runs" / "random" / "synthetic" / model / f"split{split}"
-    run_dir.mkdir(parents=True)
-    scores = {m: 0.5 + split / 10 for m in METRICS}
-    metrics = {
-        "dataset": "synthetic",
-        "model": model,
-        "protocol": "random",
-        "split": split,
-        "n_train": 100,
-        "n_val": 20,
-        "n_test": 30,
-        "best_epoch": 1,
-        "epochs_run": 2,
-        "seconds": 3.5,
-        "config_hash": "abc123",
-        "test": {"quality": scores, "alignment": {**scores, "srcc": None}},
-        "val": {"quality": scores},
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    (run_dir / "config.yaml").write_text(CONFIG)
-    (run_dir / "history.csv").write_text(
-        "epoch,train_loss,val_srcc_mean,lr,seconds\n1,0.9,0.5,0.001,1.0\n2,0.7,,0.0005,1.1\n"
+def fake_run(root: Path, model: str, split: int, commit: str = COMMIT) -> Path:
+    """A run whose quality SRCC is exactly 1 on split 0 and falls on later splits."""
+    target = np.arange(30, dtype=float) / 6
+    pred = target.copy()
+    pred[: split * 3] = pred[: split * 3][::-1]  # reverse a prefix: lower SRCC on later splits
+    run = write_run(
+        root,
+        model,
+        split,
+        {"quality": (pred, target), "alignment": (np.full(30, 2.0), target)},
+        val={"quality": (target[:10], target[:10]), "alignment": (target[:10], target[:10])},
+        commit=commit,
+        config=CONFIG,
     )
-    (run_dir / "predictions.csv").write_text(
-        "image,split,pred_quality,target_quality\na.jpg,test,0.1,0.2\n"
-    )
-    (run_dir / "checkpoint.pt").write_bytes(b"\0" * 1024)
-    return run_dir
+    (run / "checkpoint.pt").write_bytes(b"\0" * 1024)
+    return run
+
+
+def log(dirs: list[Path], uri: str, experiment: str = "agiqa-test") -> dict:
+    runs = load_runs(dirs)
+    return log_to_mlflow(runs, collect_runs(runs), uri, experiment=experiment)
 
 
 @pytest.fixture
 def run_dirs(tmp_path: Path) -> list[Path]:
-    return [write_run(tmp_path, "clip_residual", k) for k in SPLITS]
+    return [fake_run(tmp_path, "clip_residual", k) for k in SPLITS]
 
 
 @pytest.fixture
@@ -76,8 +76,8 @@ def _runs(client: MlflowClient, experiment_id: str, filter_string: str = "") -> 
 
 def test_twice_gives_one_parent_and_k_children(run_dirs: list[Path], tracking_uri: str) -> None:
     before = mlflow.get_tracking_uri()
-    first = log_to_mlflow(run_dirs, tracking_uri, experiment="agiqa-test")
-    second = log_to_mlflow(run_dirs, tracking_uri, experiment="agiqa-test")
+    first = log(run_dirs, tracking_uri)
+    second = log(run_dirs, tracking_uri)
     assert mlflow.get_tracking_uri() == before  # no global state leaked
     assert first["created"] == 1 + len(SPLITS) and second["created"] == 0
     assert first["experiment_id"] == second["experiment_id"]
@@ -87,7 +87,7 @@ def test_twice_gives_one_parent_and_k_children(run_dirs: list[Path], tracking_ur
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]
-    assert parent.data.tags["agiqa.key"] == "random/synthetic/clip_residual/abc123"
+    assert parent.data.tags["agiqa.key"] == KEY
     children = _runs(
         client, first["experiment_id"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -97,50 +97,87 @@ def test_twice_gives_one_parent_and_k_children(run_dirs: list[Path], tracking_ur
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.7)]
 
 
-def test_parent_contents(run_dirs: list[Path], tracking_uri: str) -> None:
-    result = log_to_mlflow(run_dirs, tracking_uri)
+def test_parent_contents_and_real_durations(run_dirs: list[Path], tracking_uri: str) -> None:
+    result = log(run_dirs, tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
-    key = "random/synthetic/clip_residual/abc123"
-    (parent,) = _runs(client, result["experiment_id"], f"tags.`agiqa.key` = '{key}'")
+    (parent,) = _runs(client, result["experiment_id"], f"tags.`agiqa.key` = '{KEY}'")
     metrics = parent.data.metrics
+    srcc = [float(np.corrcoef(*_ranks(k))[0, 1]) for k in SPLITS]
     assert metrics["n_splits"] == 3
-    assert metrics["test/quality/srcc_mean"] == pytest.approx(0.6)
-    assert metrics["test/quality/srcc_std"] == pytest.approx(0.1)
-    assert metrics["test/quality/rmse_mean"] == pytest.approx(0.6)
+    assert metrics["test/quality/srcc_mean"] == pytest.approx(np.mean(srcc))
+    assert metrics["test/quality/srcc_std"] == pytest.approx(np.std(srcc, ddof=1))
+    assert "test/quality/rmse_logistic_mean" in metrics
     tags = parent.data.tags
-    assert tags["agiqa.protocol"] == "random" and tags["agiqa.dataset"] == "synthetic"
-    assert tags["agiqa.model"] == "clip_residual" and tags["agiqa.config_hash"] == "abc123"
+    assert tags["agiqa.protocol"] == "kfold_grouped" and tags["agiqa.dataset"] == "synthetic"
+    assert tags["agiqa.split_sha256"] == SPLIT_SHA and tags["agiqa.commit"] == COMMIT
     assert parent.info.status == "FINISHED"
+    assert parent.info.end_time - parent.info.start_time >= 3500  # spans its children
+    for child in _runs(client, result["experiment_id"], "tags.`agiqa.split` = '1'"):
+        assert child.info.end_time - child.info.start_time == 3500  # the job's 3.5 s
+
+
+def _ranks(split: int) -> tuple[np.ndarray, np.ndarray]:
+    target = np.arange(30, dtype=float)
+    pred = target.copy()
+    pred[: split * 3] = pred[: split * 3][::-1]
+    return pred, target
 
 
 def test_child_contents(run_dirs: list[Path], tracking_uri: str, tmp_path: Path) -> None:
-    result = log_to_mlflow(run_dirs, tracking_uri)
+    result = log(run_dirs, tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
-    key = "random/synthetic/clip_residual/abc123/split1"
-    (child,) = _runs(client, result["experiment_id"], f"tags.`agiqa.key` = '{key}'")
+    (child,) = _runs(client, result["experiment_id"], f"tags.`agiqa.key` = '{KEY}/split1'")
     params = child.data.params
     assert params["model.type"] == "clip_residual"
     assert params["model.train.lr"] == "0.001"
     assert params["model.train.milestones"] == "[1, 2]"
-    assert params["seed"] == "0"
+    assert params["protocol.folds"] == "5" and params["provenance.commit"] == "cccc"
     metrics = child.data.metrics
-    assert metrics["test/quality/srcc"] == pytest.approx(0.6)
-    assert metrics["val/quality/plcc"] == pytest.approx(0.6)
+    assert metrics["test/quality/srcc"] == pytest.approx(np.corrcoef(*_ranks(1))[0, 1])
+    assert metrics["val/quality/plcc"] == pytest.approx(1.0)
     assert metrics["info/n_test"] == 30
-    assert "test/alignment/srcc" in metrics  # NaN is logged, not dropped
+    assert "test/alignment/srcc" in metrics  # NaN (constant predictions) is logged, not dropped
     assert [m.value for m in client.get_metric_history(child.info.run_id, "val_srcc_mean")] == [0.5]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert artifacts == {"metrics.json", "config.yaml", "predictions.csv", "history.csv"}
-    assert child.data.tags["agiqa.split"] == "1"
+    assert artifacts == {
+        "metrics.json",
+        "config.yaml",
+        "predictions.csv",
+        "val_predictions.csv",
+        "history.csv",
+    }
     assert "artifacts" in child.info.artifact_uri
     assert (tmp_path / "mlflow" / "artifacts").is_dir()
 
 
 def test_new_model_adds_parent(run_dirs: list[Path], tracking_uri: str, tmp_path: Path) -> None:
-    log_to_mlflow(run_dirs, tracking_uri)
-    extra = [write_run(tmp_path, "baseline", k) for k in (0, 1)]
-    result = log_to_mlflow(run_dirs + extra, tracking_uri)
+    log(run_dirs, tracking_uri)
+    extra = [fake_run(tmp_path, "baseline", k) for k in (0, 1)]
+    result = log(run_dirs + extra, tracking_uri)
     assert result["parents"] == 2 and result["children"] == 5 and result["created"] == 3
+
+
+def test_new_code_never_overwrites_an_older_run(tmp_path: Path, tracking_uri: str) -> None:
+    log([fake_run(tmp_path / "old", "m", 0)], tracking_uri)
+    result = log([fake_run(tmp_path / "new", "m", 0, commit="d" * 40)], tracking_uri)
+    assert result["created"] == 2  # a new parent and child; the old ones stay as they were
+
+
+def _log_in_process(args: tuple[list[str], str, str]) -> int:
+    dirs, uri, experiment = args
+    return log([Path(d) for d in dirs], uri, experiment)["children"]
+
+
+def test_two_first_aggregations_on_a_fresh_store(run_dirs: list[Path], tracking_uri: str) -> None:
+    # Without the lock, concurrent first-time migrations can break a sqlite store for good.
+    context = multiprocessing.get_context("spawn")
+    jobs = [([str(d) for d in run_dirs], tracking_uri, name) for name in ("one", "two")]
+    with context.Pool(2) as pool:
+        assert pool.map(_log_in_process, jobs) == [3, 3]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for name in ("one", "two"):
+        experiment = client.get_experiment_by_name(name)
+        assert len(_runs(client, experiment.experiment_id)) == 4
 
 
 def test_flatten_config_skips_clashes_and_truncates() -> None:

@@ -99,7 +99,7 @@ def test_stand_in_backbone_names_resolve_to_their_checkpoint() -> None:
     }
     validate(config, str(SCHEMA))
     entry = fold_job(config, "kfold_grouped", "b", "m", 0).model_config
-    assert entry["backbone"]["pretrained"] == "results/backbones/toy.pt"
+    assert entry["backbone"]["pretrained"] == "results/agiqa/backbones/toy.pt"
     # A real pretrained tag (here from dataset a's preset) is left for open_clip.
     entry = fold_job(config, "kfold_grouped", "a", "m", 0).model_config
     assert entry["backbone"]["pretrained"] == "openai"

@@ -44,7 +44,7 @@ def write_xlsx(path: Path, rows: Sequence[Sequence[object]]) -> Path:
 
 
 def test_registered_readers() -> None:
-    assert READERS.names() == ["agiqa-1k", "agiqa-3k", "aigciqa2023", "aigiqa-20k"]
+    assert READERS.names() == ["agiqa-1k", "agiqa-3k", "aigciqa2023", "aigiqa-20k", "csv"]
 
 
 # --- AGIQA-3K ----------------------------------------------------------------------------------

@@ -50,7 +50,9 @@ def test_validation_is_carved_from_training_folds() -> None:
         assert (roles == "train").sum() > 0
 
 
-@pytest.mark.parametrize("kind", ["kfold_grouped", "random_split"])
+@pytest.mark.parametrize(
+    "kind", ["kfold_grouped", "image_split", "grouped_test_selection", "literature_replica"]
+)
 def test_splits_are_deterministic_for_a_seed(kind: str) -> None:
     frame = frame_with_groups()
     first = make_splits(frame, Protocol(type=kind, folds=5, repeats=3, seed=7))
@@ -60,16 +62,52 @@ def test_splits_are_deterministic_for_a_seed(kind: str) -> None:
     assert not first.equals(other)
 
 
-def test_random_split_is_image_level_with_the_asked_fraction() -> None:
+def test_image_split_is_a_repeated_image_level_kfold() -> None:
     frame = frame_with_groups()
-    splits = make_splits(frame, Protocol(type="random_split", repeats=4, test_fraction=0.2))
-    assert [c for c in splits.columns if c.startswith("split")] == [
-        split_column(r) for r in range(4)
-    ]
-    for r in range(4):
-        assert (splits[split_column(r)] == "test").sum() == round(0.2 * len(frame))
-    # Repeats differ from each other.
-    assert not splits[split_column(0)].equals(splits[split_column(1)])
+    splits = make_splits(frame, Protocol(type="image_split", folds=5, repeats=2))
+    columns = [split_column(k) for k in range(10)]
+    assert [c for c in splits.columns if c.startswith("split")] == columns
+    for repeat in range(2):
+        block = splits[columns[repeat * 5 : repeat * 5 + 5]]
+        assert ((block == "test").sum(axis=1) == 1).all()  # each image tested once per repeat
+        sizes = (block == "test").sum(axis=0)
+        assert sizes.max() - sizes.min() <= 1
+    # Image level: prompt groups land on both sides; repeats are different partitions.
+    roles = splits[split_column(0)]
+    groups = set(splits.loc[roles == "test", "prompt_group"])
+    assert groups & set(splits.loc[roles == "train", "prompt_group"])
+    assert not splits[split_column(0)].equals(splits[split_column(5)])
+
+
+@pytest.mark.parametrize(
+    ("kind", "grouped"), [("grouped_test_selection", True), ("literature_replica", False)]
+)
+def test_test_selection_protocols_have_no_validation_part(kind: str, grouped: bool) -> None:
+    frame = frame_with_groups()
+    protocol = Protocol.from_config({"type": kind, "folds": 5, "repeats": 2})
+    assert protocol.selection == "test"
+    splits = make_splits(frame, protocol)
+    for k in range(protocol.n_splits):
+        roles = splits[split_column(k)]
+        assert set(roles) == {"train", "test"}
+        crossing = set(splits.loc[roles == "test", "prompt_group"]) & set(
+            splits.loc[roles == "train", "prompt_group"]
+        )
+        assert bool(crossing) is not grouped
+
+
+def test_random_split_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
+    protocol = Protocol.from_config({"type": "random_split", "repeats": 10, "test_fraction": 0.2})
+    assert protocol == Protocol(type="image_split", folds=5, repeats=2)
+    assert "deprecated" in caplog.text
+    with pytest.raises(ConfigError, match="test_fraction is gone"):
+        Protocol.from_config({"type": "image_split", "test_fraction": 0.2})
+
+
+def test_nadeau_bengio_ratio() -> None:
+    assert Protocol(folds=5, val_fraction=0.1).test_train_ratio == pytest.approx(0.2 / 0.72)
+    replica = Protocol(type="literature_replica", folds=5)
+    assert replica.test_train_ratio == pytest.approx(0.25)
 
 
 def test_split_file_round_trip_and_bad_role(tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import yaml
 from agiqa.data.readers import read_dataset
 from agiqa.data.splits import Protocol, make_splits, write_splits
 from agiqa.data.synthetic import generate
-from agiqa.errors import DataError
+from agiqa.errors import ConfigError, DataError
+from agiqa.evaluate.metrics import METRICS
+from agiqa.pipeline import RUN_FILES
+from agiqa.provenance import file_sha256
 from agiqa.train.fold import FoldJob, FoldTrainer, run_fold
 
 # The tiny ResNet-tower CLIP learns low-level quality cues from a few hundred images; the tiny ViT
@@ -20,8 +24,11 @@ from agiqa.train.fold import FoldJob, FoldTrainer, run_fold
 TINY_BACKBONE = {"arch": "agiqa-tiny-rn-clip", "pretrained": None}
 
 
+FOUR_FOLDS = Protocol(type="kfold_grouped", folds=4)
+
+
 def prepare(
-    tmp_path: Path, n_prompts: int, folds: int = 4, seed: int = 0
+    tmp_path: Path, n_prompts: int, folds: int = 4, seed: int = 0, protocol: str = "kfold_grouped"
 ) -> tuple[Path, Path, Path]:
     root = tmp_path / "synthetic"
     generate(root, n_prompts=n_prompts, images_per_prompt=4, image_size=64, seed=seed)
@@ -29,14 +36,18 @@ def prepare(
     manifest_path = tmp_path / "manifest.csv"
     manifest.save(manifest_path)
     splits_path = tmp_path / "splits.csv"
-    splits = make_splits(
-        manifest.labelled(), Protocol(type="kfold_grouped", folds=folds, seed=seed)
-    )
+    splits = make_splits(manifest.labelled(), Protocol(type=protocol, folds=folds, seed=seed))
     write_splits(splits, splits_path)
     return root, manifest_path, splits_path
 
 
-def job(tmp_path: Path, paths: tuple[Path, Path, Path], model: dict, split: int = 0) -> FoldJob:
+def job(
+    tmp_path: Path,
+    paths: tuple[Path, Path, Path],
+    model: dict,
+    split: int = 0,
+    protocol: Protocol = FOUR_FOLDS,
+) -> FoldJob:
     root, manifest_path, splits_path = paths
     return FoldJob(
         dataset="synthetic",
@@ -44,7 +55,8 @@ def job(tmp_path: Path, paths: tuple[Path, Path, Path], model: dict, split: int 
         manifest=str(manifest_path),
         splits=str(splits_path),
         split=split,
-        protocol="kfold_grouped",
+        protocol=protocol.type,
+        protocol_settings=protocol.settings(),
         model_name=model["type"],
         model_config=model,
         out_dir=str(tmp_path / "run"),
@@ -66,18 +78,69 @@ def test_fold_job_writes_every_output_and_tests_only_the_test_fold(tmp_path: Pat
     paths = prepare(tmp_path, n_prompts=12)
     metrics = run_fold(job(tmp_path, paths, residual_config(epochs=2)))
     run = tmp_path / "run"
-    for name in ("predictions.csv", "metrics.json", "history.csv", "config.yaml", "checkpoint.pt"):
+    for name in RUN_FILES:
         assert (run / name).stat().st_size > 0, name
     splits = pd.read_csv(paths[2])
     predictions = pd.read_csv(run / "predictions.csv")
     assert sorted(predictions["image"]) == sorted(splits.loc[splits["split0"] == "test", "image"])
     assert set(metrics["test"]) == {"quality", "align"}
-    assert set(metrics["test"]["quality"]) == {"srcc", "krcc", "plcc", "plcc_logistic", "rmse"}
+    assert set(metrics["test"]["quality"]) == set(METRICS)
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
     assert len(pd.read_csv(run / "history.csv")) == 2
+    val = pd.read_csv(run / "val_predictions.csv")
+    assert sorted(val["image"]) == sorted(splits.loc[splits["split0"] == "val", "image"])
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"]["train"]["lr"] == 1e-3
-    assert resolved["protocol"] == {"name": "kfold_grouped", "splits": str(paths[2]), "split": 0}
+    assert resolved["protocol"] == {
+        "name": "kfold_grouped",
+        **Protocol(type="kfold_grouped", folds=4).settings(),
+        "splits": str(paths[2]),
+        "split": 0,
+    }
+
+
+def test_every_run_records_its_provenance(tmp_path: Path) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    metrics = run_fold(job(tmp_path, paths, residual_config(epochs=1)))
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    for block in (metrics["provenance"], resolved["provenance"]):
+        assert block["split_sha256"] == file_sha256(paths[2])
+        assert block["manifest_sha256"] == file_sha256(paths[1])
+        assert block["commit"] == "unknown" or len(block["commit"].split("-")[0]) == 40
+        assert set(block["versions"]) >= {"torch", "open_clip", "transformers", "agiqa"}
+        assert all(block["versions"].values())
+    assert metrics["protocol_settings"]["folds"] == 4
+    assert metrics["selection"] == "val"
+
+
+def test_literature_replica_selects_the_epoch_on_test(tmp_path: Path, monkeypatch) -> None:
+    # The seed code's protocol: no validation part, best epoch by test SRCC. It exists to measure
+    # the inflation; the trainer must do exactly that and nothing else.
+    protocol = Protocol(type="literature_replica", folds=4)
+    paths = prepare(tmp_path, n_prompts=12, protocol="literature_replica")
+    seen: list[str] = []
+    original = FoldTrainer.predict
+
+    def spy(self: FoldTrainer, part: str):
+        seen.append(part)
+        return original(self, part)
+
+    monkeypatch.setattr(FoldTrainer, "predict", spy)
+    metrics = run_fold(job(tmp_path, paths, residual_config(epochs=3), protocol=protocol))
+    assert "val" not in seen[:3] and seen[:3] == ["test"] * 3  # selection passes on test
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert "test_srcc_mean" in history.columns and "val_srcc_mean" not in history.columns
+    assert metrics["best_epoch"] == int(history["epoch"][history["test_srcc_mean"].idxmax()])
+    assert metrics["selection"] == "test" and metrics["n_val"] == 0 and metrics["val"] == {}
+    assert pd.read_csv(tmp_path / "run" / "val_predictions.csv").empty
+
+
+def test_cuda_asked_without_a_gpu_stops_clearly(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    paths = prepare(tmp_path, n_prompts=12)
+    bad = dataclasses.replace(job(tmp_path, paths, residual_config(epochs=1)), device="cuda")
+    with pytest.raises(ConfigError, match="asks for device 'cuda' but this machine has no"):
+        run_fold(bad)
 
 
 def test_model_selection_never_looks_at_the_test_fold(tmp_path: Path, monkeypatch) -> None:

@@ -34,6 +34,13 @@ def small_config() -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["datasets"]["synthetic"]["synthesize"].update(n_prompts=15, images_per_prompt=3)
     config["protocols"]["kfold_grouped"]["folds"] = 3
+    # The seed code's protocol on one model: the protocol-sensitivity table comes out.
+    config["protocols"]["literature_replica"] = {
+        "type": "literature_replica",
+        "folds": 3,
+        "models": ["clip_residual"],
+    }
+    config["report"]["resamples"] = 200
     config["models"]["clip_residual"]["train"].update(epochs=2, batch_size=8)
     config["models"]["dcmpln"]["train"].update(epochs=2, batch_size=8)
     config["models"]["scva"]["train"].update(epochs=1, batch_size=8)
@@ -69,40 +76,45 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
     result = snakemake("--cores", "2", "--configfile", str(config_path), cwd=workdir)
     assert result.returncode == 0, result.stderr[-4000:]
 
-    tables = workdir / "results" / "tables"
+    results = workdir / "results" / "demo"  # outputs are namespaced by the experiment
+    tables = results / "tables"
     markdown = (tables / "main.md").read_text()
     assert all(model in markdown for model in MODELS)
+    assert "literature_replica (test-selected)" in markdown
     latex = (tables / "main.tex").read_text()
     assert "\\toprule" in latex and "\\bottomrule" in latex and "clip\\_residual" in latex
     summary = pd.read_csv(tables / "main.csv")
     assert set(summary["model"]) == set(MODELS)
     assert (summary["n_splits"] == 3).all()
+    assert {"plcc_mean", "plcc_logistic_mean", "rmse_logistic_mean"} <= set(summary.columns)
+    for name in ("val.md", "significance.csv", "significance.tex", "protocols.md"):
+        assert (tables / name).stat().st_size > 0, name
+    sensitivity = pd.read_csv(tables / "protocols.csv")
+    replica = sensitivity[sensitivity["protocol"] == "literature_replica"]
+    assert replica["paired"].all() and replica["delta_srcc"].notna().all()
     # Frozen-backbone models load the stand-in checkpoint the pretrain_backbone rule wrote.
-    runs = workdir / "results" / "runs" / "kfold_grouped" / "synthetic"
+    runs = results / "runs" / "kfold_grouped" / "synthetic"
     for model, section, key, name in (
         ("dcmpln", "backbone", "pretrained", "tiny-clip-synthetic"),
         ("scva", "vit", "checkpoint", "tiny-vit-synthetic"),
     ):
-        assert (workdir / "results" / "backbones" / f"{name}.pt").stat().st_size > 0
+        assert (results / "backbones" / f"{name}.pt").stat().st_size > 0
         resolved = yaml.safe_load((runs / model / "split0" / "config.yaml").read_text())
-        assert resolved["model"][section][key] == f"results/backbones/{name}.pt"
+        assert resolved["model"][section][key] == f"results/demo/backbones/{name}.pt"
 
     for split in range(3):
-        run = workdir / "results/runs/kfold_grouped/synthetic/clip_residual" / f"split{split}"
+        run = results / "runs/kfold_grouped/synthetic/clip_residual" / f"split{split}"
         predictions = pd.read_csv(run / "predictions.csv")
-        splits = pd.read_csv(workdir / "results/splits/kfold_grouped/synthetic.csv")
+        splits = pd.read_csv(results / "splits/kfold_grouped/synthetic.csv")
         tested = splits.loc[splits[f"split{split}"] == "test", "image"]
         assert sorted(predictions["image"]) == sorted(tested)
-        assert (
-            (workdir / f"logs/train/kfold_grouped/synthetic/clip_residual/split{split}.log")
-            .stat()
-            .st_size
-        )
+        log = workdir / f"logs/demo/train/kfold_grouped/synthetic/clip_residual/split{split}.log"
+        assert log.stat().st_size
 
     db = workdir / "results" / "mlflow" / "mlflow.db"
     runs = mlflow_runs(db, "agiqa-demo")
     parents, children = runs[runs["parent"].isna()], runs[runs["parent"].notna()]
-    assert len(parents) == len(MODELS) and len(children) == 3 * len(MODELS)
+    assert len(parents) == len(MODELS) + 1 and len(children) == 3 * (len(MODELS) + 1)
     assert set(children["parent"]) == set(parents["run_id"])
 
     again = snakemake(
@@ -113,6 +125,21 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
     rerun = mlflow_runs(db, "agiqa-demo")
     assert sorted(rerun["run_id"]) == sorted(runs["run_id"])
 
+    # Editing a model's training settings reruns exactly that model's jobs (params trigger).
+    edited = small_config()
+    edited["models"]["dcmpln"]["train"]["lr"] = 1.0e-2
+    config_path.write_text(yaml.safe_dump(edited))
+    planned = snakemake("-n", "--cores", "2", "--configfile", str(config_path), cwd=workdir)
+    assert planned.returncode == 0, planned.stderr[-4000:]
+    counts = job_counts(planned)
+    assert counts.get("train_fold") == "3" and counts.get("aggregate") == "1"
+    assert "dcmpln" in planned.stdout and "clip_residual/split" not in planned.stdout
+
+
+def job_counts(result: subprocess.CompletedProcess) -> dict[str, str]:
+    output = result.stdout + result.stderr
+    return dict(re.findall(r"^(\w+)\s+(\d+)\s*$", output, flags=re.MULTILINE))
+
 
 def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None:
     shutil.copytree(REPO / "config", tmp_path / "config")
@@ -120,14 +147,55 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
         "-n", "--cores", "8", "--configfile", str(tmp_path / "config" / "paper.yaml"), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    output = result.stdout + result.stderr
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", output, flags=re.MULTILINE))
-    # 4 datasets x 5 models x (5 grouped folds + 10 literature repeats)
-    assert counts["train_fold"] == str(4 * 5 * 15)
+    counts = job_counts(result)
+    # 4 datasets x 5 models x (5 grouped + 10 image-level + 5 grouped test-selected + 10 replica)
+    assert counts["train_fold"] == str(4 * 5 * 30)
     assert counts["verify_dataset"] == "4"
     assert counts["manifest"] == "4"
-    assert counts["split"] == "8"
+    assert counts["split"] == "16"
     assert counts["aggregate"] == "1"
     assert counts["describe"] == "3"  # published descriptions exist for 1K, 3K and 2023
     assert counts["download_dataset"] == "4"
     assert counts["dvc_track"] == "1"
+
+
+def test_config_values_never_reach_a_shell(tmp_path: Path) -> None:
+    # A root with shell syntax and spaces: the steps get it as an argument, nothing runs it.
+    workdir = tmp_path / "work"
+    (workdir / "config").mkdir(parents=True)
+    config = small_config()
+    config["datasets"]["synthetic"]["root"] = "data/my data $(touch PWNED) `touch PWNED2`"
+    config["datasets"]["synthetic"]["synthesize"].update(n_prompts=6, images_per_prompt=2)
+    config_path = workdir / "config" / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    target = "results/demo/manifests/synthetic.csv"
+    result = snakemake(target, "--cores", "1", "--configfile", str(config_path), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (workdir / target).exists()
+    assert (workdir / "data/my data $(touch PWNED) `touch PWNED2`/data.csv").exists()
+    assert not list(workdir.rglob("PWNED*"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["datasets"].update({"syn$(touch X)": c["datasets"]["synthetic"]}),
+            "does not match",
+        ),
+        (lambda c: c.update(seeed=3), "Additional properties are not allowed ('seeed'"),
+        (
+            lambda c: c["models"]["clip_residual"].update(residual_scale=0.2),
+            "models.clip_residual: unknown setting(s) ['residual_scale']",
+        ),
+    ],
+)
+def test_bad_names_and_typos_fail_the_dry_run(tmp_path: Path, edit, message: str) -> None:
+    config = small_config()
+    edit(config)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(config_path), cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not list(tmp_path.rglob("X"))

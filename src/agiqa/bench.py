@@ -56,7 +56,7 @@ def prepare_data(folder: Path, n_images: int, image_size: int) -> tuple[Path, Pa
     manifest = read_dataset("agiqa-3k", root, dataset="bench")
     manifest_path = folder / "manifest.csv"
     manifest.save(manifest_path)
-    splits = make_splits(manifest.labelled(), Protocol(type="random_split", repeats=1))
+    splits = make_splits(manifest.labelled(), Protocol(type="image_split", folds=5))
     splits_path = folder / "splits.csv"
     write_splits(splits, splits_path)
     return root, manifest_path, splits_path
@@ -136,7 +136,7 @@ def run_bench(
                 manifest=str(manifest),
                 splits=str(splits),
                 split=0,
-                protocol="random_split",
+                protocol="image_split",
                 model_name=model_name,
                 model_config=model_config,
                 out_dir=str(Path(folder) / "run"),

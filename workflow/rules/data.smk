@@ -1,34 +1,38 @@
+# Dataset -> verified summary -> manifest -> split files. Config values reach the steps as
+# Python arguments (script:), never through a shell string.
+
+
+wildcard_constraints:
+    synthetic_root=one_of(SYNTHETIC_ROOTS),
+
+
 rule synthesize:
     output:
-        f"{LAYOUT.synthetic_root('{dataset}')}/data.csv",
+        "{synthetic_root}/data.csv",
     log:
-        "logs/synthesize/{dataset}.log",
-    wildcard_constraints:
-        dataset=one_of(SYNTHETIC),
+        f"{LAYOUT.logs}/synthesize/{{synthetic_root}}.log",
     params:
-        out=lambda wc: LAYOUT.synthetic_root(wc.dataset),
-        options=lambda wc: config["datasets"][wc.dataset]["synthesize"],
-    shell:
-        "agiqa synthesize --out {params.out} --n-prompts {params.options[n_prompts]}"
-        " --images-per-prompt {params.options[images_per_prompt]}"
-        " --image-size {params.options[image_size]} --seed {params.options[seed]} > {log} 2>&1"
+        out=lambda wc: wc.synthetic_root,
+        options=lambda wc: config["datasets"][SYNTHETIC_ROOTS[wc.synthetic_root]]["synthesize"],
+    script:
+        "../scripts/synthesize.py"
 
 
 # Reads the metadata and decodes every image once; a bad file stops the pipeline here.
 rule verify_dataset:
     input:
         dataset_source,
-        downloaded_dataset,
     output:
         LAYOUT.verified("{dataset}"),
     log:
-        "logs/verify/{dataset}.log",
+        f"{LAYOUT.logs}/verify/{{dataset}}.log",
     params:
         reader=lambda wc: reader_of(wc.dataset),
         root=lambda wc: root_of(wc.dataset),
-    shell:
-        "agiqa datasets check {wildcards.dataset} --reader {params.reader} --root {params.root}"
-        " --out {output} > {log} 2>&1"
+        options=lambda wc: reader_options(config, wc.dataset),
+        allowed_link_roots=lambda wc: config["datasets"][wc.dataset].get("allowed_link_roots", []),
+    script:
+        "../scripts/verify_dataset.py"
 
 
 rule manifest:
@@ -38,13 +42,13 @@ rule manifest:
         csv=LAYOUT.manifest("{dataset}"),
         meta=LAYOUT.manifest("{dataset}").replace(".csv", ".json"),
     log:
-        "logs/manifest/{dataset}.log",
+        f"{LAYOUT.logs}/manifest/{{dataset}}.log",
     params:
         reader=lambda wc: reader_of(wc.dataset),
         root=lambda wc: root_of(wc.dataset),
-    shell:
-        "agiqa manifest {wildcards.dataset} --reader {params.reader} --root {params.root}"
-        " --out {output.csv} > {log} 2>&1"
+        options=lambda wc: reader_options(config, wc.dataset),
+    script:
+        "../scripts/manifest.py"
 
 
 rule split:
@@ -53,8 +57,8 @@ rule split:
     output:
         LAYOUT.splits("{protocol}", "{dataset}"),
     log:
-        "logs/split/{protocol}/{dataset}.log",
+        f"{LAYOUT.logs}/split/{{protocol}}/{{dataset}}.log",
     params:
-        flags=protocol_flags,
-    shell:
-        "agiqa split --manifest {input} --out {output} {params.flags} > {log} 2>&1"
+        protocol=lambda wc: protocol_of(config, wc.protocol).settings(),
+    script:
+        "../scripts/split.py"

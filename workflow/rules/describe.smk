@@ -20,9 +20,9 @@ rule describe:
         manifest=LAYOUT.manifest("{dataset}"),
         meta=LAYOUT.manifest("{dataset}").replace(".csv", ".json"),
     output:
-        description_path("{dataset}", "{describer}"),
+        description_path("{dataset}", "{describer}", LAYOUT.results),
     log:
-        "logs/describe/{dataset}/{describer}.log",
+        f"{LAYOUT.logs}/describe/{{dataset}}/{{describer}}.log",
     wildcard_constraints:
         describer=one_of(config.get("describers") or {}),
     resources:

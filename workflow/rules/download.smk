@@ -1,55 +1,47 @@
-# Data acquisition and versioning. Real (non-synthetic) datasets are downloaded into
-# data/raw/<name> (roots must be data/raw/<name>), verified by verify_dataset, then recorded in
-# DVC by one serial job. The marker is the output, never the tree or a .dvc file: Snakemake deletes
-# outputs before a rerun, which would delete a pointer or a whole dataset.
-
-REAL_DATASETS = [d for d in DATASETS if d not in SYNTHETIC]
+# Data acquisition and versioning. A real dataset whose root is missing is downloaded into it
+# (the marker <root>/.agiqa-download.json is the output, never the tree: Snakemake deletes outputs
+# before a rerun); a root that already exists is the user's own folder and is used as is.
+# DVC tracking is opt-in per dataset (`dvc: true`), done by one serial job.
 
 
-def download_marker(dataset):
-    return f"data/raw/{dataset}/.agiqa-download.json"
-
-
-def download_flags(wildcards):
-    """--source / --url / --sha256 from the dataset's config entry (download: {url, sha256})."""
-    entry = config["datasets"][wildcards.dataset]
-    pinned = entry.get("download") or {}
-    flags = [f"--source {entry['reader']}"]
-    flags += [f"--{key} {pinned[key]}" for key in ("url", "sha256") if pinned.get(key)]
-    return " ".join(flags)
+wildcard_constraints:
+    download_root=one_of(DOWNLOADED),
 
 
 # Manual hosts (Baidu, Quark, Terabox) fail here with instructions: where to fetch the archive
 # and where to put it; the next run verifies and extracts it.
 rule download_dataset:
     output:
-        download_marker("{dataset}"),
+        f"{{download_root}}/{DOWNLOAD_MARKER}",
     log:
-        "logs/download/{dataset}.log",
-    wildcard_constraints:
-        dataset=one_of(REAL_DATASETS),
+        f"{LAYOUT.logs}/download/{{download_root}}.log",
     localrule: True
     retries: 2
     params:
-        root=lambda wc: root_of(wc.dataset),
-        flags=download_flags,
-    shell:
-        "agiqa datasets download {wildcards.dataset} --root {params.root} {params.flags}"
-        " 2>&1 | tee {log}"
+        dataset=lambda wc: DOWNLOADED[wc.download_root],
+        source=lambda wc: reader_of(DOWNLOADED[wc.download_root]),
+        download=lambda wc: config["datasets"][DOWNLOADED[wc.download_root]].get("download", {}),
+    script:
+        "../scripts/download_dataset.py"
 
 
-# DVC locks the repository: one serial job (dvc=1), after every dataset is verified.
+# DVC locks the repository: one serial job (dvc=1), after every opted-in dataset is verified.
 rule dvc_track:
     input:
-        [LAYOUT.verified(d) for d in REAL_DATASETS],
+        [LAYOUT.verified(d) for d in tracked_datasets()],
     output:
-        "results/dvc/tracked.json",
+        f"{LAYOUT.results}/dvc/tracked.json",
     log:
-        "logs/dvc/track.log",
+        f"{LAYOUT.logs}/dvc/track.log",
     localrule: True
     resources:
         dvc=1,
     params:
-        configfiles=" ".join(f"--configfile {f}" for f in workflow.overwrite_configfiles),
-    shell:
-        "python -m agiqa.data.dvc track --path data {params.configfiles} --out {output} > {log} 2>&1"
+        paths=[root_of(d) for d in tracked_datasets()],
+        remote=lambda wc: {
+            "name": "local",
+            "url": "../agiqa-dvc-remote",
+            **(config.get("dvc", {}).get("remote") or {}),
+        },
+    script:
+        "../scripts/dvc_track.py"

@@ -1,4 +1,6 @@
-# One job per (protocol, dataset, model, split): a pure function of its inputs.
+# One job per (protocol, dataset, model, split): a pure function of its inputs and params.
+# `job` holds the resolved settings the result depends on, so editing e.g. a model's lr or a
+# protocol's seed reruns exactly the affected jobs (Snakemake's params trigger).
 rule train_fold:
     input:
         manifest=LAYOUT.manifest("{dataset}"),
@@ -7,18 +9,13 @@ rule train_fold:
         descriptions=descriptions_input,
         backbone=stand_in_weights,
     output:
-        multiext(
-            LAYOUT.run_dir("{protocol}", "{dataset}", "{model}", "{split}") + "/",
-            "predictions.csv",
-            "metrics.json",
-            "history.csv",
-            "config.yaml",
-            "checkpoint.pt",
-        ),
+        multiext(LAYOUT.run_dir("{protocol}", "{dataset}", "{model}", "{split}") + "/", *RUN_FILES),
     log:
-        "logs/train/{protocol}/{dataset}/{model}/split{split}.log",
+        f"{LAYOUT.logs}/train/{{protocol}}/{{dataset}}/{{model}}/split{{split}}.log",
     benchmark:
-        "benchmarks/train/{protocol}/{dataset}/{model}/split{split}.tsv"
+        f"benchmarks/{EXPERIMENT}/train/{{protocol}}/{{dataset}}/{{model}}/split{{split}}.tsv"
+    params:
+        job=lambda wc: fold_params(config, wc.protocol, wc.dataset, wc.model),
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
@@ -32,9 +29,11 @@ rule pretrain_backbone:
     output:
         LAYOUT.backbone("{backbone}"),
     log:
-        "logs/pretrain/{backbone}.log",
+        f"{LAYOUT.logs}/pretrain/{{backbone}}.log",
     wildcard_constraints:
         backbone=one_of(STAND_INS),
+    params:
+        entry=lambda wc: STAND_INS[wc.backbone],
     threads: 2
     script:
         "../scripts/pretrain_backbone.py"

@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from agiqa.train.fold import configure_logging
+from agiqa.logs import configure_logging
 from agiqa.train.stand_in import pretrain_stand_in
 
 snakemake = globals()["snakemake"]

@@ -2,8 +2,9 @@
 
 import logging
 
+from agiqa.logs import configure_logging
 from agiqa.pipeline import fold_job
-from agiqa.train.fold import Preempted, configure_logging, run_fold
+from agiqa.train.fold import Preempted, run_fold
 from agiqa.train.gpu import acquire_gpu
 
 snakemake = globals()["snakemake"]

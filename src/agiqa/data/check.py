@@ -1,23 +1,32 @@
-"""Dataset checks: a JSON-able summary of a manifest and a full decode of every image it names."""
+"""Dataset checks: a JSON-able summary of a manifest and a full decode of every image it names.
+
+Verification decodes each image and converts it to RGB by the rules training uses
+(``agiqa.data.decode``), so whatever passes here also loads in training.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageFile
 from rich.progress import track
 
-from agiqa.data.manifest import Manifest, resolve_image
+from agiqa.data.decode import UnsupportedImage, to_rgb
+from agiqa.data.manifest import Manifest, link_roots, resolve_image
 from agiqa.errors import DataError
 
 # manifest row = position + 2, as in the saved CSV (the header is row 1), matching validate()
 _FIRST_ROW = 2
 _WORKERS = min(8, os.cpu_count() or 1)
+# bad images listed in the error; the rest are counted
+SHOWN_FAILURES = 10
 
 
 def summarize(manifest: Manifest) -> dict:
@@ -51,20 +60,32 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"min": min(finite), "max": max(finite), "mean": sum(finite) / len(finite)}
 
 
-def verify_images(manifest: Manifest, root: Path, progress: bool = False) -> None:
-    """Check that every image the manifest names (labelled or not) exists and fully decodes.
+def verify_images(
+    manifest: Manifest,
+    root: Path,
+    progress: bool = False,
+    allowed_link_roots: Sequence[str | Path] = (),
+) -> None:
+    """Check that every image the manifest names (labelled or not) exists and converts to RGB.
 
-    All failures are collected and raised as one DataError listing each image, its manifest row
-    and the reason, so one run shows everything that is wrong.
+    Each image is fully decoded and converted by the rules training uses
+    (:func:`agiqa.data.decode.to_rgb`), so a mode training could not convert fails here. A
+    symbolic link must resolve inside the root, the DVC cache or ``allowed_link_roots`` (see
+    :func:`agiqa.data.manifest.resolve_image`).
+
+    Raises:
+        DataError: one error for all bad images: how many of each kind, the first
+            ``SHOWN_FAILURES`` with their manifest row, and a hint when images are missing.
+        ConfigError: an allowed link root that is not a folder.
     """
     where = manifest.source or manifest.dataset
     images = [str(image) for image in manifest.frame["image"]]
     rows = [position + _FIRST_ROW for position in range(len(images))]
+    link_roots(root, allowed_link_roots)  # a bad folder is a ConfigError before any decoding
 
-    def problem(index: int) -> str | None:
-        return _image_problem(Path(root), images[index], where, rows[index])
+    def problem(index: int) -> _Problem | None:
+        return _image_problem(Path(root), images[index], where, rows[index], allowed_link_roots)
 
-    failures: list[str] = []
     # decoding releases the GIL, so threads speed up large datasets
     with _strict_truncation(), ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         reasons = track(
@@ -73,26 +94,37 @@ def verify_images(manifest: Manifest, root: Path, progress: bool = False) -> Non
             description=f"decoding {manifest.dataset} images",
             disable=not progress,
         )
-        for index, reason in enumerate(reasons):
-            if reason:
-                failures.append(f"  manifest row {rows[index]}: {images[index]}: {reason}")
+        failures: list[tuple[int, _Problem]] = [(i, p) for i, p in enumerate(reasons) if p]
     if failures:
-        raise DataError(_failure_message(failures, len(images), Path(root)), file=where)
+        lines = [f"  manifest row {rows[i]}: {images[i]}: {p.text}" for i, p in failures]
+        kinds = Counter(p.kind for _, p in failures)
+        raise DataError(_failure_message(lines, kinds, len(images), Path(root)), file=where)
 
 
-def _image_problem(root: Path, image: str, where: str, row: int) -> str | None:
-    """Why an image is bad (missing / undecodable / unsafe path), or None when it is fine."""
+@dataclass(frozen=True)
+class _Problem:
+    kind: str  # missing, undecodable, unsupported or unsafe path
+    text: str
+
+
+def _image_problem(
+    root: Path, image: str, where: str, row: int, allowed: Sequence[str | Path]
+) -> _Problem | None:
+    """Why an image is bad (missing, undecodable, unsupported, unsafe path), or None if fine."""
     try:
-        path = resolve_image(root, image, file=where, row=row)
+        path = resolve_image(root, image, file=where, row=row, allowed_link_roots=allowed)
     except DataError as exc:
-        return f"unsafe path ({exc.reason})"
+        return _Problem("unsafe path", f"unsafe path ({exc.reason})")
     if not path.is_file():
-        return "missing"
+        return _Problem("missing", "missing")
     try:
         with Image.open(path) as picture:
             picture.load()
+            to_rgb(picture)
+    except UnsupportedImage as exc:
+        return _Problem("unsupported", f"cannot be converted to RGB ({exc})")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"undecodable ({exc})"
+        return _Problem("undecodable", f"undecodable ({exc})")
     return None
 
 
@@ -107,8 +139,16 @@ def _strict_truncation() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _failure_message(failures: list[str], total: int, root: Path) -> str:
-    lines = [f"{len(failures)} of {total} images are missing or undecodable under {root}:"]
-    if len(failures) == total:
-        lines[0] += " (none is usable: is the dataset root right?)"
-    return "\n".join([*lines, *failures])
+def _failure_message(lines: list[str], kinds: Counter[str], total: int, root: Path) -> str:
+    """A summary, not one line per image: a wrong root would otherwise print thousands."""
+    counts = ", ".join(f"{count:,} {kind}" for kind, count in sorted(kinds.items()))
+    head = f"{len(lines):,} of {total:,} images under {root} are not usable ({counts})"
+    if len(lines) == total:
+        head += "; none is usable"
+    shown = lines[:SHOWN_FAILURES]
+    out = [f"{head}. The first {len(shown)}:" if len(lines) > len(shown) else f"{head}:", *shown]
+    if len(lines) > len(shown):
+        out.append(f"  ... and {len(lines) - len(shown):,} more")
+    if kinds["missing"]:
+        out.append("hint: is `root` right? use `images:` if the images are in a sub-folder of it")
+    return "\n".join(out)

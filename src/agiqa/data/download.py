@@ -2,29 +2,53 @@
 
 Files are fetched into ``<downloads>/<filename>.part`` with HTTP Range resume and retried with
 exponential backoff and jitter on 5xx, 429, timeouts and dropped connections; a file is renamed to
-its final name only once complete. Every file must match a pinned sha256. The dataset tree is
-then built in a staging folder beside the root (same filesystem), every archive member path is
-checked first (no absolute path, no ``..``, no link leaving the tree, no device file) and the
-staging folder is renamed onto the root in one step: a failure never leaves a half-extracted
-tree at the root. The marker ``.agiqa-download.json`` is written inside the tree before that
-rename, so a root with a marker is always complete.
+its final name only once complete. A server that answers another byte range than the one asked
+for makes the partial file worthless: it is discarded and the download restarts from byte 0.
+
+Every file must match a pinned sha256. A file that does not (or an HTML page where an archive was
+expected) is never deleted, since the user may have put it there by hand: it is moved aside to
+``<name>.rejected`` (``.rejected.2``, ``.rejected.3``, ... when that exists) and the error names
+both sums and what to do.
+
+The dataset tree is built in a staging folder ``.<root name>.partial-<random>`` beside the root
+(same filesystem, created with the user's umask, like any folder). Before anything is extracted,
+every archive member path is checked (no absolute path, no ``..``, no link leaving the tree, no
+device file), and so are the sizes: the declared total must fit the free disk space, and the
+declared/compressed ratio must stay under ``max_ratio`` (default 100:1) per member and overall, a
+zip bomb's signature. The staging folder is renamed onto the root in one step, so a failure never
+leaves a half-extracted tree at the root. The marker ``.agiqa-download.json`` is written inside
+the tree before that rename, so a root with a marker is always complete.
+
+Interrupted installs: SIGTERM removes the staging folder and exits with status 143. SIGKILL (or a
+power cut) cannot be handled, so each staging folder holds a lock file, ``flock``-ed by the
+installing process for its whole life; the kernel drops the lock when the process dies, however
+it dies. The next install of that dataset removes every staging folder of the root whose lock it
+can take (nobody holds it), and keeps the ones a live process holds. A staging folder without a
+lock file (only during the instant it is created or renamed, or from an older version) is removed
+only once it is ``LOCKLESS_GRACE_S`` old. ``.dvcignore`` keeps these folders out of DVC.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import random
+import secrets
 import shutil
+import signal
 import stat
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
@@ -36,6 +60,14 @@ from agiqa.errors import DataError
 
 MARKER = ".agiqa-download.json"
 CHUNK = 1 << 20
+STAGING_LOCK = ".agiqa-staging.lock"
+# a lock-less staging folder younger than this may be one being created or renamed right now
+LOCKLESS_GRACE_S = 600.0
+# declared/compressed size above which an archive is refused as a possible zip bomb
+MAX_RATIO = 100.0
+# members (and archives) smaller than this are never refused for their ratio: harmless, and a
+# tiny text or blank image can legitimately compress far better than 100:1
+RATIO_FLOOR_BYTES = 1 << 20
 # Folders that macOS zips add and that never belong to a dataset.
 JUNK = {"__MACOSX"}
 
@@ -124,8 +156,14 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool) -> None
         raise DataError(f"HTTP {error.code} {error.reason}", file=url) from error
     with response:
         resumed = start > 0 and response.status == 206
-        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
-            raise _Transient("server answered an unexpected range; restarting")
+        answered = response.headers.get("Content-Range", "")
+        if resumed and not answered.startswith(f"bytes {start}-"):
+            # retrying the same Range would get the same answer forever: start again from 0
+            part.unlink()
+            raise _Transient(
+                f"asked for bytes {start}- but the server answered {answered!r}; the partial"
+                " file was discarded and the download restarts from byte 0"
+            )
         offset = start if resumed else 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length else None
@@ -184,13 +222,32 @@ def looks_like_html(path: Path) -> bool:
     return head.startswith((b"<!doctype html", b"<html"))
 
 
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.rejected`` (numbered when taken) and return the new path.
+
+    A rejected file is never deleted: the user may have placed it by hand, and it may be the
+    right file with a sha256 nobody has pinned yet.
+    """
+    for number in range(1, 10_000):
+        suffix = ".rejected" if number == 1 else f".rejected.{number}"
+        target = path.with_name(path.name + suffix)
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise DataError(f"too many rejected copies beside {path}; delete some", file=path)
+
+
 def check_sha256(path: Path, expected: str, url: str) -> None:
-    """Delete ``path`` and raise DataError unless its sha256 is ``expected``."""
+    """Raise DataError unless the sha256 of ``path`` is ``expected``; a mismatch is set aside."""
     actual = sha256_of(path)
     if actual != expected.lower():
-        path.unlink()
+        aside = set_aside(path)
         raise DataError(
-            f"checksum mismatch: expected sha256 {expected}, got {actual}; the file was deleted",
+            f"checksum mismatch for {path.name}: expected sha256 {expected}, found {actual}."
+            f" The file was moved aside to {aside} (not deleted). If you trust it (a newer"
+            f" release, say), move it back to {path} and pin --sha256 {actual} (or the config's"
+            f" datasets.<name>.download.sha256); otherwise delete {aside} and run again to"
+            " download a fresh copy",
             file=url,
         )
 
@@ -217,10 +274,10 @@ def obtain(
         log(f"downloading {source.url} -> {path}")
         fetch(source.url, path, progress=progress, log=log, **fetch_options)
     if source.kind == "archive" and looks_like_html(path):
-        path.unlink()
+        aside = set_aside(path)
         raise DataError(
-            "got an HTML page where an archive was expected (Google Drive asks a browser to"
-            " confirm large files; other hosts may want a login). "
+            f"got an HTML page where an archive was expected (moved aside to {aside}; Google"
+            " Drive asks a browser to confirm large files, other hosts may want a login). "
             + _manual_message(source, path, dataset),
             file=source.url,
         )
@@ -303,25 +360,82 @@ def _check_tar(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
-def unpack(archive: Path, dest: Path) -> None:
-    """Check every member of a zip or tar archive, then extract it into ``dest``.
+def unpack(archive: Path, dest: Path, *, max_ratio: float = MAX_RATIO) -> None:
+    """Check every member of a zip or tar archive and the sizes, then extract it into ``dest``.
+
+    Args:
+        archive: the zip or tar (optionally compressed) archive.
+        dest: an existing folder to extract into.
+        max_ratio: the largest declared/compressed size ratio accepted, per zip member and for
+            the whole archive (tar members have no size of their own once compressed). Members
+            and archives under ``RATIO_FLOOR_BYTES`` are exempt.
 
     Raises:
-        DataError: an unknown format, a corrupt archive or an unsafe member (nothing written for
-            unsafe members: all are checked before the first is extracted).
+        DataError: an unknown format, a corrupt archive, an unsafe member, a ratio above
+            ``max_ratio``, or more declared bytes than free disk space (nothing written for
+            these: all is checked before the first member is extracted).
     """
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as handle:
-                _unpack_zip(handle, _check_zip(handle), dest)
+                members = _check_zip(handle)
+                sizes = [(m.filename, m.file_size, m.compress_size) for m in members]
+                check_sizes(archive, sizes, dest, max_ratio)
+                _unpack_zip(handle, members, dest)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as handle:
                 members = _check_tar(handle)
+                sizes = [(m.name, m.size, None) for m in members if m.isfile()]
+                check_sizes(archive, sizes, dest, max_ratio)
                 handle.extractall(dest, members=members, filter="data")
         else:
             raise DataError("not a zip or tar archive (corrupt or wrong file)", file=archive)
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as error:
         raise DataError(f"corrupt archive: {error}", file=archive) from error
+
+
+def check_sizes(
+    archive: Path,
+    sizes: Sequence[tuple[str, int, int | None]],
+    dest: Path,
+    max_ratio: float = MAX_RATIO,
+) -> None:
+    """Refuse a zip bomb or an archive too big for the disk, from the declared sizes alone.
+
+    Args:
+        archive: the archive (its file size is the compressed size of the whole).
+        sizes: per member, (name, declared size, compressed size or None when unknown).
+        dest: the folder the members would be extracted into.
+        max_ratio: the largest declared/compressed ratio accepted.
+
+    Raises:
+        DataError: with the sizes, the ratio and the limit, or the bytes needed and free.
+    """
+    for name, size, packed in sizes:
+        if packed is not None and size >= RATIO_FLOOR_BYTES and size > max_ratio * packed:
+            raise DataError(
+                _ratio_message(f"member {name!r}", size, packed, max_ratio), file=archive
+            )
+    total = sum(size for _, size, _ in sizes)
+    packed = archive.stat().st_size
+    if total >= RATIO_FLOOR_BYTES and total > max_ratio * packed:
+        raise DataError(_ratio_message("the archive", total, packed, max_ratio), file=archive)
+    free = shutil.disk_usage(dest).free
+    if total > free:
+        raise DataError(
+            f"extracting needs {total:,} bytes ({total / 2**30:.2f} GiB) but only {free:,} bytes"
+            f" ({free / 2**30:.2f} GiB) are free at {dest}; free some space and run again",
+            file=archive,
+        )
+
+
+def _ratio_message(what: str, size: int, packed: int, max_ratio: float) -> str:
+    ratio = f"{size / packed:,.0f}:1" if packed else "unbounded"
+    return (
+        f"{what} declares {size:,} bytes from {packed:,} compressed bytes (ratio {ratio}), above"
+        f" the limit of {max_ratio:g}:1: refused as a possible zip bomb. If you trust this"
+        " archive, raise the limit (--max-ratio)"
+    )
 
 
 def _unpack_zip(handle: zipfile.ZipFile, members: Iterable[zipfile.ZipInfo], dest: Path) -> None:
@@ -331,7 +445,8 @@ def _unpack_zip(handle: zipfile.ZipFile, members: Iterable[zipfile.ZipInfo], des
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Reading to the end checks the CRC, so a damaged member raises BadZipFile here.
+        # Reading to the end checks the CRC, so a damaged member raises BadZipFile here; zipfile
+        # stops at the declared size, so a lying header fails that check instead of filling disk.
         with handle.open(info) as src, target.open("wb") as out:
             shutil.copyfileobj(src, out, CHUNK)
 
@@ -375,9 +490,14 @@ def install_dataset(
     force: bool = False,
     progress: bool = False,
     log: Log = _stderr,
+    max_ratio: float = MAX_RATIO,
     **fetch_options: float,
 ) -> dict:
     """Fetch, verify and install every source of a dataset at ``root`` in one step.
+
+    Staging folders of ``root`` left by a killed install are removed first (see the module
+    docstring). SIGTERM during the install removes this install's staging folder and exits with
+    status 143.
 
     Args:
         dataset: dataset name (messages and marker only).
@@ -387,6 +507,7 @@ def install_dataset(
         force: replace an existing root.
         progress: show progress bars.
         log: receives one-line status messages.
+        max_ratio: the largest declared/compressed size ratio accepted (:func:`unpack`).
         **fetch_options: ``retries``, ``backoff``, ``timeout`` for :func:`fetch`.
 
     Returns:
@@ -394,36 +515,137 @@ def install_dataset(
 
     Raises:
         DataError: anything wrong; then nothing new is left at ``root``.
+        SystemExit: status 143 on SIGTERM, after the staging folder is removed.
     """
-    marker = root / MARKER
-    if marker.exists() and not force:
-        log(f"{root} is already installed ({MARKER} present)")
-        return json.loads(marker.read_text())
-    if _has_content(root) and not force:
-        raise DataError(
-            f"{root} already holds files but no {MARKER}: move it away, pass --force to replace"
-            " it, or --adopt to keep it as is"
-        )
-    paths = [
-        obtain(s, downloads, dataset=dataset, progress=progress, log=log, **fetch_options)
-        for s in sources
-    ]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        for source, path in zip(sources, paths, strict=True):
-            _install_one(source, path, staging, log)
-        info = _marker(dataset, sources, staging)
-        (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        _swap_in(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _exit_on_sigterm(log):
+        clean_stale_staging(root, log)
+        marker = root / MARKER
+        if marker.exists() and not force:
+            log(f"{root} is already installed ({MARKER} present)")
+            return json.loads(marker.read_text())
+        if _has_content(root) and not force:
+            raise DataError(
+                f"{root} already holds files but no {MARKER}: move it away, pass --force to"
+                " replace it, or --adopt to keep it as is"
+            )
+        paths = [
+            obtain(s, downloads, dataset=dataset, progress=progress, log=log, **fetch_options)
+            for s in sources
+        ]
+        with _staging(root) as staging:
+            for source, path in zip(sources, paths, strict=True):
+                _install_one(source, path, staging, log, max_ratio)
+            (staging / STAGING_LOCK).unlink()  # not part of the dataset
+            info = _marker(dataset, sources, staging)
+            (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+            with _sigterm_deferred():  # never stop between moving the old tree and the new one
+                _swap_in(staging, root)
     log(f"installed {dataset} at {root}: {info['files']} files")
     return info
 
 
-def _install_one(source: Source, path: Path, staging: Path, log: Log) -> None:
+class _Terminated(SystemExit):
+    """SIGTERM arrived: unwind (removing the staging folder) and exit with 128 + 15."""
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm(log: Log) -> Iterator[None]:
+    # signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        log("terminated (SIGTERM): cleaning up")
+        raise _Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    # a blocked signal stays pending and is handled as soon as it is unblocked
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _staging(root: Path) -> Iterator[Path]:
+    """A new staging folder beside ``root``, locked while in use, removed unless renamed away."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = _new_staging_folder(root)
+    handle = os.open(staging / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(handle, f"{os.getpid()}\n".encode())  # for people; the lock is what counts
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing left once renamed onto the root
+        os.close(handle)
+
+
+def _new_staging_folder(root: Path) -> Path:
+    # os.mkdir applies the umask (mkdtemp would force 0700 onto the installed root)
+    for _ in range(100):
+        candidate = root.parent / f"{staging_prefix(root)}{secrets.token_hex(6)}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise DataError(f"cannot create a staging folder beside {root}")
+
+
+def staging_prefix(root: Path) -> str:
+    """The name prefix of the staging folders of ``root`` (also listed in ``.dvcignore``)."""
+    return f".{root.name}.partial-"
+
+
+def clean_stale_staging(root: Path, log: Log = _stderr) -> list[Path]:
+    """Remove the staging folders of ``root`` that no live install holds; return them."""
+    removed = []
+    if not root.parent.is_dir():
+        return removed
+    for folder in sorted(root.parent.glob(glob.escape(staging_prefix(root)) + "*")):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if _held(folder):
+            log(f"kept {folder}: a running install holds it")
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another install cleaned it meanwhile
+            shutil.rmtree(folder)
+        removed.append(folder)
+        log(f"removed {folder}, left by an interrupted install")
+    return removed
+
+
+def _held(folder: Path) -> bool:
+    """Whether a live process holds the staging folder's lock (or may be about to)."""
+    try:
+        handle = os.open(folder / STAGING_LOCK, os.O_RDWR)
+    except FileNotFoundError:
+        # no lock file: just created, about to be renamed in, or from an older version
+        try:
+            return time.time() - folder.stat().st_mtime < LOCKLESS_GRACE_S
+        except FileNotFoundError:
+            return True  # gone already: nothing to remove
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # closing drops a lock we took
+    return False
+
+
+def _install_one(source: Source, path: Path, staging: Path, log: Log, max_ratio: float) -> None:
     target = staging / source.extract_to if source.extract_to else staging
     if source.kind == "file":
         dest = target / source.filename
@@ -432,7 +654,7 @@ def _install_one(source: Source, path: Path, staging: Path, log: Log) -> None:
         return
     scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=staging))
     log(f"extracting {path.name}")
-    unpack(path, scratch)
+    unpack(path, scratch, max_ratio=max_ratio)
     top = _strip(scratch, source.strip_components)
     if top == scratch:
         for child in list(scratch.iterdir()):

@@ -6,7 +6,9 @@ A lock failure is reported as such, not as a generic DVC error.
 
 Run as ``python -m agiqa.data.dvc {track,push,pull} [--configfile FILE ...]``; the remote comes
 from the config's ``dvc.remote`` section (``name``, ``url``), default a local folder beside the
-checkout.
+checkout. ``track --verified results/verified/<dataset>.json ...`` also checks that DVC recorded
+at least as many files under each dataset root as were verified there (a linked folder is
+recorded as no files).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -69,13 +71,35 @@ def ensure_remote(url: str, name: str = "local", repo: Path = Path(".")) -> bool
     return True
 
 
-def track(paths: Sequence[str] = ("data",), repo: Path = Path(".")) -> dict:
-    """``dvc add`` the paths, then ``git add`` their .dvc files (no commit).
+def track(
+    paths: Sequence[str] = ("data",),
+    repo: Path = Path("."),
+    expected: Mapping[str, int] | None = None,
+) -> dict:
+    """``dvc add`` the paths, check what DVC recorded, then ``git add`` their .dvc files.
+
+    DVC does not follow a symbolic link to a folder: a dataset root that is such a link (or
+    holds one) is recorded as no files, yet ``dvc add`` and ``dvc push`` succeed. So for every
+    dataset root in ``expected`` the files DVC recorded under it are counted, and fewer files
+    than verified images is an error. More is normal (metadata files, the marker, images no
+    manifest row names), so only a shortfall is refused. Nothing is staged in git on error.
+
+    Args:
+        paths: paths to track, relative to ``repo``.
+        repo: the repository.
+        expected: dataset root (relative to ``repo``, or absolute inside it) -> number of
+            verified images (see :func:`expected_from_verified`).
 
     Returns:
         Per path, the recorded md5, number of files and size from its .dvc file.
+
+    Raises:
+        AgiqaError: DVC failed, a root is outside the tracked paths, or DVC recorded fewer
+            files under a root than it has verified images.
     """
     run_dvc(["add", *paths], repo)
+    if expected:
+        check_recorded(paths, repo, expected)
     pointers = [f"{path}.dvc" for path in paths]
     if (repo / ".git").exists():
         extra = [".gitignore"] if (repo / ".gitignore").exists() else []
@@ -85,6 +109,62 @@ def track(paths: Sequence[str] = ("data",), repo: Path = Path(".")) -> dict:
         out = yaml.safe_load((repo / pointer).read_text())["outs"][0]
         recorded[path] = {k: out.get(k) for k in ("md5", "nfiles", "size")}
     return recorded
+
+
+def check_recorded(paths: Sequence[str], repo: Path, expected: Mapping[str, int]) -> None:
+    """Refuse when DVC recorded fewer files under a dataset root than its verified images."""
+    listed = {path: recorded_files(path, repo) for path in paths}
+    for root, images in expected.items():
+        relative = _inside_repo(root, repo)
+        owner = next((p for p in paths if relative.is_relative_to(p)), None)
+        if owner is None:
+            raise AgiqaError(
+                f"dataset root {root} is not under the tracked paths {list(paths)}: DVC would"
+                " not record it"
+            )
+        prefix = relative.relative_to(owner).as_posix()
+        under = [f for f in listed[owner] if prefix == "." or f.startswith(prefix + "/")]
+        if len(under) < images:
+            raise AgiqaError(
+                f"DVC recorded {len(under)} files under {root} but {images} images were"
+                " verified there: DVC does not follow a symbolic link to a folder (is the root,"
+                " or a folder in it, a link?) and skips what .dvcignore lists. Copy the files in"
+                " (or link each file, not the folder) and track again; nothing was staged"
+            )
+
+
+def recorded_files(path: str, repo: Path) -> list[str]:
+    """The files DVC recorded for a tracked ``path``, relative to it (POSIX)."""
+    listing = json.loads(run_dvc(["ls", ".", path, "--recursive", "--dvc-only", "--json"], repo))
+    return [entry["path"] for entry in listing if not entry.get("isdir")]
+
+
+def _inside_repo(root: str, repo: Path) -> PurePosixPath:
+    path = Path(root)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(repo.resolve())
+        except ValueError:
+            raise AgiqaError(f"dataset root {root} is outside the repository {repo}") from None
+    return PurePosixPath(path.as_posix())
+
+
+def expected_from_verified(summaries: Sequence[Path]) -> dict[str, int]:
+    """Dataset root -> verified image count, from ``agiqa datasets check --out`` summaries.
+
+    Raises:
+        AgiqaError: a summary without a full image verification, ``root`` or ``images``.
+    """
+    expected: dict[str, int] = {}
+    for summary in summaries:
+        data = json.loads(summary.read_text())
+        if not data.get("images_verified") or "root" not in data or "images" not in data:
+            raise AgiqaError(
+                f"{summary}: not a summary of a full image check (needs images_verified, root"
+                " and images: run `agiqa datasets check NAME --root DIR --out FILE`)"
+            )
+        expected[str(data["root"])] = int(data["images"])
+    return expected
 
 
 def push(remote: str | None = None, repo: Path = Path(".")) -> str:
@@ -110,6 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configfile", type=Path, action="append", default=[])
     parser.add_argument("--path", action="append", help="path to track (default: data)")
     parser.add_argument("--out", type=Path, help="track: write the JSON summary here too")
+    parser.add_argument(
+        "--verified",
+        type=Path,
+        action="append",
+        default=[],
+        help="track: a results/verified/<dataset>.json; DVC must record at least its images",
+    )
     parser.add_argument("--repo", type=Path, default=Path("."))
     args = parser.parse_args(argv)
     remote = remote_of(args.configfile)
@@ -117,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ensure_remote(remote["url"], remote["name"], args.repo):
             print(f"added DVC remote {remote['name']} -> {remote['url']}", file=sys.stderr)
         if args.command == "track":
-            summary = {"tracked": track(args.path or ["data"], args.repo), "remote": remote}
+            expected = expected_from_verified(args.verified)
+            tracked = track(args.path or ["data"], args.repo, expected)
+            summary = {"tracked": tracked, "remote": remote}
             text = json.dumps(summary, indent=2)
             if args.out:
                 args.out.parent.mkdir(parents=True, exist_ok=True)

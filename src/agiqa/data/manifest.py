@@ -2,7 +2,9 @@
 
 Columns of ``Manifest.frame``:
 
-- ``image``: path of the image file relative to the dataset root (POSIX separators)
+- ``image``: path of the image file relative to the dataset root, in canonical form (POSIX
+  separators, no ``.`` or ``..`` segment, no leading ``./``: see ``canonical_image_path``), so
+  one image has one name and names compare as strings (duplicates, split joins)
 - ``prompt``: the generation prompt
 - ``prompt_group``: images that share this id share a prompt (splits never cut a group)
 - ``generator``: the text-to-image model that made the image
@@ -16,17 +18,22 @@ The dimensions (name, kind, native scale range) travel in a JSON file beside the
 
 from __future__ import annotations
 
+import configparser
+import functools
 import json
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 
-from agiqa.errors import DataError
+from agiqa.errors import ConfigError, DataError
 
 BASE_COLUMNS = ("image", "prompt", "prompt_group", "generator", "subset", "labelled")
 DIMENSION_KINDS = ("quality", "alignment")
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass(frozen=True)
@@ -169,23 +176,129 @@ def _is_finite(value: object) -> bool:
         return False
 
 
-def check_relative_path(image: object, *, file: str | Path, row: int | None) -> str:
-    """Return ``image`` if it is a plain relative path inside the dataset root, else raise."""
+def canonical_image_path(image: object, *, file: str | Path, row: int | None) -> str:
+    """The one spelling of an image path that every comparison of names uses.
+
+    Backslashes become ``/``, empty and ``.`` segments are dropped and ``a/..`` pairs cancel
+    (lexically: ``a`` is never looked up on disk), so ``x.jpg``, ``./x.jpg``, ``a/../x.jpg`` and
+    ``.\\x.jpg`` are all ``x.jpg``.
+
+    Raises:
+        DataError: an empty name, an absolute path, or one that leaves the root once normalised.
+    """
     if not isinstance(image, str) or not image.strip():
         raise DataError("empty image name", file=file, row=row)
-    if "\\" in image:
-        raise DataError(f"image path '{image}' uses backslashes", file=file, row=row)
-    path = PurePosixPath(image)
-    if path.is_absolute() or ".." in path.parts:
+    unified = image.replace("\\", "/")
+    if unified.startswith("/") or _DRIVE.match(unified):
         raise DataError(f"image path '{image}' escapes the dataset root", file=file, row=row)
-    return image
+    parts: list[str] = []
+    for part in unified.split("/"):
+        if part == "..":
+            if not parts:
+                raise DataError(
+                    f"image path '{image}' escapes the dataset root", file=file, row=row
+                )
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    if not parts:
+        raise DataError(f"image path '{image}' names no file", file=file, row=row)
+    return "/".join(parts)
 
 
-def resolve_image(root: str | Path, image: str, *, file: str | Path, row: int | None) -> Path:
-    """Join a manifest image path to its root, refusing anything that lands outside the root."""
+def check_relative_path(image: object, *, file: str | Path, row: int | None) -> str:
+    """Return ``image`` if it is a canonical relative path inside the root, else raise."""
+    canonical = canonical_image_path(image, file=file, row=row)
+    if canonical != image:
+        raise DataError(
+            f"image path '{image}' is not in canonical form (it is '{canonical}' once"
+            " normalised); readers write canonical paths, so this manifest was edited",
+            file=file,
+            row=row,
+        )
+    return canonical
+
+
+def resolve_image(
+    root: str | Path,
+    image: str,
+    *,
+    file: str | Path,
+    row: int | None,
+    allowed_link_roots: Sequence[str | Path] = (),
+) -> Path:
+    """Join a manifest image path to its root; a symbolic link must land in an allowed folder.
+
+    The path itself never leaves the root (it is canonical). Through symbolic links (of the file
+    or of a folder above it) the file may live elsewhere only inside: the root, the DVC cache of
+    the repository holding the root (DVC's symlink cache links every file there), or one of
+    ``allowed_link_roots``.
+
+    Raises:
+        DataError: a non-canonical path, or a link whose target is outside every allowed folder.
+        ConfigError: an allowed link root that is not a folder.
+    """
     check_relative_path(image, file=file, row=row)
     root_path = Path(root).resolve()
     full = (root_path / image).resolve()
-    if not full.is_relative_to(root_path):
-        raise DataError(f"image path '{image}' escapes the dataset root", file=file, row=row)
-    return full
+    if full.is_relative_to(root_path):
+        return full
+    allowed = link_roots(root, allowed_link_roots)
+    if any(full.is_relative_to(folder) for folder in allowed):
+        return full
+    listed = ", ".join(str(folder) for folder in allowed)
+    raise DataError(
+        f"image path '{image}' is a symbolic link (or lies under one) to '{full}', which is"
+        f" outside the dataset root and every allowed link root ({listed}); if you trust that"
+        " folder, add it to allowed_link_roots",
+        file=file,
+        row=row,
+    )
+
+
+def link_roots(root: str | Path, extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
+    """Folders a linked image may resolve into: the root, the DVC cache(s), then ``extra``.
+
+    Raises:
+        ConfigError: an ``extra`` entry that is not an existing folder.
+    """
+    return _link_roots(Path(root).absolute(), tuple(Path(p) for p in extra))
+
+
+@functools.lru_cache(maxsize=64)
+def _link_roots(root: Path, extra: tuple[Path, ...]) -> tuple[Path, ...]:
+    # cached: resolve_image runs once per image, the answer only depends on the root
+    for folder in extra:
+        if not folder.is_dir():
+            raise ConfigError(f"allowed link root '{folder}' is not a folder")
+    found = [root.resolve(), *dvc_caches(root), *(folder.resolve() for folder in extra)]
+    return tuple(dict.fromkeys(found))
+
+
+def dvc_caches(root: Path) -> list[Path]:
+    """The cache folder(s) of the DVC repository that holds ``root`` (none outside one).
+
+    The repository is the nearest folder above ``root`` (as given, then resolved) with a
+    ``.dvc`` folder; its cache is ``.dvc/cache`` unless ``cache.dir`` in ``.dvc/config`` or
+    ``.dvc/config.local`` moves it (a relative ``dir`` is taken from ``.dvc/``).
+    """
+    caches: list[Path] = []
+    for start in dict.fromkeys((root, root.resolve())):
+        repo = next((p for p in (start, *start.parents) if (p / ".dvc").is_dir()), None)
+        if repo is None:
+            continue
+        caches.append((repo / ".dvc" / "cache").resolve())
+        for name in ("config", "config.local"):
+            configured = _cache_dir_setting(repo / ".dvc" / name)
+            if configured:
+                caches.append((repo / ".dvc" / configured).resolve())
+    return caches
+
+
+def _cache_dir_setting(path: Path) -> str | None:
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+    except configparser.Error:
+        return None  # DVC itself reports a broken config; a cache we cannot read is not allowed
+    return parser.get("cache", "dir", fallback=None)

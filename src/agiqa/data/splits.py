@@ -2,22 +2,36 @@
 
 The split file is a CSV with columns ``image``, ``prompt_group`` and one column ``split<k>`` per
 split, each cell ``train``, ``val`` or ``test``. A fold job reads its column and nothing else, so
-the test part is fixed before any model sees the data and model selection only ever uses ``val``.
+the test part is fixed before any model sees the data.
 
-Protocols:
+Every protocol is a repeated K-fold: ``repeats`` times, the images are partitioned into ``folds``
+test folds (a fresh seeded partition per repeat), and split ``r * folds + k`` tests on fold ``k``
+of repeat ``r``. So within a repeat every image is tested exactly once, test sets never overlap,
+and two protocols' predictions can be paired image by image. The literature's "random 80/20
+split repeated N times" is built as K-fold with K = 5 (each split is still 80/20); unlike N
+independent draws, its repeats cannot share test images within a repeat.
 
-- ``kfold_grouped`` (default): K folds over prompt groups (no prompt on both sides of a split);
-  split k tests on fold k, and a validation part, also grouped by prompt, is carved from the
-  remaining folds for early stopping and best-epoch selection.
-- ``random_split``: the literature's image-level random train/test split (e.g. 80/20) repeated
-  N times with different seeds; prompts are shared across sides, as in most published numbers.
-  Validation is still carved from the training part (image-level), never from test.
+The protocols form a 2 x 2 design, split unit x the part the best epoch is selected on:
+
+=====================  ==============  ================================================
+protocol               split unit      selection
+=====================  ==============  ================================================
+``kfold_grouped``      prompt group    validation carved from the training folds (default)
+``image_split``        image           validation carved from the training folds
+``grouped_test_selection``  prompt group  the test fold (the CLIP-AGIQA / DCMPLN setup)
+``literature_replica`` image           the test fold, no validation (the seed code's setup)
+=====================  ==============  ================================================
+
+Test-selection protocols exist only to measure how much selecting on test inflates the numbers;
+they are labelled as such in every table. ``random_split`` is a deprecated alias of
+``image_split``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +40,38 @@ import pandas as pd
 from agiqa.errors import ConfigError, DataError
 from agiqa.registry import Registry
 
+_logger = logging.getLogger(__name__)
+
 ROLES = ("train", "val", "test")
+DEPRECATED_TYPES = {"random_split": "image_split"}
+
+
+@dataclass(frozen=True)
+class ProtocolKind:
+    """What distinguishes the registered protocols."""
+
+    #: ``prompt``: whole prompt groups stay on one side of a split; ``image``: images are split.
+    unit: str
+    #: The part the best epoch is selected on: ``val`` (carved from training) or ``test``.
+    selection: str
+    #: One line for table captions.
+    description: str
+
+
+PROTOCOLS: Registry[ProtocolKind] = Registry("protocol")
+for _name, _kind in {
+    "kfold_grouped": ProtocolKind(
+        "prompt", "val", "prompt-grouped K-fold, selection on a validation part"
+    ),
+    "image_split": ProtocolKind("image", "val", "image-level K-fold, selection on validation"),
+    "grouped_test_selection": ProtocolKind(
+        "prompt", "test", "prompt-grouped K-fold, epoch selected on the TEST fold (inflated)"
+    ),
+    "literature_replica": ProtocolKind(
+        "image", "test", "image-level 80/20 as in the seed code, epoch selected on TEST (inflated)"
+    ),
+}.items():
+    PROTOCOLS.register(_name)(_kind)
 
 
 @dataclass(frozen=True)
@@ -35,32 +80,77 @@ class Protocol:
 
     type: str = "kfold_grouped"
     folds: int = 5
-    repeats: int = 10
-    test_fraction: float = 0.2
+    repeats: int = 1
     val_fraction: float = 0.1
     seed: int = 0
 
     @property
+    def kind(self) -> ProtocolKind:
+        return PROTOCOLS.get(self.type)
+
+    @property
     def n_splits(self) -> int:
-        return self.folds if self.type == "kfold_grouped" else self.repeats
+        return self.folds * self.repeats
+
+    @property
+    def selection(self) -> str:
+        return self.kind.selection
+
+    @property
+    def test_train_ratio(self) -> float:
+        """n_test / n_train of a split, for Nadeau and Bengio's variance correction."""
+        test = 1 / self.folds
+        train = 1 - test
+        if self.selection == "val":
+            train *= 1 - self.val_fraction
+        return test / train
+
+    def settings(self) -> dict:
+        """The resolved settings, as recorded with every run."""
+        return asdict(self)
 
     @classmethod
     def from_config(cls, config: dict) -> Protocol:
+        config = _translate_deprecated(dict(config))
         known = set(cls.__dataclass_fields__)
         unknown = set(config) - known
         if unknown:
             raise ConfigError(f"unknown protocol settings {sorted(unknown)}")
         protocol = cls(**config)
-        PROTOCOLS.get(protocol.type)
-        if protocol.type == "kfold_grouped" and protocol.folds < 2:
-            raise ConfigError("kfold_grouped needs at least 2 folds")
-        if not 0 < protocol.val_fraction < 1 or not 0 < protocol.test_fraction < 1:
-            raise ConfigError("val_fraction and test_fraction must lie in (0, 1)")
+        protocol.kind  # noqa: B018 - raises a ConfigError naming the known protocols
+        if protocol.folds < 2 or protocol.repeats < 1:
+            raise ConfigError("a protocol needs at least 2 folds and 1 repeat")
+        if not 0 < protocol.val_fraction < 1:
+            raise ConfigError("val_fraction must lie in (0, 1)")
         return protocol
 
 
-SplitFn = Callable[[pd.DataFrame, Protocol], pd.DataFrame]
-PROTOCOLS: Registry[SplitFn] = Registry("protocol")
+def _translate_deprecated(config: dict) -> dict:
+    """``random_split`` (repeats of a test_fraction split) -> ``image_split`` (repeated K-fold)."""
+    old = config.get("type")
+    if old not in DEPRECATED_TYPES:
+        if "test_fraction" in config:
+            raise ConfigError(
+                "test_fraction is gone: every protocol is a (repeated) K-fold, "
+                "test fraction = 1/folds"
+            )
+        return config
+    fraction = float(config.pop("test_fraction", 0.2))
+    folds = max(2, round(1 / fraction))
+    repeats = max(1, math.ceil(int(config.get("repeats", 10)) / folds))
+    new = DEPRECATED_TYPES[old]
+    _logger.warning(
+        "protocol type %s is deprecated: using %s with folds=%d and repeats=%d (%d splits of "
+        "test fraction %.2f); write `type: %s` to silence this",
+        old,
+        new,
+        folds,
+        repeats,
+        folds * repeats,
+        1 / folds,
+        new,
+    )
+    return {**config, "type": new, "folds": folds, "repeats": repeats}
 
 
 def split_column(k: int) -> str:
@@ -84,6 +174,13 @@ def _group_fold_assignment(groups: pd.Series, folds: int, rng: np.random.Generat
     return groups.map(fold_of_group)
 
 
+def _image_fold_assignment(n_images: int, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Assign images to folds of equal size (differing by at most one) in random order."""
+    fold = np.empty(n_images, dtype=int)
+    fold[rng.permutation(n_images)] = np.arange(n_images) % folds
+    return fold
+
+
 def _carve_validation(
     pool: pd.Index, groups: pd.Series | None, fraction: float, rng: np.random.Generator
 ) -> pd.Index:
@@ -104,45 +201,35 @@ def _carve_validation(
     return pool_groups.index[pool_groups.isin(chosen)]
 
 
-@PROTOCOLS.register("kfold_grouped")
-def kfold_grouped(frame: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
-    groups = frame["prompt_group"].astype(str)
-    if groups.nunique() < protocol.folds:
-        raise DataError(
-            f"{groups.nunique()} prompt groups cannot fill {protocol.folds} folds",
-        )
-    rng = np.random.default_rng(protocol.seed)
-    fold = _group_fold_assignment(groups, protocol.folds, rng)
-    out = frame[["image", "prompt_group"]].copy()
-    for k in range(protocol.folds):
-        roles = pd.Series("train", index=frame.index)
-        roles[fold == k] = "test"
-        pool = roles.index[roles == "train"]
-        roles[_carve_validation(pool, groups, protocol.val_fraction, rng)] = "val"
-        out[split_column(k)] = roles
-    return out
-
-
-@PROTOCOLS.register("random_split")
-def random_split(frame: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
-    out = frame[["image", "prompt_group"]].copy()
-    n_test = round(protocol.test_fraction * len(frame))
-    for r in range(protocol.repeats):
-        rng = np.random.default_rng([protocol.seed, r])
-        roles = pd.Series("train", index=frame.index)
-        roles.iloc[rng.permutation(len(frame))[:n_test]] = "test"
-        pool = roles.index[roles == "train"]
-        roles[_carve_validation(pool, None, protocol.val_fraction, rng)] = "val"
-        out[split_column(r)] = roles
-    return out
-
-
 def make_splits(labelled: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     """Split the labelled rows of a manifest according to ``protocol``."""
     if labelled.empty:
         raise DataError("the manifest has no labelled rows to split")
     frame = labelled.reset_index(drop=True)
-    return PROTOCOLS.get(protocol.type)(frame, protocol)
+    groups = frame["prompt_group"].astype(str)
+    grouped = protocol.kind.unit == "prompt"
+    units = groups.nunique() if grouped else len(frame)
+    if units < protocol.folds:
+        what = "prompt groups" if grouped else "images"
+        raise DataError(f"{units} {what} cannot fill {protocol.folds} folds")
+    out = frame[["image", "prompt_group"]].copy()
+    for repeat in range(protocol.repeats):
+        rng = np.random.default_rng([protocol.seed, repeat])
+        if grouped:
+            fold = _group_fold_assignment(groups, protocol.folds, rng).to_numpy()
+        else:
+            fold = _image_fold_assignment(len(frame), protocol.folds, rng)
+        for k in range(protocol.folds):
+            roles = pd.Series("train", index=frame.index)
+            roles[fold == k] = "test"
+            if protocol.selection == "val":
+                pool = roles.index[roles == "train"]
+                chosen = _carve_validation(
+                    pool, groups if grouped else None, protocol.val_fraction, rng
+                )
+                roles[chosen] = "val"
+            out[split_column(repeat * protocol.folds + k)] = roles
+    return out
 
 
 def write_splits(splits: pd.DataFrame, path: str | Path) -> None:

@@ -15,6 +15,10 @@ Fault kinds:
 - ``malformed``: HTTP 200 with a body that is not JSON;
 - ``empty``: a reply whose content is the empty string;
 - ``truncated``: a reply cut at max_tokens (``finish_reason: length``);
+- ``error_text``: HTTP 200 whose content is ``ERROR_TEXT`` (what SCVA stored on failure);
+- ``refusal``: HTTP 200 whose content is ``REFUSAL_TEXT``;
+- ``mentions_error``: a usable reply that mentions an error mid-sentence
+  (``mentions_error_for``);
 - ``unauthorized``: HTTP 401;
 - ``bad_request``: HTTP 400.
 
@@ -44,11 +48,16 @@ FAULTS = (
     "malformed",
     "empty",
     "truncated",
+    "error_text",
+    "refusal",
+    "mentions_error",
     "unauthorized",
     "bad_request",
 )
 PROMPT_TOKENS = 120
 COMPLETION_TOKENS = 30
+ERROR_TEXT = "Error"
+REFUSAL_TEXT = "I'm sorry, but I can't help with describing this image."
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,14 @@ def description_for(image_sha256: str) -> str:
     )
 
 
+def mentions_error_for(image_sha256: str) -> str:
+    """The usable ``mentions_error`` reply: the word "error" mid-sentence, not a failure."""
+    return (
+        f"Test picture {image_sha256[:12]}: a blocky compression error is visible along the "
+        "edges of the shapes; otherwise flat colours and even lighting."
+    )
+
+
 def _check_fault(fault: str) -> None:
     if fault not in FAULTS:
         raise ValueError(f"unknown fault '{fault}' (known: {', '.join(FAULTS)})")
@@ -297,6 +314,12 @@ def _completion(fault: str, body: dict[str, Any], image_sha256: str) -> dict[str
         text = ""
     elif fault == "truncated":
         text, finish = " ".join(text.split()[:4]), "length"
+    elif fault == "error_text":
+        text = ERROR_TEXT
+    elif fault == "refusal":
+        text = REFUSAL_TEXT
+    elif fault == "mentions_error":
+        text = mentions_error_for(image_sha256)
     return {
         "id": f"chatcmpl-{image_sha256[:16]}",
         "object": "chat.completion",

@@ -4,7 +4,9 @@ For every image a worker reads and hashes the file, looks the request up in the 
 miss, asks the backend, retrying transient failures with exponential backoff and jitter (or the
 server's Retry-After) under a shared requests-per-minute limit. A usable reply is cached before
 it is counted, so a killed job loses at most the requests in flight and a rerun makes no call
-for anything already described. Errors, empty and truncated replies are never cached nor used.
+for anything already described. Errors, empty and truncated replies, and replies that are
+failure messages (``failures.py``: "Error", refusals) are never cached nor used; a cached entry
+that is a failure message (written by older versions) is ignored and requested again.
 
 The job ends with a summary (described / cached / failed) and raises DescribeFailed, listing
 the failed images, when more than ``allow_failed_fraction`` of them failed, when the token budget
@@ -43,6 +45,8 @@ from agiqa.describe.backends import (
 )
 from agiqa.describe.backends.base import parse_options
 from agiqa.describe.cache import DescriptionCache, cache_key
+from agiqa.describe.credentials import check_no_credentials
+from agiqa.describe.failures import FailurePatterns, check_patterns
 from agiqa.describe.images import load_item
 from agiqa.describe.limits import Backoff, RateLimiter, TokenBudget
 from agiqa.describe.progress import make_progress
@@ -80,6 +84,8 @@ class RunSettings:
         allow_failed_fraction: Largest fraction of failed images the job accepts.
         cache_dir: Folder of the description cache.
         limit: Describe only the first N manifest images (trial runs).
+        failure_patterns: Regular expressions of replies that are failure messages, not
+            descriptions (``failures.py``); None: ``DEFAULT_FAILURE_PATTERNS``; [] checks none.
     """
 
     template: str | None = None
@@ -94,8 +100,11 @@ class RunSettings:
     allow_failed_fraction: float = 0.0
     cache_dir: str = "resources/vlm_cache"
     limit: int | None = None
+    failure_patterns: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        # a tuple keeps the frozen settings hashable when the config gave a list
+        object.__setattr__(self, "failure_patterns", check_patterns(self.failure_patterns))
         if self.concurrency < 1 or self.max_attempts < 1:
             raise ValueError("concurrency and max_attempts must be at least 1")
         if not 0.0 <= self.allow_failed_fraction <= 1.0:
@@ -113,16 +122,22 @@ class RunSettings:
         return resolve_template(self.template, instruction=self.instruction, system=self.system)
 
 
-def split_entry(entry: Mapping[str, Any]) -> tuple[str, RunSettings, dict[str, Any]]:
-    """(backend name, job settings, backend options) of a describer config entry."""
+def split_entry(
+    entry: Mapping[str, Any], owner: str = "describer"
+) -> tuple[str, RunSettings, dict[str, Any]]:
+    """(backend name, job settings, backend options) of a describer config entry.
+
+    ``owner`` names the entry in error messages (``describer 'doubao'``).
+    """
     if "backend" not in entry:
         raise ConfigError("a describer needs a 'backend' (openai, published or local)")
+    check_no_credentials(entry, owner)
     run_keys = {f.name for f in dataclasses.fields(RunSettings)}
     run = {k: v for k, v in entry.items() if k in run_keys}
     rest = {
         k: v for k, v in entry.items() if k not in run_keys and k not in WORKFLOW_KEYS | {"backend"}
     }
-    return str(entry["backend"]), parse_options(RunSettings, run, "describer"), rest
+    return str(entry["backend"]), parse_options(RunSettings, run, owner), rest
 
 
 @dataclass(frozen=True)
@@ -210,6 +225,7 @@ class Describer:
         self.limiter = RateLimiter(settings.rpm)
         self.backoff = Backoff(settings.backoff_base, settings.backoff_max)
         self.budget = TokenBudget(settings.budget_tokens)
+        self.failures = FailurePatterns(settings.failure_patterns)
         self.stop = threading.Event()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -278,7 +294,12 @@ class Describer:
             key = self._key(item)
             entry = self.cache.get(key)
             if entry is not None:
-                return Row(image, CACHED, description=str(entry["description"]).strip())
+                text = str(entry["description"]).strip()
+                reason = self.failures.reason(text)
+                if reason is None:
+                    return Row(image, CACHED, description=text)
+                # cached before failure messages were recognised: ask again, the answer replaces it
+                log.warning("ignoring cached reply of %s: %s", image, reason)
         return self._request(item, key)
 
     def _key(self, item: ImageItem) -> str:
@@ -348,8 +369,10 @@ class Describer:
             )
         if reply.finish_reason == "content_filter":
             raise PermanentError("reply blocked by the endpoint's content filter")
-        if not text:
-            raise TransientError("empty reply")
+        unusable = "empty reply" if not text else self.failures.reason(text)
+        if unusable:
+            # a table lookup or greedy decoding would answer the same again: no retry
+            raise PermanentError(unusable) if self.backend.repeatable else TransientError(unusable)
         if self.cache is not None and key is not None:
             self.cache.put(key, self._entry(item, reply, text))
         return Row(item.image, DESCRIBED, description=text)

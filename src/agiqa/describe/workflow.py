@@ -15,7 +15,13 @@ to the job and to the backend, see ``RunSettings`` and the backends' ``Options``
         concurrency: 8
         rpm: 600
         budget_tokens: 5000000
+        failure_patterns: ['^error', '^sorry']  # replaces the defaults (failures.py)
         datasets: [agiqa-3k]      # default: every dataset the backend applies to
+
+Entries are checked when the config is read, before any of their values become params (which
+Snakemake records in ``.snakemake/metadata`` and its log): a credential (an ``api_key:`` key, a
+URL with ``user:key@``) is refused with a ConfigError pointing to ``api_key_env``
+(``credentials.py``), and each of ``failure_patterns`` must be a valid regular expression.
 """
 
 from __future__ import annotations
@@ -23,15 +29,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agiqa.describe.credentials import check_no_credentials
+from agiqa.describe.failures import check_patterns
 from agiqa.errors import ConfigError
 
-DESCRIPTIONS_DIR = "results/descriptions"
 DEFAULT_CACHE_DIR = "resources/vlm_cache"
 
 
-def description_path(dataset: str, describer: str) -> str:
-    """Output table of one (dataset, describer) job."""
-    return f"{DESCRIPTIONS_DIR}/{dataset}/{describer}.csv"
+def description_path(dataset: str, describer: str, results: str = "results") -> str:
+    """Output table of one (dataset, describer) job under an experiment's ``results`` folder."""
+    return f"{results}/descriptions/{dataset}/{describer}.csv"
 
 
 def describers(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -39,6 +46,11 @@ def describers(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for name, entry in entries.items():
         if not isinstance(entry, Mapping) or "backend" not in entry:
             raise ConfigError(f"describer '{name}' needs a mapping with a 'backend'")
+        check_no_credentials(entry, f"describer '{name}'")
+        try:
+            check_patterns(entry.get("failure_patterns"))
+        except ValueError as error:
+            raise ConfigError(f"describer '{name}': {error}") from None
     return dict(entries)
 
 
@@ -81,10 +93,10 @@ def describer_datasets(config: Mapping[str, Any], describer: str) -> list[str]:
     return list(listed)
 
 
-def description_targets(config: Mapping[str, Any]) -> list[str]:
+def description_targets(config: Mapping[str, Any], results: str = "results") -> list[str]:
     """Every description table the config asks for (add to ``rule all``)."""
     return [
-        description_path(dataset, describer)
+        description_path(dataset, describer, results)
         for describer in describers(config)
         for dataset in describer_datasets(config, describer)
     ]

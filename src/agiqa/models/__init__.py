@@ -3,7 +3,7 @@
 Importing this package registers every model module below in ``MODELS``.
 """
 
-from agiqa.models import clip_residual, clip_zeroshot, dcmpln, scva
+from agiqa.models import clip_residual, clip_zeroshot, dcmpln, imagenet_probe, scva
 from agiqa.models.base import MODELS, AgiqaModel, build_model, trainable_parameter_count
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "clip_residual",
     "clip_zeroshot",
     "dcmpln",
+    "imagenet_probe",
     "scva",
     "trainable_parameter_count",
 ]

@@ -1,8 +1,11 @@
-"""Collect finished training runs into tables, MLflow and the terminal.
+"""Collect finished training runs into tables, significance tests, MLflow and the terminal.
 
-A run directory ``results/runs/{protocol}/{dataset}/{model}/split{k}/`` holds ``metrics.json``
-(written by the training job), ``config.yaml``, ``predictions.csv``, ``history.csv`` and maybe a
-checkpoint. ``metrics.json`` is the source of truth for every number reported here.
+A run directory ``results/<experiment>/runs/{protocol}/{dataset}/{model}/split{k}/`` holds
+``metrics.json`` (the job's bookkeeping: protocol, split, provenance), ``predictions.csv`` (test)
+and ``val_predictions.csv`` (validation, empty for test-selection protocols), ``config.yaml`` and
+``history.csv``. Every reported number is recomputed here from the prediction files, with the
+logistic mapping the config selects, so a change of mapping or significance settings reruns this
+step only, never a training job.
 """
 
 from __future__ import annotations
@@ -11,25 +14,58 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from agiqa.evaluate.metrics import METRICS, summarize
+from agiqa.data.splits import Protocol
+from agiqa.evaluate.metrics import (
+    CORRELATIONS,
+    METRICS,
+    compute_metrics,
+    mean_confidence_interval,
+    summarize,
+)
+from agiqa.evaluate.significance import SplitScores
 
-GROUP_KEYS = ("protocol", "dataset", "dimension", "model")
-RUN_KEYS = ("protocol", "dataset", "model", "split", "dimension")
+GROUP_KEYS = ("protocol", "dataset", "dimension", "model", "part")
+RUN_KEYS = ("protocol", "dataset", "model", "split", "dimension", "part")
 INFO_KEYS = ("n_train", "n_val", "n_test", "best_epoch", "epochs_run", "seconds")
-_REQUIRED = ("dataset", "model", "protocol", "split", "test")
+PARTS = ("test", "val")
+PREDICTION_FILES = {"test": "predictions.csv", "val": "val_predictions.csv"}
+_REQUIRED = ("dataset", "model", "protocol", "split", "protocol_settings", "provenance")
 
-# metric name -> value, per dimension
-Scores = dict[str, dict[str, float]]
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The config's ``report`` section: how numbers are computed and marked."""
+
+    precision: int = 3
+    logistic: str = "logistic4"
+    alpha: float = 0.05
+    significance_test: str = "bootstrap"
+    resamples: int = 2000
+    seed: int = 0
+    reference_protocol: str | None = None
+    #: Metrics shown in the tables (the CSV files carry every metric).
+    metrics: tuple[str, ...] = ("srcc", "plcc", "plcc_logistic")
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> ReportSettings:
+        config = dict(config or {})
+        unknown = set(config) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown report settings {sorted(unknown)}")
+        if "metrics" in config:
+            config["metrics"] = tuple(config["metrics"])
+        return cls(**config)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """The contents of one run directory's ``metrics.json``."""
+    """One finished split: its identity from ``metrics.json`` and access to its predictions."""
 
     path: Path
     protocol: str
@@ -37,14 +73,68 @@ class RunResult:
     model: str
     split: int
     config_hash: str
-    test: Scores
-    val: Scores = field(default_factory=dict)
+    protocol_settings: dict
+    provenance: dict
     info: dict[str, float] = field(default_factory=dict)
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def split_sha256(self) -> str:
+        return str(self.provenance.get("split_sha256", ""))
+
+    @property
+    def commit(self) -> str:
+        return str(self.provenance.get("commit", "unknown"))
 
     @property
     def key(self) -> str:
-        """The identity of the experiment this split belongs to (its MLflow parent)."""
-        return f"{self.protocol}/{self.dataset}/{self.model}/{self.config_hash}"
+        """The identity of the experiment this split belongs to (its MLflow parent).
+
+        A new split file, config or code version never reuses (or overwrites) an older run.
+        """
+        return "/".join(
+            (
+                self.protocol,
+                self.dataset,
+                self.model,
+                self.config_hash,
+                self.split_sha256[:12],
+                self.commit[:12],
+            )
+        )
+
+    @cached_property
+    def protocol_spec(self) -> Protocol:
+        return Protocol.from_config(self.protocol_settings)
+
+    def predictions(self, part: str) -> pd.DataFrame:
+        if part not in self._frames:
+            path = self.path / PREDICTION_FILES[part]
+            try:
+                self._frames[part] = pd.read_csv(path, dtype={"image": str})
+            except FileNotFoundError as error:
+                raise ValueError(f"{path}: missing (did the training job finish?)") from error
+        return self._frames[part]
+
+    def dimensions(self) -> list[str]:
+        columns = self.predictions("test").columns
+        return [c.removeprefix("pred_") for c in columns if c.startswith("pred_")]
+
+    def scores(self, part: str, dimension: str) -> SplitScores | None:
+        """Predictions and targets of a part, sorted by image; None when the part is empty."""
+        frame = self.predictions(part).sort_values("image", kind="stable")
+        if frame.empty:
+            return None
+        pred_column, target_column = f"pred_{dimension}", f"target_{dimension}"
+        for column in (pred_column, target_column):
+            if column not in frame.columns:
+                raise ValueError(f"{self.path / PREDICTION_FILES[part]}: no column '{column}'")
+        return SplitScores(
+            self.split,
+            frame["image"].to_numpy(),
+            frame[pred_column].to_numpy(float),
+            frame[target_column].to_numpy(float),
+        )
 
 
 def load_run(run_dir: Path) -> RunResult:
@@ -58,7 +148,7 @@ def load_run(run_dir: Path) -> RunResult:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing}")
+        raise ValueError(f"{path}: missing keys {missing} (written by an older agiqa: rerun it)")
     return RunResult(
         path=Path(run_dir),
         protocol=str(raw["protocol"]),
@@ -66,70 +156,97 @@ def load_run(run_dir: Path) -> RunResult:
         model=str(raw["model"]),
         split=int(raw["split"]),
         config_hash=str(raw.get("config_hash", "")),
-        test=_scores(raw["test"], path, "test"),
-        val=_scores(raw.get("val") or {}, path, "val"),
+        protocol_settings=dict(raw["protocol_settings"]),
+        provenance=dict(raw["provenance"]),
         info={k: _number(raw.get(k)) for k in INFO_KEYS if k in raw},
     )
 
 
-def _scores(block: Any, path: Path, name: str) -> Scores:
-    if not isinstance(block, dict):
-        raise ValueError(f"{path}: '{name}' must map dimension -> metrics")
-    return {
-        str(dim): {str(m): _number(v) for m, v in values.items()} for dim, values in block.items()
-    }
-
-
 def _number(value: Any) -> float:
-    # JSON has no NaN; writers emit null (or Python's NaN literal) for an undefined metric.
+    # JSON has no NaN; writers emit null (or Python's NaN literal) for an undefined value.
     return math.nan if value is None else float(value)
 
 
-def collect_runs(run_dirs: Iterable[Path]) -> pd.DataFrame:
-    """One row per (protocol, dataset, model, split, dimension) with the test metrics as columns.
+def load_runs(run_dirs: Iterable[Path]) -> list[RunResult]:
+    """The runs in input order; two directories reporting the same split are refused."""
+    runs = [load_run(Path(d)) for d in dict.fromkeys(Path(d) for d in run_dirs)]
+    seen: dict[tuple, Path] = {}
+    for run in runs:
+        identity = (run.protocol, run.dataset, run.model, run.split)
+        if identity in seen:
+            raise ValueError(
+                "the same split is reported by more than one run directory: "
+                f"{sorted([str(seen[identity]), str(run.path)])}"
+            )
+        seen[identity] = run.path
+    return runs
 
-    Also carries ``config_hash`` and ``run_dir``. Rows keep the order of ``run_dirs`` so tables
-    list models in the order the pipeline configured them.
 
-    Raises:
-        ValueError: When two run directories report the same (protocol, dataset, model, split).
+def collect_runs(runs: Sequence[RunResult], logistic: str = "logistic4") -> pd.DataFrame:
+    """One row per (protocol, dataset, model, split, dimension, part), metrics recomputed.
+
+    Rows keep the order of ``runs`` so tables list models in the order the pipeline configured
+    them. ``test_train_ratio`` (for Nadeau and Bengio's correction) and the run's identity
+    travel along.
     """
     rows = []
-    for run in (load_run(Path(d)) for d in run_dirs):
-        for dim, values in run.test.items():
-            row: dict[str, Any] = {
-                "protocol": run.protocol,
-                "dataset": run.dataset,
-                "model": run.model,
-                "split": run.split,
-                "dimension": dim,
-                "config_hash": run.config_hash,
-                "run_dir": str(run.path),
-            }
-            row.update({m: values.get(m, math.nan) for m in METRICS})
-            rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*RUN_KEYS, "config_hash", "run_dir", *METRICS])
-    duplicated = frame.duplicated(list(RUN_KEYS), keep=False)
-    if duplicated.any():
-        dirs = sorted(set(frame.loc[duplicated, "run_dir"]))
-        raise ValueError(f"the same split is reported by more than one run directory: {dirs}")
-    return frame
+    for run in runs:
+        for part in PARTS:
+            for dim in run.dimensions():
+                scores = run.scores(part, dim)
+                if scores is None:
+                    continue
+                row: dict[str, Any] = {
+                    "protocol": run.protocol,
+                    "dataset": run.dataset,
+                    "model": run.model,
+                    "split": run.split,
+                    "dimension": dim,
+                    "part": part,
+                    "n_images": len(scores.images),
+                    "test_train_ratio": run.protocol_spec.test_train_ratio,
+                    "config_hash": run.config_hash,
+                    "split_sha256": run.split_sha256,
+                    "run_dir": str(run.path),
+                }
+                row.update(compute_metrics(scores.pred, scores.target, logistic=logistic))
+                rows.append(row)
+    columns = [
+        *RUN_KEYS,
+        "n_images",
+        "test_train_ratio",
+        "config_hash",
+        "split_sha256",
+        "run_dir",
+        *METRICS,
+    ]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over splits per (protocol, dataset, dimension, model).
+def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
+    """Per (protocol, dataset, dimension, model, part): mean, sample std (ddof=1) and the 95%
+    confidence interval of the mean over splits (Student t with Nadeau and Bengio's variance
+    correction for overlapping training sets; see ``mean_confidence_interval``), clipped to
+    [-1, 1] for correlations.
 
-    Columns: the group keys, ``n_splits``, then ``<metric>_mean`` and ``<metric>_std`` for every
-    metric. A single split gets std 0.0; a NaN in any split makes that metric's mean and std NaN.
+    A single split gets std 0.0 and no interval; a NaN in any split makes that metric NaN.
     """
     rows = []
-    for keys, group in df.groupby(list(GROUP_KEYS), sort=False):
+    for keys, group in per_split.groupby(list(GROUP_KEYS), sort=False):
         row: dict[str, Any] = dict(zip(GROUP_KEYS, keys, strict=True))
         row["n_splits"] = int(group["split"].nunique())
+        ratio = float(group["test_train_ratio"].iloc[0])
         for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = summarize(group[metric].tolist())
+            values = group[metric].tolist()
+            row[f"{metric}_mean"], row[f"{metric}_std"] = summarize(values)
+            low, high = mean_confidence_interval(values, ratio)
+            if metric in CORRELATIONS:  # a t interval knows nothing of the [-1, 1] range
+                low, high = max(low, -1.0), min(high, 1.0)
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
         rows.append(row)
-    columns = [*GROUP_KEYS, "n_splits"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    columns = [*GROUP_KEYS, "n_splits"] + [
+        f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -138,19 +255,31 @@ def aggregate(
     tables_dir: Path,
     tracking_uri: str,
     experiment: str,
-    metrics: Sequence[str] = ("srcc", "plcc_logistic"),
-    precision: int = 3,
-) -> None:
-    """Collect, summarize, write the tables, log everything to MLflow, print the Markdown table."""
-    from agiqa.report.tables import render_tables
+    settings: ReportSettings | None = None,
+) -> dict[str, Path]:
+    """Collect, summarize, test, write every table, log to MLflow, print the main table."""
+    from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
+    from agiqa.report.tables import render_all
     from agiqa.track.mlflow_log import log_to_mlflow  # lazy: importing mlflow takes seconds
 
-    summary = summarize_runs(collect_runs(run_dirs))
-    paths = render_tables(summary, Path(tables_dir), metrics=metrics, precision=precision)
-    logged = log_to_mlflow(run_dirs, tracking_uri, experiment)
-    print(paths["md"].read_text())
+    settings = settings or ReportSettings()
+    runs = load_runs(run_dirs)
+    if not runs:
+        raise ValueError("no finished runs to aggregate")
+    per_split = collect_runs(runs, settings.logistic)
+    summary = summarize_runs(per_split)
+    comparisons = compare_models(runs, per_split, settings)
+    marks = significance_marks(summary, comparisons, settings)
+    sensitivity = protocol_sensitivity(runs, per_split, settings)
+    types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
+    paths = render_all(summary, comparisons, marks, sensitivity, Path(tables_dir), settings, types)
+    logged = log_to_mlflow(runs, per_split, tracking_uri, experiment)
+    print(paths["main.md"].read_text())
+    if "protocols.md" in paths:
+        print(paths["protocols.md"].read_text())
     print(
-        f"tables: {paths['tex']}, {paths['md']}, {paths['csv']}\n"
+        f"tables: {', '.join(str(p) for p in paths.values())}\n"
         f"mlflow: {logged['parents']} parent and {logged['children']} child runs in experiment "
         f"'{experiment}' at {tracking_uri}"
     )
+    return paths

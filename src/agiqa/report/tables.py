@@ -1,23 +1,30 @@
-"""Results tables (LaTeX booktabs fragment, Markdown, CSV) from the per-split summary.
+"""Results tables (LaTeX booktabs fragments, Markdown, CSV) from the per-split summary.
 
-Rows are models (grouped by protocol when there are several); columns are a three-level header
-dataset / dimension / metric. Cells show mean ± sample std over splits. Per column, and per
-protocol, the best value is bold and the second best underlined, ranked on the values rounded to
-the displayed precision with each metric's direction (RMSE: lower is better). Ties share a mark;
-the ranking is dense, so after a tie for best the next distinct value is still second. NaN cells
-show a dash and are never ranked.
+Files written by ``render_all`` (``<name>.tex|md|csv``):
+
+- ``main``: test results. Rows are models (grouped by protocol when there are several); columns
+  are a three-level header dataset / dimension / metric. Cells show mean ± sample std over splits
+  and the 95% confidence interval of the mean. Marks come from significance tests, not from the
+  order of the means (see agiqa.report.compare): bold = best, significantly better than the
+  runner-up; underlined = tied for best. NaN cells show a dash.
+- ``val``: the same layout from the selected epoch's validation metrics. Tune on this table.
+- ``significance``: every pairwise comparison (CSV), and p-value matrices (LaTeX).
+- ``protocols``: the protocol-sensitivity table (each protocol minus the reference, with CIs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from agiqa.evaluate.metrics import HIGHER_IS_BETTER, METRICS
+from agiqa.data.splits import PROTOCOLS
+from agiqa.evaluate.metrics import METRICS
+from agiqa.report.aggregate import ReportSettings
+from agiqa.report.compare import BEST, TIE
 
 DISPLAY_NAMES = {
     "srcc": "SRCC",
@@ -25,9 +32,14 @@ DISPLAY_NAMES = {
     "plcc": "PLCC",
     "plcc_logistic": "PLCC (logistic)",
     "rmse": "RMSE",
+    "rmse_logistic": "RMSE (logistic)",
 }
-LATEX_NAMES = {**DISPLAY_NAMES, "plcc_logistic": r"PLCC$_\mathrm{log}$"}
-BEST, SECOND = "best", "second"
+LATEX_NAMES = {
+    **DISPLAY_NAMES,
+    "plcc_logistic": r"PLCC$_\mathrm{log}$",
+    "rmse_logistic": r"RMSE$_\mathrm{log}$",
+}
+LOGISTIC_NAMES = {"logistic4": "4-parameter", "logistic5": "5-parameter (VQEG)"}
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -39,18 +51,22 @@ _LATEX_SPECIALS = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 
 Column = tuple[str, str, str]  # dataset, dimension, metric
 Row = tuple[str, str]  # protocol, model
+Marks = Mapping[tuple[str, ...], str]
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One displayed table cell: rounded strings and its rank mark (None when unranked)."""
+    """One displayed table cell: rounded strings and its significance mark (or None)."""
 
     mean: str | None
     std: str | None
+    ci: tuple[str, str] | None = None
     mark: str | None = None
 
 
@@ -63,6 +79,9 @@ class Grid:
     cells: dict[tuple[Row, Column], Cell]
     multi_protocol: bool
     caption: str  # plain text; each renderer formats it
+    label: str = "tab:main"
+    #: protocol -> its row label
+    protocol_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def latex_escape(text: str) -> str:
@@ -70,7 +89,7 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
-def format_number(value: float, precision: int) -> str | None:
+def format_number(value: float | None, precision: int) -> str | None:
     """Round for display; None for NaN. Negative zero prints as zero."""
     if value is None or math.isnan(value):
         return None
@@ -78,16 +97,28 @@ def format_number(value: float, precision: int) -> str | None:
     return f"{0.0:.{precision}f}" if float(text) == 0 else text
 
 
-def rank_marks(values: Sequence[str | None], higher_is_better: bool) -> list[str | None]:
-    """Mark the best and second-best displayed values (dense ranking; ties share a mark)."""
-    distinct = sorted({float(v) for v in values if v is not None}, reverse=higher_is_better)
-    marks = dict(zip(distinct[:2], (BEST, SECOND), strict=False))
-    return [None if v is None else marks.get(float(v)) for v in values]
+def protocol_label(protocol: str, protocol_types: Mapping[str, str] | None = None) -> str:
+    """A protocol's row label; test-selected protocols say so wherever they appear."""
+    kind = (protocol_types or {}).get(protocol, protocol)
+    if kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test":
+        return f"{protocol} (test-selected)"
+    return protocol
 
 
-def build_grid(summary: pd.DataFrame, metrics: Sequence[str], precision: int) -> Grid:
-    """Lay out the summary as rows x columns of formatted, ranked cells."""
+def build_grid(
+    summary: pd.DataFrame,
+    metrics: Sequence[str],
+    precision: int,
+    marks: Marks | None = None,
+    part: str = "test",
+    caption: str = "",
+    protocol_types: Mapping[str, str] | None = None,
+) -> Grid:
+    """Lay out the summary rows of one part as rows x columns of formatted, marked cells."""
     _check_summary(summary, metrics)
+    summary = summary[summary["part"] == part] if "part" in summary else summary
+    if summary.empty:
+        raise ValueError(f"no {part} results to tabulate")
     protocols = list(dict.fromkeys(summary["protocol"]))
     model_rows = dict.fromkeys(zip(summary["protocol"], summary["model"], strict=True))
     # Keep each protocol's models together so every protocol forms one block of rows.
@@ -97,14 +128,32 @@ def build_grid(summary: pd.DataFrame, metrics: Sequence[str], precision: int) ->
     # Group columns by dataset even when the summary interleaves datasets.
     columns = [(ds, dim, m) for ds in datasets for d, dim in pairs if d == ds for m in metrics]
     lookup = {
-        (r.protocol, r.model, r.dataset, r.dimension): r for r in summary.itertuples(index=False)
+        (r.protocol, r.model, r.dataset, r.dimension): r._asdict()
+        for r in summary.itertuples(index=False)
     }
     cells: dict[tuple[Row, Column], Cell] = {}
-    for column in columns:
-        for protocol in protocols:
-            block = [row for row in rows if row[0] == protocol]
-            cells.update(_rank_block(block, column, lookup, precision))
-    return Grid(rows, columns, cells, len(protocols) > 1, _caption(summary, protocols, metrics))
+    for row in rows:
+        for column in columns:
+            entry = lookup.get((*row, column[0], column[1]))
+            mark = (marks or {}).get((row[0], column[0], column[1], part, column[2], row[1]))
+            cells[row, column] = _cell(entry, column[2], precision, mark)
+    labels = {p: protocol_label(p, protocol_types) for p in protocols}
+    return Grid(rows, columns, cells, len(protocols) > 1, caption, f"tab:{part}", labels)
+
+
+def _cell(entry: dict | None, metric: str, precision: int, mark: str | None) -> Cell:
+    if entry is None:
+        return Cell(None, None)
+    mean = format_number(entry[f"{metric}_mean"], precision)
+    if mean is None:
+        return Cell(None, None)
+    # With one split there is no spread to show; "± 0.000" would suggest there was.
+    several = entry["n_splits"] > 1
+    std = format_number(entry[f"{metric}_std"], precision) if several else None
+    low = format_number(entry.get(f"{metric}_ci_low", math.nan), precision - 1)
+    high = format_number(entry.get(f"{metric}_ci_high", math.nan), precision - 1)
+    ci = (low, high) if several and low is not None and high is not None else None
+    return Cell(mean, std, ci, mark)
 
 
 def _check_summary(summary: pd.DataFrame, metrics: Sequence[str]) -> None:
@@ -120,39 +169,35 @@ def _check_summary(summary: pd.DataFrame, metrics: Sequence[str]) -> None:
         raise ValueError("summary is empty: no finished runs to tabulate")
 
 
-def _rank_block(
-    block: list[Row], column: Column, lookup: dict, precision: int
-) -> dict[tuple[Row, Column], Cell]:
-    dataset, dim, metric = column
-    raw: list[tuple[str | None, str | None]] = []
-    for protocol, model in block:
-        entry = lookup.get((protocol, model, dataset, dim))
-        if entry is None:
-            raw.append((None, None))
-            continue
-        mean = format_number(getattr(entry, f"{metric}_mean"), precision)
-        # With one split there is no spread to show; "± 0.000" would suggest there was.
-        std = format_number(getattr(entry, f"{metric}_std"), precision)
-        raw.append((mean, std if mean is not None and entry.n_splits > 1 else None))
-    marks = rank_marks([mean for mean, _ in raw], HIGHER_IS_BETTER[metric])
-    return {
-        (row, column): Cell(mean, std, mark)
-        for row, (mean, std), mark in zip(block, raw, marks, strict=True)
-    }
-
-
-def _caption(summary: pd.DataFrame, protocols: list[str], metrics: Sequence[str]) -> str:
+def results_caption(
+    summary: pd.DataFrame, settings: ReportSettings, part: str, protocol_types: Mapping[str, str]
+) -> str:
+    """What a results table shows, how it was computed and what its marks mean."""
+    rows = summary[summary["part"] == part] if "part" in summary else summary
     parts = []
-    for protocol in protocols:
-        counts = summary.loc[summary["protocol"] == protocol, "n_splits"]
+    for protocol in dict.fromkeys(rows["protocol"]):
+        counts = rows.loc[rows["protocol"] == protocol, "n_splits"]
         low, high = int(counts.min()), int(counts.max())
         n = str(low) if low == high else f"{low}–{high}"
-        parts.append(f"{n} split{'s' if high > 1 else ''} of the {protocol} protocol")
-    direction = " (RMSE: lower is better)" if "rmse" in metrics else ""
+        kind = PROTOCOLS.get(protocol_types.get(protocol, protocol))
+        parts.append(f"{protocol}: {n} split{'s' if high > 1 else ''}, {kind.description}")
+    what = "Test results" if part == "test" else "Validation results (selected epoch)"
+    tests = {
+        "bootstrap": "paired bootstrap over test images resampled within each split, "
+        f"{settings.resamples:,} resamples",
+        "corrected_t": "corrected resampled t-test across splits (Nadeau and Bengio)",
+    }[settings.significance_test]
     return (
-        "Test results: mean ± sample standard deviation (ddof=1) over "
+        f"{what}: mean ± sample standard deviation (ddof=1) over splits, and in brackets the 95% "
+        "confidence interval of the mean (Student t, variance corrected for overlapping "
+        "training sets as in Nadeau and Bengio; correlations clipped to [-1, 1]). Protocols — "
         + "; ".join(parts)
-        + f". Best per column in bold, second best underlined{direction}."
+        + ". "
+        "PLCC is computed on the raw predictions; PLCC (logistic) after a monotonically "
+        f"increasing {LOGISTIC_NAMES[settings.logistic]} logistic fitted per split on the "
+        f"evaluated part. Bold: best, significantly better than the runner-up ({tests}, "
+        f"two-sided, α = {settings.alpha}); underlined: tied for best (the top model and every "
+        "model not significantly different from it). Unmarked columns have a single model."
     )
 
 
@@ -167,7 +212,7 @@ def to_latex(grid: Grid) -> str:
         r"\begin{table}[t]",
         r"\centering",
         r"\caption{" + _latex_caption(grid.caption) + "}",
-        r"\label{tab:main}",
+        rf"\label{{{grid.label}}}",
         r"\begin{tabular}{" + spec + "}",
         r"\toprule",
         *_latex_header(grid, lead),
@@ -181,7 +226,13 @@ def to_latex(grid: Grid) -> str:
 
 
 def _latex_caption(caption: str) -> str:
-    return latex_escape(caption).replace("±", r"$\pm$").replace("–", "--")
+    return (
+        latex_escape(caption)
+        .replace("±", r"$\pm$")
+        .replace("–", "--")
+        .replace("—", "---")
+        .replace("α", r"$\alpha$")
+    )
 
 
 def _spans(labels: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
@@ -216,12 +267,23 @@ def _latex_header(grid: Grid, lead: int) -> list[str]:
     ]
 
 
+def _latex_number(text: str) -> str:
+    # A proper minus sign in text mode.
+    return text.replace("-", r"\textminus{}") if text.startswith("-") else text
+
+
 def _latex_cell(cell: Cell) -> str:
     if cell.mean is None:
         return "--"
-    wrap = {BEST: r"\textbf", SECOND: r"\underline"}.get(cell.mark or "")
-    text = f"{wrap}{{{cell.mean}}}" if wrap else cell.mean
-    return text + (rf"{{\scriptsize$\pm${cell.std}}}" if cell.std is not None else "")
+    mean = _latex_number(cell.mean)
+    wrap = {BEST: r"\textbf", TIE: r"\underline"}.get(cell.mark or "")
+    text = f"{wrap}{{{mean}}}" if wrap else mean
+    if cell.std is not None:
+        text += rf"{{\scriptsize$\pm${cell.std}}}"
+    if cell.ci is not None:
+        low, high = (_latex_number(v) for v in cell.ci)
+        text += rf"{{\scriptsize\,[{low}, {high}]}}"
+    return text
 
 
 def _latex_body(grid: Grid) -> list[str]:
@@ -233,7 +295,8 @@ def _latex_body(grid: Grid) -> list[str]:
         if grid.multi_protocol:
             if previous is not None and protocol != previous:
                 lines.append(r"\midrule")
-            lead.insert(0, latex_escape(protocol) if protocol != previous else "")
+            label = latex_escape(grid.protocol_labels.get(protocol, protocol))
+            lead.insert(0, label if protocol != previous else "")
             previous = protocol
         cells = [_latex_cell(grid.cells[(row, c)]) for c in grid.columns]
         lines.append(" & ".join(lead + cells) + r" \\")
@@ -250,8 +313,9 @@ def _md_text(text: str) -> str:
 def _md_cell(cell: Cell) -> str:
     if cell.mean is None:
         return "–"
-    mean = {BEST: f"**{cell.mean}**", SECOND: f"<u>{cell.mean}</u>"}.get(cell.mark or "", cell.mean)
-    return mean + (f" ± {cell.std}" if cell.std is not None else "")
+    mean = {BEST: f"**{cell.mean}**", TIE: f"<u>{cell.mean}</u>"}.get(cell.mark or "", cell.mean)
+    text = mean + (f" ± {cell.std}" if cell.std is not None else "")
+    return text + (f" [{cell.ci[0]}, {cell.ci[1]}]" if cell.ci is not None else "")
 
 
 def to_markdown(grid: Grid) -> str:
@@ -261,7 +325,9 @@ def to_markdown(grid: Grid) -> str:
     align = [":--"] * len(names) + [":-:"] * len(grid.columns)
     lines = [grid.caption, "", _md_row(header), _md_row(align)]
     for row in grid.rows:
-        lead = [_md_text(row[0]), _md_text(row[1])] if grid.multi_protocol else [_md_text(row[1])]
+        lead = [_md_text(row[1])]
+        if grid.multi_protocol:
+            lead.insert(0, _md_text(grid.protocol_labels.get(row[0], row[0])))
         lines.append(_md_row(lead + [_md_cell(grid.cells[(row, c)]) for c in grid.columns]))
     return "\n".join(lines) + "\n"
 
@@ -270,32 +336,223 @@ def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-# --- CSV and entry point ---------------------------------------------------------------------
+# --- CSV -------------------------------------------------------------------------------------
 
 
 def to_wide_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """Machine-readable summary: one row per (protocol, model, dataset, dimension), numbers only."""
     keys = ["protocol", "model", "dataset", "dimension", "n_splits"]
-    values = [f"{m}_{s}" for m in METRICS for s in ("mean", "std") if f"{m}_{s}" in summary]
+    stats = ("mean", "std", "ci_low", "ci_high")
+    values = [f"{m}_{s}" for m in METRICS for s in stats if f"{m}_{s}" in summary]
     return summary[keys + values].reset_index(drop=True)
+
+
+# --- significance matrices -------------------------------------------------------------------
+
+
+def format_p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "--"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def significance_latex(
+    comparisons: pd.DataFrame,
+    settings: ReportSettings,
+    protocol_types: Mapping[str, str] | None = None,
+) -> str:
+    """One p-value matrix per (protocol, dataset, dimension) for the first table metric.
+
+    Upper triangle: paired bootstrap; lower triangle: corrected resampled t-test.
+    """
+    metric = settings.metrics[0]
+    chosen = comparisons[(comparisons["part"] == "test") & (comparisons["metric"] == metric)]
+    blocks = []
+    for (protocol, dataset, dim), group in chosen.groupby(
+        ["protocol", "dataset", "dimension"], sort=False
+    ):
+        models = list(dict.fromkeys([*group["model_a"], *group["model_b"]]))
+        lookup = {(r.model_a, r.model_b): r for r in group.itertuples(index=False)}
+        lines = [
+            r"\begin{tabular}{l" + "c" * len(models) + "}",
+            r"\toprule",
+            " & ".join(["", *(latex_escape(m) for m in models)]) + r" \\",
+            r"\midrule",
+        ]
+        for i, row_model in enumerate(models):
+            cells = [latex_escape(row_model)]
+            for j, column_model in enumerate(models):
+                if i == j:
+                    cells.append("--")
+                    continue
+                pair = lookup.get((row_model, column_model)) or lookup.get(
+                    (column_model, row_model)
+                )
+                value = math.nan
+                if pair is not None:
+                    value = pair.p_bootstrap if i < j else pair.p_corrected_t
+                text = latex_escape(format_p(value))
+                cells.append(r"\textbf{" + text + "}" if value < settings.alpha else text)
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        label = protocol_label(protocol, protocol_types)
+        title = latex_escape(f"{label} / {dataset} / {dim}")
+        blocks.append(r"\par\smallskip\noindent " + title + r"\\" + "\n" + "\n".join(lines))
+    caption = (
+        f"Two-sided p-values of pairwise {DISPLAY_NAMES[metric]} differences on the test parts. "
+        f"Upper triangle: paired bootstrap over test images within each split "
+        f"({settings.resamples:,} resamples); lower triangle: corrected resampled t-test "
+        f"(Nadeau and Bengio). Bold: p < α = {settings.alpha}."
+    )
+    return (
+        "\\begin{table}[t]\n\\centering\n\\caption{"
+        + _latex_caption(caption)
+        + "}\n\\label{tab:significance}\n"
+        + "\n".join(blocks)
+        + "\n\\end{table}\n"
+    )
+
+
+# --- protocol sensitivity --------------------------------------------------------------------
+
+SENSITIVITY_SHOWN = ("srcc", "plcc")
+
+
+def _delta_text(row: Mapping, metric: str, precision: int) -> str:
+    delta = format_number(row.get(f"delta_{metric}", math.nan), precision)
+    if delta is None:
+        return "reference"
+    low = format_number(row[f"delta_{metric}_ci_low"], precision)
+    high = format_number(row[f"delta_{metric}_ci_high"], precision)
+    sign = "+" if not delta.startswith("-") else ""
+    return f"{sign}{delta} [{low}, {high}]"
+
+
+def sensitivity_caption(sensitivity: pd.DataFrame, settings: ReportSettings) -> str:
+    reference = sensitivity["reference"].iloc[0]
+    return (
+        "Protocol sensitivity: test SRCC and raw PLCC per protocol (mean over splits) and the "
+        f"difference from {reference}, with a 95% percentile bootstrap interval over test images "
+        f"({settings.resamples:,} resamples; paired by image where both protocols test the same "
+        "images, which every agiqa protocol does within a repeat). Test-selected protocols pick "
+        "the epoch on the test split, as the seed code does: their numbers are inflated by "
+        "design. Image-level protocols let prompts appear on both sides of a split."
+    )
+
+
+def _sensitivity_label(row: Mapping) -> str:
+    test_selected = " (test-selected)" if row["selection"] == "test" else ""
+    return f"{row['protocol']}{test_selected}"
+
+
+def sensitivity_markdown(sensitivity: pd.DataFrame, settings: ReportSettings) -> str:
+    header = ["Dataset", "Model", "Dimension", "Protocol", "Splits"]
+    for metric in SENSITIVITY_SHOWN:
+        header += [DISPLAY_NAMES[metric], f"Δ {DISPLAY_NAMES[metric]} [95% CI]"]
+    lines = [sensitivity_caption(sensitivity, settings), "", _md_row(header)]
+    lines.append(_md_row([":--"] * 5 + [":-:"] * (2 * len(SENSITIVITY_SHOWN))))
+    for row in sensitivity.to_dict("records"):
+        cells = [row["dataset"], row["model"], row["dimension"], _sensitivity_label(row)]
+        cells.append(str(row["n_splits"]))
+        for metric in SENSITIVITY_SHOWN:
+            cells.append(format_number(row[f"{metric}_mean"], settings.precision) or "–")
+            cells.append(_delta_text(row, metric, settings.precision))
+        lines.append(_md_row([_md_text(c) for c in cells]))
+    return "\n".join(lines) + "\n"
+
+
+def sensitivity_latex(sensitivity: pd.DataFrame, settings: ReportSettings) -> str:
+    header = ["Dataset", "Model", "Dim.", "Protocol", "$J$"]
+    for metric in SENSITIVITY_SHOWN:
+        header += [LATEX_NAMES[metric], r"$\Delta$ " + LATEX_NAMES[metric] + " [95\\% CI]"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{" + _latex_caption(sensitivity_caption(sensitivity, settings)) + "}",
+        r"\label{tab:protocols}",
+        r"\begin{tabular}{llll" + "c" * (1 + 2 * len(SENSITIVITY_SHOWN)) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    for row in sensitivity.to_dict("records"):
+        cells = [latex_escape(row[k]) for k in ("dataset", "model", "dimension")]
+        cells += [latex_escape(_sensitivity_label(row)), str(row["n_splits"])]
+        for metric in SENSITIVITY_SHOWN:
+            mean = format_number(row[f"{metric}_mean"], settings.precision)
+            cells.append(_latex_number(mean) if mean else "--")
+            delta = _delta_text(row, metric, settings.precision)
+            cells.append(delta.replace("-", r"\textminus{}"))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- entry point -----------------------------------------------------------------------------
 
 
 def render_tables(
     summary: pd.DataFrame,
     out_dir: Path,
-    metrics: Sequence[str] = ("srcc", "plcc_logistic"),
+    metrics: Sequence[str] = ("srcc", "plcc", "plcc_logistic"),
     precision: int = 3,
+    marks: Marks | None = None,
+    part: str = "test",
+    caption: str = "",
+    name: str = "main",
+    protocol_types: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``main.tex``, ``main.md`` and ``main.csv`` into ``out_dir``.
-
-    Returns:
-        The written paths under the keys ``tex``, ``md`` and ``csv``.
-    """
-    grid = build_grid(summary, metrics, precision)
+    """Write ``<name>.tex``, ``<name>.md`` and ``<name>.csv`` of one part into ``out_dir``."""
+    grid = build_grid(summary, metrics, precision, marks, part, caption, protocol_types)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"tex": out_dir / "main.tex", "md": out_dir / "main.md", "csv": out_dir / "main.csv"}
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("tex", "md", "csv")}
     paths["tex"].write_text(to_latex(grid), encoding="utf-8")
     paths["md"].write_text(to_markdown(grid), encoding="utf-8")
-    to_wide_csv(summary).to_csv(paths["csv"], index=False)
+    rows = summary[summary["part"] == part] if "part" in summary else summary
+    to_wide_csv(rows).to_csv(paths["csv"], index=False)
+    return paths
+
+
+def render_all(
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    marks: Marks,
+    sensitivity: pd.DataFrame,
+    out_dir: Path,
+    settings: ReportSettings,
+    protocol_types: Mapping[str, str] | None = None,
+) -> dict[str, Path]:
+    """Every table of an experiment; returns ``{"main.md": path, ...}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    types = dict(protocol_types or {})
+    paths: dict[str, Path] = {}
+    for part, name in (("test", "main"), ("val", "val")):
+        if not (summary["part"] == part).any():
+            continue
+        caption = results_caption(summary, settings, part, types)
+        written = render_tables(
+            summary,
+            out_dir,
+            settings.metrics,
+            settings.precision,
+            marks,
+            part,
+            caption,
+            name,
+            types,
+        )
+        paths.update({f"{name}.{ext}": path for ext, path in written.items()})
+    paths["significance.csv"] = out_dir / "significance.csv"
+    comparisons.to_csv(paths["significance.csv"], index=False)
+    paths["significance.tex"] = out_dir / "significance.tex"
+    paths["significance.tex"].write_text(significance_latex(comparisons, settings, types))
+    if not sensitivity.empty:
+        paths["protocols.csv"] = out_dir / "protocols.csv"
+        sensitivity.to_csv(paths["protocols.csv"], index=False)
+        paths["protocols.md"] = out_dir / "protocols.md"
+        paths["protocols.md"].write_text(sensitivity_markdown(sensitivity, settings))
+        paths["protocols.tex"] = out_dir / "protocols.tex"
+        paths["protocols.tex"].write_text(sensitivity_latex(sensitivity, settings))
     return paths

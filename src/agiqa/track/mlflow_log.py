@@ -3,15 +3,23 @@
 Training jobs never talk to MLflow (parallel writers and SQLite do not mix); this module reads their
 result files afterwards. Layout in the experiment:
 
-- one parent run per (protocol, dataset, model, config_hash), tagged ``agiqa.key`` =
-  ``protocol/dataset/model/config_hash``, with ``test/<dim>/<metric>_mean|_std`` and ``n_splits``;
+- one parent run per (protocol, dataset, model, config hash, split-file hash, commit), tagged
+  ``agiqa.key`` = those joined by ``/``, with ``test/<dim>/<metric>_mean|_std`` and ``n_splits``;
 - one child run per split (``mlflow.parentRunId`` = parent, ``agiqa.key`` = parent key +
-  ``/split{k}``) with the flattened config as params, ``test/...`` and ``val/...`` metrics, the
-  per-epoch history (step = epoch) and the small result files as artifacts.
+  ``/split{k}``) with the flattened config as params (the protocol settings, and the provenance:
+  commit, library versions, split-file and manifest sha256), ``test/...`` and ``val/...`` metrics
+  (recomputed from the prediction files, as in the tables), the per-epoch history (step = epoch)
+  and the small result files as artifacts.
 
 Runs are found again by their ``agiqa.key`` tag, so logging the same directories twice reuses the
-runs. Metric timestamps come from the result files' modification times, which makes re-logged
-points identical to the stored ones (MLflow drops exact duplicates).
+runs, and a new split file or code version never overwrites an older run. Metric timestamps come
+from the result files' modification times, which makes re-logged points identical to the stored
+ones (MLflow drops exact duplicates). A child run starts ``seconds`` (the job's wall time) before
+its ``metrics.json`` was written; its parent spans its children.
+
+Creating a fresh sqlite store runs database migrations that two processes must not run at once
+(``table _alembic_tmp_... already exists`` breaks the store for good), so every call holds an
+inter-process file lock beside the database.
 """
 
 from __future__ import annotations
@@ -20,23 +28,24 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from agiqa.evaluate.metrics import METRICS, summarize
-from agiqa.report.aggregate import RunResult, load_run
+from agiqa.report.aggregate import RunResult
 
 _logger = logging.getLogger(__name__)
 
-ARTIFACTS = ("metrics.json", "config.yaml", "predictions.csv", "history.csv")
+ARTIFACTS = ("metrics.json", "config.yaml", "predictions.csv", "val_predictions.csv", "history.csv")
 PARAM_VALUE_LIMIT = 6000
 PARAM_KEY_LIMIT = 250
 _BATCH_PARAMS = 100
@@ -46,15 +55,17 @@ _NOISY_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.store.sqlalchemy_s
 
 
 def log_to_mlflow(
-    run_dirs: Iterable[Path],
+    runs: Sequence[RunResult],
+    per_split: pd.DataFrame,
     tracking_uri: str,
     experiment: str = "agiqa",
     artifact_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Log run directories as parent/child MLflow runs; safe to call again on the same inputs.
+    """Log runs as parent/child MLflow runs; safe to call again on the same inputs.
 
     Args:
-        run_dirs: Run directories holding at least ``metrics.json``.
+        runs: The finished runs (agiqa.report.aggregate.load_runs).
+        per_split: Their recomputed metrics (agiqa.report.aggregate.collect_runs).
         tracking_uri: MLflow tracking URI, e.g. ``sqlite:////abs/results/mlflow/mlflow.db``.
             It is used by a dedicated client only; the global tracking URI is left alone.
         experiment: Experiment name, created on first use.
@@ -64,12 +75,11 @@ def log_to_mlflow(
     Returns:
         ``{"parents": n, "children": m, "experiment_id": id, "created": runs new this call}``.
     """
-    runs = [load_run(path) for path in _unique(run_dirs)]
-    with _quiet_loggers():
+    with _store_lock(tracking_uri), _quiet_loggers():
         client = MlflowClient(tracking_uri=tracking_uri)
         root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
         experiment_id = ensure_experiment(client, experiment, root)
-        logger = _RunLogger(client, experiment_id)
+        logger = _RunLogger(client, experiment_id, per_split)
         groups = _group(runs)
         for key, members in groups.items():
             parent_id = logger.log_parent(key, members)
@@ -84,6 +94,18 @@ def log_to_mlflow(
 
 
 @contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` beside a sqlite store (no lock for other backends)."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=600):
+        yield
+
+
+@contextmanager
 def _quiet_loggers() -> Iterator[None]:
     """Hide database-migration INFO chatter for the duration of the call, then restore levels."""
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
@@ -95,10 +117,6 @@ def _quiet_loggers() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def _unique(run_dirs: Iterable[Path]) -> list[Path]:
-    return list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
 
 
 def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -198,6 +216,13 @@ def _mtime_ms(path: Path) -> int:
     return int(path.stat().st_mtime * 1000)
 
 
+def _start_ms(run: RunResult) -> int:
+    """When the job started: its metrics.json time minus its wall time (never negative)."""
+    seconds = run.info.get("seconds", 0.0)
+    seconds = seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+    return _mtime_ms(run.path / "metrics.json") - int(seconds * 1000)
+
+
 def _score_metrics(prefix: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {f"{prefix}/{dim}/{m}": v for dim, values in scores.items() for m, v in values.items()}
 
@@ -222,12 +247,21 @@ def _history_metrics(run_dir: Path, timestamp: int) -> list[Metric]:
 class _RunLogger:
     """Finds or creates runs by their ``agiqa.key`` tag and logs into them."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str) -> None:
+    def __init__(self, client: MlflowClient, experiment_id: str, per_split: pd.DataFrame) -> None:
         self.client = client
         self.experiment_id = experiment_id
+        self.per_split = per_split
         self.created = 0
 
-    def find_or_create(self, key: str, name: str, tags: dict[str, str]) -> str:
+    def scores(self, run: RunResult, part: str) -> dict[str, dict[str, float]]:
+        """dimension -> metric -> value of one run's part, from the recomputed metrics."""
+        frame = self.per_split
+        rows = frame[(frame["run_dir"] == str(run.path)) & (frame["part"] == part)]
+        return {r["dimension"]: {m: float(r[m]) for m in METRICS} for _, r in rows.iterrows()}
+
+    def find_or_create(
+        self, key: str, name: str, tags: dict[str, str], start_time: int | None = None
+    ) -> str:
         if "'" in key:
             raise ValueError(f"run key {key!r} must not contain a single quote")
         found = self.client.search_runs(
@@ -242,7 +276,10 @@ class _RunLogger:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             return run_id
         self.created += 1
-        return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+        created = self.client.create_run(
+            self.experiment_id, start_time=start_time, tags=tags, run_name=name
+        )
+        return created.info.run_id
 
     def log_parent(self, key: str, members: Sequence[RunResult]) -> str:
         first = members[0]
@@ -252,14 +289,20 @@ class _RunLogger:
             "agiqa.dataset": first.dataset,
             "agiqa.model": first.model,
             "agiqa.config_hash": first.config_hash,
+            "agiqa.split_sha256": first.split_sha256,
+            "agiqa.commit": first.commit,
         }
-        run_id = self.find_or_create(key, f"{first.protocol}/{first.dataset}/{first.model}", tags)
+        start = min(_start_ms(r) for r in members)
+        run_id = self.find_or_create(
+            key, f"{first.protocol}/{first.dataset}/{first.model}", tags, start
+        )
         timestamp = max(_mtime_ms(r.path / "metrics.json") for r in members)
         values: dict[str, float] = {"n_splits": float(len(members))}
-        dims = list(dict.fromkeys(dim for r in members for dim in r.test))
+        tests = [self.scores(r, "test") for r in members]
+        dims = list(dict.fromkeys(dim for scores in tests for dim in scores))
         for dim in dims:
             for metric in METRICS:
-                splits = [r.test.get(dim, {}).get(metric, math.nan) for r in members]
+                splits = [scores.get(dim, {}).get(metric, math.nan) for scores in tests]
                 mean, std = summarize(splits)
                 values[f"test/{dim}/{metric}_mean"] = mean
                 values[f"test/{dim}/{metric}_std"] = std
@@ -278,14 +321,19 @@ class _RunLogger:
             "agiqa.dataset": run.dataset,
             "agiqa.model": run.model,
             "agiqa.config_hash": run.config_hash,
+            "agiqa.split_sha256": run.split_sha256,
+            "agiqa.commit": run.commit,
             "agiqa.run_dir": str(run.path),
         }
         run_id = self.find_or_create(
-            key, f"{run.protocol}/{run.dataset}/{run.model}/split{run.split}", tags
+            key, f"{run.protocol}/{run.dataset}/{run.model}/split{run.split}", tags, _start_ms(run)
         )
         self._log_params(run_id, _read_config(run.path))
         timestamp = _mtime_ms(run.path / "metrics.json")
-        values = {**_score_metrics("test", run.test), **_score_metrics("val", run.val)}
+        values = {
+            **_score_metrics("test", self.scores(run, "test")),
+            **_score_metrics("val", self.scores(run, "val")),
+        }
         values.update({f"info/{k}": v for k, v in run.info.items() if not math.isnan(v)})
         metrics = [Metric(k, v, timestamp, 0) for k, v in values.items()]
         history = run.path / "history.csv"

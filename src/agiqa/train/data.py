@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from agiqa.data.decode import UnsupportedImage, to_rgb
 from agiqa.data.manifest import Dimension, resolve_image
 from agiqa.errors import DataError
 
@@ -30,13 +31,29 @@ def normalised_targets(frame: pd.DataFrame, dimensions: Sequence[Dimension]) -> 
 
 
 def load_rgb(path: Path, *, manifest: str, row: int | None) -> Image.Image:
-    """Decode an image fully or raise a DataError naming it: never substitute another image."""
+    """Decode an image fully to 8-bit RGB or raise a DataError naming it and its manifest row.
+
+    Every PIL mode is converted by the rules of :mod:`agiqa.data.decode` (16-bit scaled, alpha
+    composited on white, ...); a mode without a faithful conversion is refused, never guessed.
+    No other image is ever substituted.
+    """
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            image.load()
+            return to_rgb(image)
     except FileNotFoundError:
         raise DataError(f"image '{path}' does not exist", file=manifest, row=row) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except UnsupportedImage as error:
+        raise DataError(
+            f"image '{path}' cannot be converted to RGB ({error})", file=manifest, row=row
+        ) from None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as error:
         raise DataError(
             f"image '{path}' cannot be decoded ({error})", file=manifest, row=row
         ) from None
@@ -54,12 +71,20 @@ def shrink(image: Image.Image, short_side: int | None) -> Image.Image:
 class ManifestImages:
     """Paths of a manifest part's images, with the manifest rows that errors should name."""
 
-    def __init__(self, frame: pd.DataFrame, root: str | Path, manifest_source: str) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        root: str | Path,
+        manifest_source: str,
+        allowed_link_roots: Sequence[str | Path] = (),
+    ) -> None:
         self.manifest_source = manifest_source
         rows = frame["manifest_row"] if "manifest_row" in frame else [None] * len(frame)
         self.rows = [None if r is None else int(r) for r in rows]
         self.paths = [
-            resolve_image(root, image, file=manifest_source, row=row)
+            resolve_image(
+                root, image, file=manifest_source, row=row, allowed_link_roots=allowed_link_roots
+            )
             for image, row in zip(frame["image"], self.rows, strict=True)
         ]
 

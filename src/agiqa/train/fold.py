@@ -1,9 +1,15 @@
 """One fold job: a pure function of (model config, manifest, split file, seed) -> result files.
 
-It trains on the split's ``train`` part, selects the best epoch on ``val`` (early stopping with
-patience), and only then predicts ``test`` once. Outputs in ``out_dir``: ``predictions.csv``,
-``metrics.json``, ``history.csv``, ``config.yaml`` (resolved) and ``checkpoint.pt`` (the trained
-parameters of the best epoch; frozen backbone weights come from the backbone's own source).
+It trains on the split's ``train`` part and selects the best epoch (early stopping with patience)
+on the protocol's selection part: ``val`` for every honest protocol, after which ``test`` is
+predicted once; ``test`` only for the protocols that replicate the literature's selection on the
+test split, to measure its inflation (see agiqa.data.splits). Outputs in ``out_dir``:
+``predictions.csv`` (test), ``val_predictions.csv``, ``metrics.json``, ``history.csv``,
+``config.yaml`` (resolved, with provenance) and ``checkpoint.pt`` (the trained parameters of the
+best epoch; frozen backbone weights come from the backbone's own source).
+
+``metrics.json`` scores use the 4-parameter logistic; the tables recompute every metric from the
+prediction files with the mapping the config selects.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import signal
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +36,21 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from agiqa.data.manifest import Manifest
-from agiqa.data.splits import read_split
+from agiqa.data.splits import Protocol, read_split
 from agiqa.describe.runner import read_descriptions
 from agiqa.errors import ConfigError, DataError
 from agiqa.evaluate.metrics import compute_metrics
 from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
+from agiqa.provenance import file_sha256, provenance
 from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
 from agiqa.train.feature_cache import FeatureCache
 
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
+VAL_PREDICTIONS = "val_predictions.csv"
+#: The logistic mapping behind metrics.json's plcc_logistic / rmse_logistic.
+JOB_LOGISTIC = "logistic4"
 
 
 @dataclass(frozen=True)
@@ -96,21 +106,52 @@ class FoldJob:
     feature_cache_dir: str = "resources/features"
     #: Table of VLM descriptions (image, description, status) for description-reading models.
     descriptions: str | None = None
+    #: The protocol's resolved settings (agiqa.data.splits.Protocol.settings()).
+    protocol_settings: dict = field(default_factory=lambda: Protocol().settings())
+    #: Folders that symlinked images may point into (the dataset entry's allowed_link_roots).
+    allowed_link_roots: tuple[str, ...] = ()
+
+    @property
+    def protocol_spec(self) -> Protocol:
+        return Protocol.from_config(self.protocol_settings)
 
     def resolved_config(self) -> dict:
         return {
             "dataset": {"name": self.dataset, "root": self.root, "manifest": self.manifest},
-            "protocol": {"name": self.protocol, "splits": self.splits, "split": self.split},
+            "protocol": {
+                "name": self.protocol,
+                **self.protocol_settings,
+                "splits": self.splits,
+                "split": self.split,
+            },
             "model": {"name": self.model_name, **self.model_config},
             "seed": self.seed,
         }
 
     def config_hash(self) -> str:
-        # The split index is excluded: all splits of one configuration share a hash.
+        """What the result depends on in the config; all splits of one configuration share it."""
         config = self.resolved_config()
-        config["protocol"] = {"name": self.protocol}
-        canonical = json.dumps(config, sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        for key in ("splits", "split"):
+            del config["protocol"][key]
+        return _short_hash(config)
+
+    def resume_key(self) -> str:
+        """A resume.pt is only valid for this exact job and these exact input files."""
+        manifest_meta = Path(self.manifest).with_suffix(".json")
+        return _short_hash(
+            {
+                "config": self.config_hash(),
+                "split": self.split,
+                "split_file": file_sha256(self.splits),
+                "manifest": file_sha256(self.manifest),
+                "dimensions": file_sha256(manifest_meta) if manifest_meta.exists() else None,
+            }
+        )
+
+
+def _short_hash(value: object) -> str:
+    canonical = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def seed_everything(seed: int) -> None:
@@ -120,6 +161,12 @@ def seed_everything(seed: int) -> None:
 
 
 def choose_device(requested: str, model_class_uses_gpu: bool) -> torch.device:
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"the config asks for device '{requested}' but this machine has no usable CUDA "
+            "device (torch.cuda.is_available() is False). Set `device: auto` (a GPU when "
+            "present, else the CPU) or `device: cpu`."
+        )
     if requested != "auto":
         return torch.device(requested)
     if model_class_uses_gpu and torch.cuda.is_available():
@@ -163,6 +210,12 @@ class FoldTrainer:
         self.model.to(self.device)
         roles = read_split(job.splits, job.split)
         self.parts = split_parts(self.manifest, roles, job.splits)
+        #: The part the best epoch is selected on (``test`` only in the inflation replicas).
+        self.selection = job.protocol_spec.selection
+        if self.selection == "val" and type(self.model).trainable and not len(self.parts["val"]):
+            raise DataError(
+                f"split {job.split} has no validation images to select on", file=job.splits
+            )
         self.history: list[dict] = []
         self.cache: FeatureCache | None = None
         self.datasets = self.build_datasets()
@@ -176,7 +229,9 @@ class FoldTrainer:
         datasets: dict[tuple[str, bool], Dataset] = {}
         for part, frame in self.parts.items():
             targets = normalised_targets(frame, self.dimensions)
-            images = ManifestImages(frame, self.job.root, self.manifest.source)
+            images = ManifestImages(
+                frame, self.job.root, self.manifest.source, self.job.allowed_link_roots
+            )
             tokens = self.model.tokenize(frame["prompt"].tolist(), self.descriptions_of(frame))
             if self.cache is not None:
                 features = self.cached_features(images, frame["prompt"].tolist(), tokens)
@@ -275,7 +330,8 @@ class FoldTrainer:
         results = {}
         for column, dim in enumerate(self.dimensions):
             native = dim.denormalise(predictions[:, column].astype(np.float64))
-            results[dim.name] = compute_metrics(native, frame[dim.mos_column].to_numpy(float))
+            target = frame[dim.mos_column].to_numpy(float)
+            results[dim.name] = compute_metrics(native, target, logistic=JOB_LOGISTIC)
         return results
 
     def train(self) -> int | None:
@@ -315,18 +371,21 @@ class FoldTrainer:
         epoch = len(self.history) + 1
         started = time.perf_counter()
         loss = self.train_epoch(optimizer, scheduler, stop)
-        val = self.evaluate("val", self.predict("val"))
-        score = float(np.nanmean([m["srcc"] for m in val.values()]))
+        part = self.selection
+        scores = self.evaluate(part, self.predict(part))
+        score = float(np.nanmean([m["srcc"] for m in scores.values()]))
         self.history.append(
             {
                 "epoch": epoch,
                 "train_loss": loss,
-                "val_srcc_mean": score,
+                self.selection_column: score,
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": time.perf_counter() - started,
             }
         )
-        log.info("epoch %d/%d loss %.4f val SRCC %.4f", epoch, self.settings.epochs, loss, score)
+        log.info(
+            "epoch %d/%d loss %.4f %s SRCC %.4f", epoch, self.settings.epochs, loss, part, score
+        )
         if score > progress.best_score:
             progress.best_score, progress.best_epoch = score, epoch
             progress.best_state = copy.deepcopy(trained_state(self.model))
@@ -335,20 +394,25 @@ class FoldTrainer:
             progress.finished = True
 
     @property
+    def selection_column(self) -> str:
+        """History column of the selection score, named after the part it was measured on."""
+        return f"{self.selection}_srcc_mean"
+
+    @property
     def resume_path(self) -> Path:
         return Path(self.job.out_dir) / RESUME_FILE
 
     def save_resume(
         self, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, progress: Progress
     ) -> None:
+        # Plain types and tensors only, so that resuming can load with weights_only=True.
         state = {
-            "config_hash": self.job.config_hash(),
-            "split": self.job.split,
+            "resume_key": self.job.resume_key(),
             "model": trained_state(self.model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "history": self.history,
-            "progress": progress,
+            "progress": asdict(progress),
             "rng": rng_states(),
         }
         self.resume_path.parent.mkdir(parents=True, exist_ok=True)
@@ -359,9 +423,21 @@ class FoldTrainer:
     def resume(self, optimizer: torch.optim.Optimizer, scheduler: LRScheduler) -> Progress:
         if not self.resume_path.exists():
             return Progress()
-        state = torch.load(self.resume_path, weights_only=False)
-        if state["config_hash"] != self.job.config_hash() or state["split"] != self.job.split:
-            log.warning("ignoring %s: it belongs to another configuration", self.resume_path)
+        try:  # never unpickle: a planted file must not run code
+            state = torch.load(self.resume_path, weights_only=True, map_location="cpu")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+            log.warning(
+                "ignoring %s: it does not load as plain tensors and types (%s); starting afresh",
+                self.resume_path,
+                str(error).splitlines()[0][:200],
+            )
+            return Progress()
+        if not isinstance(state, dict) or state.get("resume_key") != self.job.resume_key():
+            log.warning(
+                "ignoring %s: it was written for another configuration, split file or manifest; "
+                "starting afresh",
+                self.resume_path,
+            )
             return Progress()
         self.model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
@@ -369,7 +445,7 @@ class FoldTrainer:
         self.history = state["history"]
         restore_rng_states(state["rng"])
         log.info("resumed from %s after epoch %d", self.resume_path, len(self.history))
-        return state["progress"]
+        return Progress(**state["progress"])
 
     def train_epoch(
         self,
@@ -462,10 +538,19 @@ class StopOnSignal:
 
 
 def rng_states() -> dict:
+    """Generator states as tensors and plain types (loadable with weights_only=True)."""
+    algorithm, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "algorithm": str(algorithm),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": [version, list(python_state), gauss],
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -474,10 +559,30 @@ def rng_states() -> dict:
 
 def restore_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    saved = states["numpy"]
+    np.random.set_state(
+        (
+            saved["algorithm"],
+            saved["keys"].numpy().astype(np.uint32),
+            saved["position"],
+            saved["has_gauss"],
+            saved["cached_gaussian"],
+        )
+    )
+    version, python_state, gauss = states["python"]
+    random.setstate((version, tuple(python_state), gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def prediction_frame(trainer: FoldTrainer, part: str, predictions: np.ndarray) -> pd.DataFrame:
+    """image, split, then ``pred_<dim>`` and ``target_<dim>`` on the native scale."""
+    frame = trainer.parts[part]
+    table = pd.DataFrame({"image": frame["image"], "split": trainer.job.split})
+    for column, dim in enumerate(trainer.dimensions):
+        table[f"pred_{dim.name}"] = dim.denormalise(predictions[:, column].astype(np.float64))
+        table[f"target_{dim.name}"] = frame[dim.mos_column].to_numpy(float)
+    return table
 
 
 def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) -> dict:
@@ -485,21 +590,19 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
     out.mkdir(parents=True, exist_ok=True)
     test_pred = trainer.predict("test")
     test_metrics = trainer.evaluate("test", test_pred)
-    val_metrics = (
-        trainer.evaluate("val", trainer.predict("val")) if len(trainer.parts["val"]) else {}
-    )
-    frame = trainer.parts["test"]
-    predictions = pd.DataFrame({"image": frame["image"], "split": job.split})
-    for column, dim in enumerate(trainer.dimensions):
-        predictions[f"pred_{dim.name}"] = dim.denormalise(test_pred[:, column].astype(np.float64))
-        predictions[f"target_{dim.name}"] = frame[dim.mos_column].to_numpy(float)
-    predictions.to_csv(out / "predictions.csv", index=False)
+    prediction_frame(trainer, "test", test_pred).to_csv(out / "predictions.csv", index=False)
+    # Empty (header only) for protocols without a validation part.
+    val_pred = trainer.predict("val")
+    val_metrics = trainer.evaluate("val", val_pred) if len(val_pred) else {}
+    prediction_frame(trainer, "val", val_pred).to_csv(out / VAL_PREDICTIONS, index=False)
     history = pd.DataFrame(
-        trainer.history, columns=["epoch", "train_loss", "val_srcc_mean", "lr", "seconds"]
+        trainer.history,
+        columns=["epoch", "train_loss", trainer.selection_column, "lr", "seconds"],
     )
     history.to_csv(out / "history.csv", index=False)
     config = job.resolved_config()
     config["model"]["train"] = asdict(trainer.settings)
+    config["provenance"] = provenance(job.splits, job.manifest)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     torch.save(
         {"trained_state": trained_state(trainer.model), "config": config, "best_epoch": best_epoch},
@@ -509,6 +612,8 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
         "dataset": job.dataset,
         "model": job.model_name,
         "protocol": job.protocol,
+        "protocol_settings": job.protocol_settings,
+        "selection": trainer.selection,
         "split": job.split,
         "n_train": len(trainer.parts["train"]),
         "n_val": len(trainer.parts["val"]),
@@ -519,6 +624,8 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
         "device": str(trainer.device),
         "trainable_parameters": trainable_parameter_count(trainer.model),
         "config_hash": job.config_hash(),
+        "provenance": config["provenance"],
+        "logistic": JOB_LOGISTIC,
         "test": test_metrics,
         "val": val_metrics,
     }
@@ -547,19 +654,3 @@ def run_fold(job: FoldJob) -> dict:
     for dim, values in metrics["test"].items():
         log.info("test %s: %s", dim, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return metrics
-
-
-def configure_logging(log_file: str | Path | None = None) -> None:
-    """Log to the per-job log file when given (the workflow's case), else to stderr."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers = [logging.FileHandler(log_file, mode="w")]
-    # Libraries (open_clip logs every factory step at INFO on the root logger) stay at WARNING.
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-    logging.getLogger("agiqa").setLevel(os.environ.get("AGIQA_LOG_LEVEL", "INFO"))

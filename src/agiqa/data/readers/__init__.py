@@ -1,23 +1,27 @@
 """Dataset readers: each turns one dataset's official metadata files into the canonical Manifest.
 
 Readers register themselves in ``READERS`` under the names ``agiqa-1k``, ``agiqa-3k``,
-``aigciqa2023`` and ``aigiqa-20k``; each is called as ``read(root, dataset, **options)``.
+``aigciqa2023``, ``aigiqa-20k`` and ``csv`` (one's own study, configured by options); each is
+called as ``read(root, dataset, **options)``. Every reader normalises its image names
+(``readers._common.image_paths``) and takes an ``images`` option: the sub-folder of the root
+holding the images, which then starts every manifest path.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 from agiqa.data.manifest import Manifest
-from agiqa.data.readers import agiqa1k, agiqa3k, aigciqa2023, aigiqa20k
+from agiqa.data.readers import agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, generic_csv
 from agiqa.data.readers._common import READERS, ReaderFn
 from agiqa.errors import ConfigError
 
-__all__ = ["READERS", "ReaderFn", "read_dataset"]
+__all__ = ["READERS", "ReaderFn", "options_from_json", "read_dataset"]
 
 # imported for their registration side effect
-_REGISTERED = (agiqa1k, agiqa3k, aigciqa2023, aigiqa20k)
+_REGISTERED = (agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, generic_csv)
 
 
 def read_dataset(
@@ -37,3 +41,20 @@ def read_dataset(
     manifest = read(Path(root), name, **options)
     manifest.validate()
     return manifest
+
+
+def options_from_json(text: str | None) -> dict[str, object]:
+    """Reader options given on a command line as one JSON object (None or empty: none).
+
+    Raises:
+        ConfigError: not JSON, or not an object.
+    """
+    if not text or not text.strip():
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"reader options are not valid JSON ({exc}): {text}") from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"reader options must be a JSON object, not {text}")
+    return options

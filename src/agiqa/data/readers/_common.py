@@ -20,8 +20,8 @@ import openpyxl
 import pandas as pd
 from openpyxl.utils.exceptions import InvalidFileException
 
-from agiqa.data.manifest import BASE_COLUMNS, Dimension, Manifest, check_relative_path
-from agiqa.errors import DataError
+from agiqa.data.manifest import BASE_COLUMNS, Dimension, Manifest, canonical_image_path
+from agiqa.errors import ConfigError, DataError
 from agiqa.registry import Registry
 
 ReaderFn = Callable[..., Manifest]
@@ -275,10 +275,47 @@ def std_column(table: Table, name: str) -> list[float]:
 # --- rows: paths, duplicates, groups, generators -----------------------------------------------
 
 
-def check_image_names(names: Sequence[str], rows: Sequence[int], file: Path) -> None:
-    """Every name must be a plain relative path inside the dataset root."""
+def images_folder(images: str, option: str = "images") -> str:
+    """The canonical form of a reader's ``images`` option: a sub-folder of the root, or ``""``.
+
+    Args:
+        images: the option's value.
+        option: the option's name, for the message (other paths under the root use this too).
+
+    Raises:
+        ConfigError: not a string, or a path that is absolute or leaves the root.
+    """
+    if not isinstance(images, str):
+        raise ConfigError(f"{option} must be a path under the dataset root, not {images!r}")
+    if images.replace("\\", "/").strip().strip("/") in ("", "."):
+        return ""
+    try:
+        return canonical_image_path(images, file=option, row=None)
+    except DataError as error:
+        raise ConfigError(
+            f"{option} '{images}' must be a path under the dataset root ({error.reason})"
+        ) from None
+
+
+def image_paths(
+    names: Sequence[str], rows: Sequence[int], file: Path, images: str = ""
+) -> list[str]:
+    """The canonical manifest paths of a metadata file's image names, under ``images``.
+
+    Each name is normalised on its own first (``canonical_image_path``), so a name cannot climb
+    out of the ``images`` folder; duplicates must be looked for in the result, never in the raw
+    names (``x.jpg`` and ``./x.jpg`` are one file).
+
+    Raises:
+        DataError: naming ``file`` and the row of an empty, absolute or escaping name.
+        ConfigError: a bad ``images`` option.
+    """
+    folder = images_folder(images)
+    out: list[str] = []
     for name, row in zip(names, rows, strict=True):
-        check_relative_path(name, file=file, row=row)
+        path = canonical_image_path(name, file=file, row=row)
+        out.append(f"{folder}/{path}" if folder else path)
+    return out
 
 
 def duplicate_rows(keys: Sequence[str]) -> dict[str, list[int]]:

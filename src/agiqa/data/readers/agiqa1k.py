@@ -10,6 +10,8 @@ of 1/22, Pearson 0.84 with the xlsx MOS), not the published MOS.
   trailing ``... style`` part is removed so that the anime and realistic variants of one content
   share a group (720 prompt strings -> 360 groups).
 - ``generator``: the part of the file name before the first ``_`` (``deepai``, ``dreamStudio``).
+- ``images`` option: the folder holding the images, default ``file`` (the official layout);
+  manifest paths are ``<images>/<Image>``, names normalised before duplicates are looked for.
 
 Duplicate names (the trap of this sheet: 1,080 rows, ``dreamStudio_8_9_1_1.jpg`` twice with MOS
 0.4414 and 2.0841, and no row for ``dreamStudio_8_5_0_0.jpg``):
@@ -31,11 +33,11 @@ from agiqa.data.manifest import Dimension, Manifest
 from agiqa.data.readers._common import (
     READERS,
     build_frame,
-    check_image_names,
     duplicate_rows,
     first_existing,
     generators_from_names,
     group_ids,
+    image_paths,
     score_column,
     table_with_header,
     text_column,
@@ -51,9 +53,20 @@ DUPLICATE_MODES = ("drop", "error")
 
 @READERS.register("agiqa-1k")
 def read_agiqa1k(
-    root: Path, dataset: str = "agiqa-1k", *, on_conflicting_duplicates: str = "drop"
+    root: Path,
+    dataset: str = "agiqa-1k",
+    *,
+    on_conflicting_duplicates: str = "drop",
+    images: str = "file",
 ) -> Manifest:
-    """Read the AGIQA-1K MOS sheet; see the module docstring for the duplicate-name rule."""
+    """Read the AGIQA-1K MOS sheet; see the module docstring for the duplicate-name rule.
+
+    Args:
+        root: the dataset root.
+        dataset: the manifest's dataset name.
+        on_conflicting_duplicates: ``drop`` or ``error`` (see the module docstring).
+        images: sub-folder of ``root`` holding the images (``""``: beside the sheet).
+    """
     if on_conflicting_duplicates not in DUPLICATE_MODES:
         raise ConfigError(
             f"on_conflicting_duplicates must be one of {DUPLICATE_MODES}, "
@@ -62,8 +75,7 @@ def read_agiqa1k(
     root = Path(root)
     path = first_existing([root / "AIGC_MOS_Zscore.xlsx", root / "AIGC_MOS_Zscore.csv"], LAYOUT)
     table = table_with_header(path, ["Image", "Prompt", "MOS"])
-    names = text_column(table, "Image")
-    check_image_names(names, table.rows, path)
+    names = image_paths(text_column(table, "Image"), table.rows, path, images)
     prompts = text_column(table, "Prompt")
     mos = score_column(table, "MOS", DIMENSION)
     notes: list[str] = []
@@ -71,7 +83,7 @@ def read_agiqa1k(
     names = [names[i] for i in keep]
     prompts = [prompts[i] for i in keep]
     base = {
-        "image": [f"file/{name}" for name in names],
+        "image": names,
         "prompt": prompts,
         "prompt_group": group_ids(prompt_content(p) for p in prompts),
         "generator": generators_from_names(names, GENERATOR, notes),

@@ -6,7 +6,13 @@ SCVA-AGIQA's ``consistency`` and ``answer``) are ignored. Nothing here depends o
 names or counts.
 
 - ``prompt_group``: identical prompt strings share a group, ``p<index>`` in order of first use.
-- ``generator``: the part of the file name before the first ``_`` (``AttnGAN``, ``sd1.5``, ...).
+- ``generator``: the part of the file name before the first ``_``. On the real dataset these are
+  the 6 models ``AttnGAN``, ``DALLE2``, ``glide``, ``midjourney``, ``sd1.5`` (Stable Diffusion
+  1.5) and ``xl2.2`` (Stable Diffusion XL 2.2), kept as spelled in the file names.
+- ``images`` option: the sub-folder of the root holding the images (third-party copies ship them
+  in ``ACGIQA-3K/``); manifest paths then start with it (``ACGIQA-3K/<name>``). Default: the
+  images sit beside ``data.csv``.
+- names are normalised (``./x.jpg`` is ``x.jpg``) before duplicates are looked for.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ from agiqa.data.manifest import Dimension, Manifest
 from agiqa.data.readers._common import (
     READERS,
     build_frame,
-    check_image_names,
     check_unique,
     generators_from_names,
     group_ids,
+    image_paths,
     require_file,
     score_column,
     std_column,
@@ -42,13 +48,18 @@ GENERATOR = re.compile(r"^([^_]+)_")
 
 
 @READERS.register("agiqa-3k")
-def read_agiqa3k(root: Path, dataset: str = "agiqa-3k") -> Manifest:
-    """Read ``<root>/data.csv`` into a manifest with the dimensions ``quality`` and ``align``."""
+def read_agiqa3k(root: Path, dataset: str = "agiqa-3k", *, images: str = "") -> Manifest:
+    """Read ``<root>/data.csv`` into a manifest with the dimensions ``quality`` and ``align``.
+
+    Args:
+        root: the dataset root.
+        dataset: the manifest's dataset name.
+        images: sub-folder of ``root`` holding the images (``""``: beside ``data.csv``).
+    """
     path = require_file(Path(root) / METADATA, LAYOUT)
     score_columns = [c for d in DIMENSIONS for c in (d.mos_column, d.std_column)]
     table = table_with_header(path, ["name", "prompt", *score_columns])
-    names = text_column(table, "name")
-    check_image_names(names, table.rows, path)
+    names = image_paths(text_column(table, "name"), table.rows, path, images)
     check_unique(names, table.rows, path)
     prompts = text_column(table, "prompt")
     scores: dict[str, list[float]] = {}

@@ -12,6 +12,9 @@ prompt), per the dataset README and its author. Row ``i`` of the .mat files (0-b
 ``i // 400`` of ``MODELS``, prompt ``p = (i % 400) // 4`` (row ``p`` of the prompt sheet) and image
 ``k = i % 4 + 1``: ``Image/<model>/{p:03d}-{k}.png`` = ``Image/allimg/{i}.png``. The per-model
 path is used unless only ``Image/allimg`` exists on disk. ``prompt_group`` = the prompt index.
+
+``images`` option: the folder that plays the part of ``Image`` (default ``Image``; ``""`` when the
+model folders sit at the root); manifest paths then start with it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from agiqa.data.readers._common import (
     build_frame,
     check_scale,
     check_std,
+    images_folder,
     parse_number,
     require_file,
     table_without_header,
@@ -58,19 +62,28 @@ LAYOUT = (
 
 
 @READERS.register("aigciqa2023")
-def read_aigciqa2023(root: Path, dataset: str = "aigciqa2023") -> Manifest:
-    """Read the .mat scores and the prompt sheet into a manifest of 2,400 rows."""
+def read_aigciqa2023(
+    root: Path, dataset: str = "aigciqa2023", *, images: str = "Image"
+) -> Manifest:
+    """Read the .mat scores and the prompt sheet into a manifest of 2,400 rows.
+
+    Args:
+        root: the dataset root.
+        dataset: the manifest's dataset name.
+        images: sub-folder of ``root`` holding the model folders (or ``allimg``).
+    """
     root = Path(root)
+    folder = images_folder(images)
     scores: dict[str, list[float]] = {}
     for dim in DIMENSIONS:
         mos_file, std_file = (root / name for name in SCORE_FILES[dim.name])
         scores[dim.mos_column] = _mos(load_mat_column(mos_file, "MOSz"), dim, mos_file)
         scores[dim.std_column] = _std(load_mat_column(std_file, "SD"), std_file)
     prompts = read_prompts(require_file(root / PROMPT_SHEET, LAYOUT))
-    flat = _flat_images_only(root)
+    flat = _flat_images_only(root / folder)
     indices = [_row_layout(i) for i in range(ROWS)]
     base = {
-        "image": [_image_path(i, m, p, k, flat) for i, (m, p, k) in enumerate(indices)],
+        "image": [_image_path(folder, i, m, p, k, flat) for i, (m, p, k) in enumerate(indices)],
         "prompt": [prompts[p] for _, p, _ in indices],
         "prompt_group": [f"p{p:03d}" for _, p, _ in indices],
         "generator": [MODELS[m] for m, _, _ in indices],
@@ -82,7 +95,8 @@ def read_aigciqa2023(root: Path, dataset: str = "aigciqa2023") -> Manifest:
         "DATA/STD/SD1..3.mat; rows in .mat order"
     ]
     if flat:
-        notes.append("only Image/allimg exists on disk; images are read as Image/allimg/<row>.png")
+        where = f"{folder}/allimg" if folder else "allimg"
+        notes.append(f"only {where} exists on disk; images are read as {where}/<row>.png")
     mos_source = root / SCORE_FILES[DIMENSIONS[0].name][0]
     return Manifest(dataset, build_frame(base, scores), DIMENSIONS, notes, str(mos_source))
 
@@ -93,12 +107,12 @@ def _row_layout(i: int) -> tuple[int, int, int]:
     return i // per_model, (i % per_model) // IMAGES_PER_PROMPT, i % IMAGES_PER_PROMPT + 1
 
 
-def _image_path(i: int, model: int, prompt: int, k: int, flat: bool) -> str:
-    return f"Image/allimg/{i}.png" if flat else f"Image/{MODELS[model]}/{prompt:03d}-{k}.png"
+def _image_path(folder: str, i: int, model: int, prompt: int, k: int, flat: bool) -> str:
+    path = f"allimg/{i}.png" if flat else f"{MODELS[model]}/{prompt:03d}-{k}.png"
+    return f"{folder}/{path}" if folder else path
 
 
-def _flat_images_only(root: Path) -> bool:
-    images = root / "Image"
+def _flat_images_only(images: Path) -> bool:
     per_model = any((images / model).is_dir() for model in MODELS)
     return (images / "allimg").is_dir() and not per_model
 

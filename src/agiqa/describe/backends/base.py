@@ -95,12 +95,18 @@ class Backend(ABC):
         max_concurrency: Upper bound on concurrent ``describe`` calls (None: no bound).
         fixed_template: Label of the instruction the backend's texts were written under, when
             it ignores the configured template (published tables).
+        repeatable: The same request always gets the same reply (table lookup, greedy
+            decoding), so an unusable reply fails at once instead of being retried.
+
+    ``Options`` is a dataclass of the backend's config keys; its ``model`` field is the model
+    written into the output table (override ``model_name`` when there is none).
     """
 
     needs_image: ClassVar[bool] = True
     cacheable: ClassVar[bool] = True
     max_concurrency: ClassVar[int | None] = None
     fixed_template: ClassVar[str | None] = None
+    repeatable: ClassVar[bool] = False
     Options: ClassVar[type]
 
     def __init__(self, options: Any, context: BackendContext) -> None:
@@ -113,9 +119,9 @@ class Backend(ABC):
         return cls(parse_options(cls.Options, entries, cls.__name__), context)
 
     @property
-    @abstractmethod
     def model_name(self) -> str:
         """The model written into the output table."""
+        return str(self.options.model)
 
     def identity(self) -> dict[str, Any]:
         """Everything about the backend that can change an answer (goes into the cache key)."""

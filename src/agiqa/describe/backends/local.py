@@ -4,8 +4,10 @@
 loaded with ``AutoProcessor`` and ``AutoModelForImageTextToText``. When the processor has a chat
 template the template's system and user text are sent with the image; a plain captioner has no
 way to take an instruction and writes its caption (optionally continuing ``prompt``). Decoding
-is greedy by default, so a rerun writes the same text. ``local_files_only`` defaults to the
-``HF_HUB_OFFLINE`` setting, so an offline node never tries the network.
+is greedy by default and never sampled, so a rerun writes the same text, and an unusable reply
+(empty, a failure message) fails at once rather than being generated again.
+``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting, so an offline node never tries
+the network.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class LocalBackend(Backend):
 
     Options = LocalOptions
     max_concurrency = 1
+    repeatable = True  # decoding never samples: a retry would write the same text
 
     def __init__(self, options: LocalOptions, context: BackendContext) -> None:
         super().__init__(options, context)
@@ -95,10 +98,6 @@ class LocalBackend(Backend):
             log.warning(
                 "%s has no chat template: it captions without the instruction text", options.model
             )
-
-    @property
-    def model_name(self) -> str:
-        return self.options.model
 
     def identity(self) -> dict[str, Any]:
         o = self.options

@@ -100,10 +100,6 @@ class OpenAIBackend(Backend):
         )
         self.endpoint = public_endpoint(str(self._client.base_url))
 
-    @property
-    def model_name(self) -> str:
-        return self.options.model
-
     def identity(self) -> dict[str, Any]:
         o = self.options
         return {

@@ -10,9 +10,15 @@ commit, checked against its sha256 (a mismatch keeps nothing and stops the job) 
 - AIGCIQA2023 ``merged_output_aigciqa2023.csv``: ``Controlnet\\000-1.png`` ->
   ``Image/Controlnet/000-1.png`` and the flat copy ``Image/allimg/<row>.png``.
 
-A manifest image with no published description, with SCVA's failure literal ``Error``, an empty
-answer, or two different answers under one name is reported as failed, never left silently
-empty. Images are not read: this backend is a table lookup and bypasses the request cache.
+A manifest path under an ``images`` sub-folder (a reader option) maps through its longest tail
+that is one of these names: ``ACGIQA-3K/<name>`` -> ``<name>``.
+
+A manifest image with no published description, an empty answer, or two different answers
+under one name is reported as failed, never left silently empty. SCVA's failure literal
+``Error`` is returned as the reply and rejected by the runner's failure patterns
+(``describe/failures.py``), like a failure message from any other backend; being a table
+lookup, such a failure is not retried. Images are not read: this backend bypasses the request
+cache.
 """
 
 from __future__ import annotations
@@ -44,7 +50,6 @@ log = logging.getLogger("agiqa.describe")
 COMMIT = "9e9da8b724ff8de91a8269c0bf2c9f160f9657d5"
 BASE_URL = f"https://raw.githubusercontent.com/mozhu1/SCVA-AGIQA/{COMMIT}/"
 PUBLISHED_MODEL = "doubao-1-5-vision-pro-32k-250115"
-FAILURE_LITERALS = frozenset({"", "error"})
 AIGCIQA2023_MODELS = ("Controlnet", "DALLE", "Glide", "Lafite", "stable-diffusion", "Unidiffuser")
 AIGCIQA2023_NAME = re.compile(r"^(?P<model>[^/]+)/(?P<prompt>\d{3})-(?P<k>\d+)\.png$")
 
@@ -120,6 +125,7 @@ class PublishedBackend(Backend):
     needs_image = False
     cacheable = False
     fixed_template = "scva_published"
+    repeatable = True  # a table lookup: asking again gives the same text
 
     def __init__(self, options: PublishedOptions, context: BackendContext) -> None:
         super().__init__(options, context)
@@ -129,18 +135,25 @@ class PublishedBackend(Backend):
         path = fetch_verified(url, expected, Path(options.download_dir), self.source)
         self.table, self.problems = load_descriptions(path, self.source.dataset)
 
-    @property
-    def model_name(self) -> str:
-        return self.options.model
-
     def describe(self, item: ImageItem, template: Template) -> Reply:
-        problem = self.problems.get(item.image)
+        name = self.published_name(item.image)
+        problem = self.problems.get(name)
         if problem:
             raise PermanentError(problem)
-        text = self.table.get(item.image)
+        text = self.table.get(name)
         if text is None:
             raise PermanentError(f"no published description for this image ({self.source.path})")
         return Reply(text=text, model=self.options.model)
+
+    def published_name(self, image: str) -> str:
+        """The table's name for a manifest path: the path, or its longest tail the table knows.
+
+        A reader's ``images`` option puts the images' sub-folder in front of every manifest path
+        (``ACGIQA-3K/AttnGAN_normal_000.jpg``), which the published names do not carry.
+        """
+        parts = image.split("/")
+        tails = ("/".join(parts[start:]) for start in range(len(parts)))
+        return next((t for t in tails if t in self.table or t in self.problems), image)
 
 
 def source_for(options: PublishedOptions, context: BackendContext) -> PublishedSource:
@@ -207,8 +220,8 @@ def load_descriptions(path: Path, dataset: str) -> tuple[dict[str, str], dict[st
     for image, texts in answers.items():
         if len(texts) > 1:
             problems[image] = f"{len(texts)} different published descriptions under one name"
-        elif (text := next(iter(texts))).lower() in FAILURE_LITERALS:
-            problems[image] = f"published description is a failure ({text or 'empty'!r})"
+        elif not (text := next(iter(texts))):
+            problems[image] = "published description is empty"
         else:
             table[image] = text
     return table, problems

@@ -1,0 +1,376 @@
+"""A probe on an ImageNet-pretrained CNN or ViT: global-pooled features -> an MLP per dataset.
+
+The backbone comes by name from torchvision (``torchvision.models.get_model`` with a weights enum
+member, e.g. ``mobilenet_v2`` / ``IMAGENET1K_V1``) or from timm (``timm.create_model``), with its
+classifier removed so that it returns global-pooled features. A regression head (LayerNorm on the
+image features, then an MLP) predicts every rated dimension of the dataset on the [0, 1] scale.
+
+- ``freeze: true`` (default) keeps the backbone frozen, in eval mode: its features go through the
+  trainer's frozen-feature cache, computed once for every fold and config that share them.
+- ``freeze: false`` fine-tunes the backbone, with RandomResizedCrop(scale 0.8-1) and flip.
+
+Inputs follow the weights' own preprocessing: resize the short side to their resize size,
+centre-crop their crop size (224 for the ImageNet weights), normalise with their mean and std.
+
+An optional ``prompt_encoder: {type: bow}`` reads the generation prompt as a hashed bag of words:
+lower-cased words hashed (CRC-32) into ``vocab_size`` buckets, whose embeddings, trained from
+scratch, are averaged and concatenated with the image features. Hashing needs no vocabulary, so
+nothing depends on which prompts are in the test part. The token ids are what the feature cache
+stores as ``text`` features; the embedding itself trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from agiqa.data.manifest import Dimension
+from agiqa.errors import ConfigError
+from agiqa.models.base import MODELS, AgiqaModel
+from agiqa.weights import WeightsUnavailableError, require_cached
+
+SOURCES = ("torchvision", "timm")
+# torchvision's ImageNet preprocessing (ImageClassification defaults), for random-init backbones.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The ``backbone`` entry: ``{source, name, weights}`` (torchvision) or ``{..., pretrained}``.
+
+    ``weights`` names a member of the model's torchvision weights enum (``null``: random init);
+    ``pretrained`` is timm's flag.
+    """
+
+    source: str = "torchvision"
+    name: str = "mobilenet_v2"
+    weights: str | None = "IMAGENET1K_V1"
+    pretrained: bool = False
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any] | None) -> BackboneSpec:
+        entry = dict(entry or {})
+        source = entry.pop("source", "torchvision")
+        if source not in SOURCES:
+            raise ConfigError(f"backbone.source must be one of {SOURCES}; got {source!r}")
+        # Each source has its own weights switch; the other one would be silently ignored.
+        known = {"name", "weights"} if source == "torchvision" else {"name", "pretrained"}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigError(
+                f"backbone: unknown keys {unknown} for source {source} (known: {sorted(known)})"
+            )
+        if source == "timm":
+            if "name" not in entry:
+                raise ConfigError("backbone.name is required with source timm (e.g. resnet50)")
+            pretrained = entry.get("pretrained", True)
+            if not isinstance(pretrained, bool):
+                raise ConfigError(f"backbone.pretrained must be true or false; got {pretrained!r}")
+            return cls(source, str(entry["name"]), None, pretrained)
+        name = str(entry.get("name", "mobilenet_v2"))
+        weights = entry.get("weights", "IMAGENET1K_V1")
+        return cls(source, name, None if weights is None else str(weights), False)
+
+    @property
+    def description(self) -> str:
+        if self.source == "torchvision":
+            return f"torchvision {self.name} ({self.weights or 'random init'})"
+        return f"timm {self.name} ({'pretrained' if self.pretrained else 'random init'})"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the short side, centre-crop, normalise: the weights' own evaluation recipe."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+
+    def transform(self, augment: bool) -> Callable[[Image.Image], torch.Tensor]:
+        """The eval transform, or RandomResizedCrop(scale 0.8-1) + flip when ``augment``."""
+        interpolation = T.InterpolationMode(self.interpolation)
+        geometry: list[Callable[..., Any]] = [
+            T.Resize(self.resize, interpolation=interpolation),
+            T.CenterCrop(self.crop),
+        ]
+        if augment:
+            # Mild crops as in clip_backbone: strong ones would change the perceived quality.
+            geometry = [
+                T.RandomResizedCrop(self.crop, scale=(0.8, 1.0), interpolation=interpolation),
+                T.RandomHorizontalFlip(),
+            ]
+        return T.Compose([*geometry, T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+
+def load_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
+    """The backbone returning [batch, features] and its preprocessing (fp32, on the CPU)."""
+    if spec.source == "timm":
+        return _timm_backbone(spec)
+    return _torchvision_backbone(spec)
+
+
+def _torchvision_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
+    try:
+        weights_enum = torchvision.models.get_model_weights(spec.name)
+    except ValueError:
+        raise ConfigError(
+            f"unknown torchvision model {spec.name!r} (see torchvision.models.list_models())"
+        ) from None
+    weights = None
+    preprocess = Preprocess(256, 224, IMAGENET_MEAN, IMAGENET_STD)
+    if spec.weights is not None:
+        try:
+            weights = weights_enum[spec.weights]
+        except KeyError:
+            raise ConfigError(
+                f"backbone.weights {spec.weights!r} is not a weights of {spec.name} "
+                f"(known: {', '.join(weights_enum.__members__)})"
+            ) from None
+        require_cached(weights.url)  # an offline machine must fail here, not in a download
+        meta = weights.transforms()
+        preprocess = Preprocess(
+            resize=int(meta.resize_size[0]),
+            crop=int(meta.crop_size[0]),
+            mean=tuple(meta.mean),
+            std=tuple(meta.std),
+            interpolation=meta.interpolation.value,
+        )
+    model = torchvision.models.get_model(spec.name, weights=weights)
+    _drop_classifier(model)
+    return model, preprocess
+
+
+def _drop_classifier(model: nn.Module) -> None:
+    """Replace the last Linear layer (torchvision's classifier) by the identity."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ConfigError(f"{type(model).__name__} has no Linear classifier to remove")
+    parent, _, attribute = names[-1].rpartition(".")
+    setattr(model.get_submodule(parent), attribute, nn.Identity())
+
+
+def _timm_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
+    import timm  # imported here: only timm backbones need it
+
+    try:
+        model = timm.create_model(spec.name, pretrained=spec.pretrained, num_classes=0)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise ConfigError(f"unknown timm model {spec.name!r}") from None
+        raise WeightsUnavailableError(f"cannot load timm {spec.name}: {error}") from error
+    except OSError as error:  # the hub is out of reach and the weights are not cached
+        raise WeightsUnavailableError(f"cannot load timm {spec.name}: {error}") from error
+    config = timm.data.resolve_data_config({}, model=model)
+    size = int(config["input_size"][-1])
+    preprocess = Preprocess(
+        resize=math.floor(size / float(config["crop_pct"])),  # as timm's eval transform
+        crop=size,
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        interpolation=str(config["interpolation"]),
+    )
+    return model, preprocess
+
+
+@dataclass(frozen=True)
+class BowSettings:
+    """The ``prompt_encoder`` entry: ``{type: bow, vocab_size, dim, max_words}``."""
+
+    vocab_size: int = 4096
+    dim: int = 64
+    max_words: int = 32
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> BowSettings:
+        entry = dict(entry)
+        kind = entry.pop("type", None)
+        if kind != "bow":
+            raise ConfigError(f"prompt_encoder.type must be 'bow'; got {kind!r}")
+        unknown = sorted(set(entry) - {"vocab_size", "dim", "max_words"})
+        if unknown:
+            raise ConfigError(f"prompt_encoder: unknown keys {unknown}")
+        settings = cls(**entry)
+        for name in ("vocab_size", "dim", "max_words"):
+            value = getattr(settings, name)
+            # Ids travel through the float32 feature cache: exact below 2**24.
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**24:
+                raise ConfigError(f"prompt_encoder.{name} must be in [1, 2**24); got {value!r}")
+        return settings
+
+
+class BagOfWords(nn.Module):
+    """Mean of trained embeddings of hashed, lower-cased prompt words (id 0 pads)."""
+
+    def __init__(self, settings: BowSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.embedding = nn.EmbeddingBag(
+            settings.vocab_size + 1, settings.dim, mode="mean", padding_idx=0
+        )
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[n, max_words] bucket ids in [1, vocab_size], 0-padded; each prompt on its own."""
+        ids = torch.zeros(len(prompts), self.settings.max_words, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            words = WORD.findall(prompt.lower())[: self.settings.max_words]
+            for column, word in enumerate(words):
+                # CRC-32, not hash(): Python salts str hashes per process.
+                ids[row, column] = zlib.crc32(word.encode()) % self.settings.vocab_size + 1
+        return ids
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids.long())  # a prompt without words embeds to zeros
+
+
+@MODELS.register("imagenet_probe")
+class ImageNetProbe(AgiqaModel):
+    """An MLP on global-pooled ImageNet backbone features, optionally with the prompt's words.
+
+    Args:
+        dimensions: The dataset's rated dimensions; the output columns follow their order.
+        backbone: ``{source: torchvision, name, weights}`` or ``{source: timm, name,
+            pretrained}``; default torchvision ``mobilenet_v2`` / ``IMAGENET1K_V1``. Torchvision
+            weights must already be in torch's hub cache (``agiqa weights seed`` for these).
+        freeze: True trains the head (and prompt encoder) on frozen, cacheable features; False
+            fine-tunes the backbone too.
+        hidden: Hidden width of the head's MLP; 0 makes the head linear.
+        dropout: Dropout before the head's output layer.
+        prompt_encoder: ``{type: bow, vocab_size, dim, max_words}`` to read the prompt; None
+            (default) reads no prompt.
+    """
+
+    trainable = True
+    uses_gpu = True
+    backbone_name = "ImageNet CNN/ViT (torchvision or timm)"
+
+    def __init__(
+        self,
+        dimensions: Sequence[Dimension],
+        backbone: Mapping[str, Any] | None = None,
+        freeze: bool = True,
+        hidden: int = 256,
+        dropout: float = 0.1,
+        prompt_encoder: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(dimensions)
+        _check_head(freeze, hidden, dropout)
+        self.spec = BackboneSpec.from_dict(backbone)
+        self.backbone, self.preprocess = load_backbone(self.spec)
+        self.backbone_name = self.spec.description
+        self.freeze = freeze
+        self.feature_dim = self._measure_features()
+        self.prompt_encoder = (
+            None if prompt_encoder is None else BagOfWords(BowSettings.from_dict(prompt_encoder))
+        )
+        # Without a prompt encoder the cache skips text (the trainer reads this flag).
+        self.uses_text = self.prompt_encoder is not None
+        self.image_norm = nn.LayerNorm(self.feature_dim)
+        prompt_dim = 0 if self.prompt_encoder is None else self.prompt_encoder.settings.dim
+        self.head = _mlp(self.feature_dim + prompt_dim, hidden, dropout, len(self.dimensions))
+        if freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> ImageNetProbe:
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()  # frozen means frozen batch-norm statistics and no dropout too
+        return self
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+        # Frozen training uses eval-transform features, as the cached path must.
+        return self.preprocess.transform(augment=train and not self.freeze)
+
+    def tokenize(
+        self, prompts: Sequence[str], descriptions: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        if self.prompt_encoder is None:
+            return torch.zeros(len(prompts), 1, dtype=torch.long)  # batchable placeholder
+        return self.prompt_encoder.tokenize(prompts)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self._predict(self.backbone(images), tokens if self.uses_text else None)
+
+    def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = {"image": self.backbone(images)}
+        if self.uses_text:
+            features["text"] = tokens.float()  # ids: the embedding trains, so it is not cached
+        return features
+
+    def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._predict(features["image"], features.get("text"))
+
+    def feature_key(self) -> str | None:
+        if not self.freeze:
+            return None
+        digest = hashlib.sha256()
+        digest.update(repr(self.spec).encode())
+        digest.update(repr(self.preprocess).encode())
+        # The text "features" are token ids: they change with the tokenizer, not with ``dim``.
+        digest.update(f"text={self._tokenizer_identity()}".encode())
+        # Hash the weights themselves: a random-init backbone differs from seed to seed.
+        for name, tensor in sorted(self.backbone.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"imagenet_probe-{self.spec.source}-{self.spec.name}-{digest.hexdigest()[:16]}"
+
+    def _tokenizer_identity(self) -> str:
+        if self.prompt_encoder is None:
+            return "none"
+        settings = self.prompt_encoder.settings
+        return f"bow-crc32 words=\\w+ vocab={settings.vocab_size} max={settings.max_words}"
+
+    def _predict(self, image: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        parts = [self.image_norm(image.float())]
+        if self.prompt_encoder is not None:
+            if tokens is None:
+                raise ValueError("the prompt-aware probe needs the prompt's token ids")
+            parts.append(self.prompt_encoder(tokens))
+        return torch.sigmoid(self.head(torch.cat(parts, dim=-1)))
+
+    @torch.no_grad()
+    def _measure_features(self) -> int:
+        """Width of the pooled features, from one forward pass in eval mode."""
+        was_training = self.backbone.training
+        self.backbone.eval()  # no batch-norm statistics update from the probe input
+        crop = self.preprocess.crop
+        output = self.backbone(torch.zeros(1, 3, crop, crop))
+        self.backbone.train(was_training)
+        if output.ndim != 2:
+            raise ConfigError(
+                f"{self.backbone_name} returns features of shape {tuple(output.shape)} after "
+                "removing its classifier; the probe needs [batch, features]"
+            )
+        return int(output.shape[1])
+
+
+def _check_head(freeze: object, hidden: object, dropout: object) -> None:
+    if not isinstance(freeze, bool):
+        raise ConfigError(f"freeze must be true or false; got {freeze!r}")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
+        raise ConfigError(f"hidden must be an integer >= 0; got {hidden!r}")
+    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1); got {dropout!r}")
+
+
+def _mlp(features: int, hidden: int, dropout: float, outputs: int) -> nn.Sequential:
+    if hidden == 0:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(features, outputs))
+    return nn.Sequential(
+        nn.Linear(features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, outputs)
+    )

@@ -1,0 +1,74 @@
+"""What produced a result: the code's commit, library versions and the inputs' sha256.
+
+Recorded in every run's ``config.yaml`` and ``metrics.json`` and in its MLflow params, so a
+number in a table can be traced to the code, the split file and the manifest it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+#: Distributions whose versions change results; recorded under their import names.
+LIBRARIES = {
+    "agiqa": "agiqa",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "open_clip": "open_clip_torch",
+    "transformers": "transformers",
+    "timm": "timm",
+    "numpy": "numpy",
+    "scipy": "scipy",
+}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of agiqa's source tree, with ``-dirty`` for uncommitted changes to tracked
+    files, or ``unknown`` (an installed copy, or no git)."""
+    source = Path(__file__).resolve().parent
+    try:
+        head = _git(source, "rev-parse", "HEAD")
+        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout.strip()
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name, distribution in LIBRARIES.items():
+        try:
+            versions[name] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(split_file: str | Path, manifest: str | Path) -> dict:
+    """The provenance block of a fold job's outputs."""
+    return {
+        "commit": git_commit(),
+        "versions": library_versions(),
+        "split_sha256": file_sha256(split_file),
+        "manifest_sha256": file_sha256(manifest),
+    }

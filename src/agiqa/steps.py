@@ -1,0 +1,133 @@
+"""The workflow's steps as plain functions: each rule's thin script calls one of them.
+
+Rules pass config values as Python arguments, never through a shell string, so a dataset name,
+root or URL can hold any character (``$(...)``, spaces) without being run. Every step logs to
+its job's log file and re-raises its error, which Snakemake then reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from agiqa.errors import AgiqaError
+from agiqa.logs import configure_logging
+
+log = logging.getLogger("agiqa.steps")
+
+
+@contextmanager
+def job_log(log_file: str | Path | None) -> Iterator[None]:
+    """Log to the job's file (stderr without one); an error is logged there, then raised."""
+    configure_logging(log_file)
+    try:
+        yield
+    except AgiqaError as error:  # bad input: the message names the file and row
+        log.error("%s", error)
+        raise
+    except Exception:
+        log.exception("step failed")
+        raise
+
+
+def _write_json(data: dict, out: str | Path) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def synthesize(out: str, options: dict, log_file: str) -> None:
+    """Render the embedded synthetic dataset into ``out``."""
+    from agiqa.data.synthetic import generate
+
+    with job_log(log_file):
+        log.info("wrote %s", generate(Path(out), **options))
+
+
+def verify_dataset(
+    dataset: str,
+    reader: str,
+    root: str,
+    options: dict,
+    allowed_link_roots: Sequence[str],
+    out: str,
+    log_file: str,
+) -> dict:
+    """Read the metadata and decode every image once; write the JSON summary to ``out``."""
+    from agiqa.data.check import summarize, verify_images
+    from agiqa.data.readers import read_dataset
+
+    with job_log(log_file):
+        manifest = read_dataset(reader, root, dataset=dataset, **options)
+        verify_images(manifest, Path(root), allowed_link_roots=allowed_link_roots)
+        summary = summarize(manifest)
+        # what the DVC step compares with the files DVC recorded
+        summary.update({"images_verified": True, "root": root, "images": len(manifest.frame)})
+        _write_json(summary, out)
+        log.info("%s: %d images verified under %s", dataset, len(manifest.frame), root)
+        return summary
+
+
+def build_manifest(dataset: str, reader: str, root: str, options: dict, out: str, log_file: str):
+    """Write the canonical manifest (CSV, and its dimensions as JSON beside it)."""
+    from agiqa.data.readers import read_dataset
+
+    with job_log(log_file):
+        manifest = read_dataset(reader, root, dataset=dataset, **options)
+        manifest.save(Path(out))
+        log.info(
+            "wrote %s: %d rows, %d labelled", out, len(manifest.frame), len(manifest.labelled())
+        )
+
+
+def write_split(manifest: str, protocol: dict, out: str, log_file: str | None) -> None:
+    """Write the split file of a dataset for a protocol's resolved settings."""
+    from agiqa.data.manifest import Manifest
+    from agiqa.data.splits import Protocol, make_splits, write_splits
+
+    with job_log(log_file):
+        settings = Protocol.from_config(protocol)
+        splits = make_splits(Manifest.load(manifest).labelled(), settings)
+        write_splits(splits, out)
+        log.info("wrote %s: %d splits of %d images", out, settings.n_splits, len(splits))
+
+
+def download_dataset(
+    dataset: str, root: str, source: str, download: dict, downloads: str, log_file: str
+) -> None:
+    """Download, verify and install a dataset at ``root`` (manual hosts stop with instructions)."""
+    from agiqa.data.download import install_dataset
+    from agiqa.data.sources import sources_for
+
+    with job_log(log_file):
+        sources = sources_for(source, url=download.get("url"), sha256=download.get("sha256"))
+        install_dataset(dataset, Path(root), sources, downloads=Path(downloads), log=log.info)
+
+
+def track_datasets(
+    paths: Sequence[str], verified: Sequence[str], remote: dict, out: str, log_file: str
+) -> None:
+    """``dvc add`` the opted-in dataset roots, checking what DVC recorded; set up the remote."""
+    from agiqa.data import dvc
+
+    with job_log(log_file):
+        if dvc.ensure_remote(remote["url"], remote["name"]):
+            log.info("added DVC remote %s -> %s", remote["name"], remote["url"])
+        expected = dvc.expected_from_verified([Path(v) for v in verified])
+        tracked = dvc.track(list(paths), Path("."), expected)
+        _write_json({"tracked": tracked, "remote": remote}, out)
+
+
+def aggregate_runs(
+    runs: Sequence[str], tables: str, db: str, experiment: str, report: dict, log_file: str
+) -> None:
+    """Tables, significance tests and MLflow runs from every finished fold job."""
+    from agiqa.pipeline import tracking_uri
+    from agiqa.report.aggregate import ReportSettings, aggregate
+
+    with job_log(log_file):
+        settings = ReportSettings.from_config(report)
+        aggregate([Path(r) for r in runs], Path(tables), tracking_uri(db), experiment, settings)

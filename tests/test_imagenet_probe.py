@@ -1,0 +1,245 @@
+"""The ImageNet probe: random-init backbones on the CPU, real MobileNetV2 weights when seeded.
+
+No network: sockets are blocked (``no_network`` from test_weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from agiqa.data.manifest import Dimension
+from agiqa.errors import ConfigError
+from agiqa.models import MODELS, build_model
+from agiqa.models.imagenet_probe import ImageNetProbe
+from agiqa.train.fold import run_fold
+from agiqa.weights import WeightsUnavailableError
+from test_train import job, prepare
+from test_weights import AGIQA_3K, hub, need, no_network, packaged, seeded  # noqa: F401
+
+QUALITY = Dimension("quality", "quality", 0, 5)
+ALIGN = Dimension("align", "alignment", 0, 5)
+BOTH = (QUALITY, ALIGN)
+RANDOM = {"weights": None}  # torchvision mobilenet_v2, random init
+BOW = {"type": "bow", "vocab_size": 512, "dim": 16, "max_words": 8}
+
+
+def probe(dims: tuple[Dimension, ...] = BOTH, **kwargs: object) -> ImageNetProbe:
+    model = build_model({"type": "imagenet_probe", "backbone": RANDOM, **kwargs}, dims)
+    assert isinstance(model, ImageNetProbe)
+    return model
+
+
+def images(n: int = 3, size: int = 64) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def trainable(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_registered_and_built_from_config() -> None:
+    model = probe()
+    assert MODELS.get("imagenet_probe") is ImageNetProbe
+    assert model.backbone_name == "torchvision mobilenet_v2 (random init)"
+    assert model.feature_dim == 1280
+    assert (model.preprocess.resize, model.preprocess.crop) == (256, 224)
+    assert model.preprocess.mean == (0.485, 0.456, 0.406)
+    picture = Image.new("RGB", (300, 200), (90, 120, 30))
+    assert model.image_transform(train=False)(picture).shape == (3, 224, 224)
+
+
+@pytest.mark.parametrize("dims", [BOTH, (QUALITY,)])
+@pytest.mark.parametrize("prompt_encoder", [None, BOW])
+def test_predicts_every_dimension_in_the_unit_interval(
+    dims: tuple[Dimension, ...], prompt_encoder: dict | None
+) -> None:
+    model = probe(dims, prompt_encoder=prompt_encoder).eval()
+    tokens = model.tokenize(["a red cube", "two blue spheres", ""])
+    output = model(images(), tokens)
+    assert output.shape == (3, len(dims))
+    assert ((output >= 0) & (output <= 1)).all()
+
+
+def test_frozen_trains_the_head_and_prompt_encoder_only() -> None:
+    assert {name.split(".")[0] for name in trainable(probe())} == {"image_norm", "head"}
+    with_prompt = trainable(probe(prompt_encoder=BOW))
+    assert {name.split(".")[0] for name in with_prompt} == {"image_norm", "head", "prompt_encoder"}
+    assert "prompt_encoder.embedding.weight" in with_prompt
+
+
+def test_fine_tuning_trains_the_backbone_too() -> None:
+    model = probe(freeze=False)
+    assert trainable(model) == {name for name, _ in model.named_parameters()}
+    assert model.feature_key() is None  # nothing to cache
+
+
+def test_a_frozen_backbone_stays_in_eval_mode() -> None:
+    model = probe().train()
+    assert not model.backbone.training and model.head.training
+    stats = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    model(images(), model.tokenize(["a"] * 3))
+    after = model.backbone.state_dict()
+    assert all(torch.equal(value, after[name]) for name, value in stats.items())
+    assert probe(freeze=False).train().backbone.training
+
+
+def test_augmentation_only_when_fine_tuning() -> None:
+    frozen = probe()
+    assert repr(frozen.image_transform(train=True)) == repr(frozen.image_transform(train=False))
+    tuned = repr(probe(freeze=False).image_transform(train=True))
+    assert "RandomResizedCrop" in tuned and "RandomHorizontalFlip" in tuned
+
+
+def test_feature_key_follows_what_changes_the_features() -> None:
+    torch.manual_seed(0)
+    model = probe()
+    key = model.feature_key()
+    assert key is not None and key.startswith("imagenet_probe-torchvision-mobilenet_v2-")
+    torch.manual_seed(0)
+    assert probe(hidden=8, dropout=0.0).feature_key() == key  # the head is not in the key
+    torch.manual_seed(1)
+    assert probe().feature_key() != key  # other weights
+    torch.manual_seed(0)
+    other = build_model(
+        {"type": "imagenet_probe", "backbone": {"name": "mobilenet_v3_small", "weights": None}},
+        BOTH,
+    )
+    assert other.feature_key() not in (None, key)
+    model.preprocess = dataclasses.replace(model.preprocess, resize=288)
+    assert model.feature_key() != key  # another transform
+    torch.manual_seed(0)
+    bow = probe(prompt_encoder=BOW).feature_key()
+    assert bow != key  # the cached token ids are text features
+    torch.manual_seed(0)
+    assert probe(prompt_encoder={**BOW, "dim": 32}).feature_key() == bow  # the embedding trains
+    torch.manual_seed(0)
+    assert probe(prompt_encoder={**BOW, "vocab_size": 100}).feature_key() != bow
+
+
+def test_without_a_prompt_encoder_no_prompt_is_read() -> None:
+    model = probe().eval()
+    assert not model.uses_text
+    tokens = model.tokenize(["a cat", "a dog", "a tree"])
+    assert tokens.shape == (3, 1) and not tokens.any()
+    features = model.encode(images(), tokens)
+    assert set(features) == {"image"} and features["image"].shape == (3, 1280)
+
+
+def test_the_prompt_aware_variant_reads_the_prompt() -> None:
+    model = probe(prompt_encoder=BOW).eval()
+    assert model.uses_text
+    batch = images(2)
+    cats = model(batch, model.tokenize(["a cat", "a cat"]))
+    dogs = model(batch, model.tokenize(["a dog on a sofa", "a dog on a sofa"]))
+    assert not torch.allclose(cats, dogs)
+
+
+def test_the_cached_path_predicts_like_forward() -> None:
+    model = probe(prompt_encoder=BOW).eval()
+    batch, tokens = images(), model.tokenize(["a cat", "Two DOGS!", ""])
+    features = model.encode(batch, tokens)
+    assert features["text"].dtype == torch.float32  # what the feature cache stores
+    cached = {kind: value.clone() for kind, value in features.items()}
+    torch.testing.assert_close(model.head_forward(cached), model(batch, tokens))
+
+
+def test_hashed_words_depend_on_each_prompt_alone() -> None:
+    model = probe(prompt_encoder=BOW)
+    alone = model.tokenize(["A red, red CAT"])
+    among = model.tokenize(["a dog", "a red red cat", "the cat sat on the big red mat again"])
+    assert torch.equal(alone[0], among[1])  # no vocabulary: nothing leaks from other prompts
+    assert int(alone[0, 3]) == zlib.crc32(b"cat") % 512 + 1  # stable across processes
+    assert not alone[0, 4:].any()  # padding
+    assert among.shape == (3, 8) and among[2].all()  # truncated at max_words
+
+
+def test_timm_backbone_with_its_own_preprocessing() -> None:
+    model = build_model(
+        {
+            "type": "imagenet_probe",
+            "backbone": {"source": "timm", "name": "resnet18", "pretrained": False},
+        },
+        (QUALITY,),
+    )
+    assert model.backbone_name == "timm resnet18 (random init)"
+    assert model.feature_dim == 512
+    assert (model.preprocess.crop, model.preprocess.resize) == (224, 235)  # crop_pct 0.95
+    assert model.preprocess.interpolation == "bicubic"
+    assert model.eval()(images(2), model.tokenize(["a", "b"])).shape == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"backbone": {"weights": None, "arch": "x"}}, "unknown keys"),
+        ({"backbone": {"weights": None, "pretrained": True}}, "unknown keys"),
+        ({"backbone": {"source": "hub"}}, "backbone.source"),
+        ({"backbone": {"name": "no_such_net", "weights": None}}, "unknown torchvision model"),
+        ({"backbone": {"weights": "IMAGENET9K"}}, "IMAGENET1K_V1"),
+        ({"backbone": {"source": "timm", "name": "no_such_net"}}, "unknown timm model"),
+        ({"backbone": {"source": "timm", "pretrained": False}}, "name is required"),
+        ({"backbone": RANDOM, "freeze": "yes"}, "freeze"),
+        ({"backbone": RANDOM, "hidden": -1}, "hidden"),
+        ({"backbone": RANDOM, "dropout": 1.0}, "dropout"),
+        ({"backbone": RANDOM, "prompt_encoder": {"type": "clip"}}, "'bow'"),
+        ({"backbone": RANDOM, "prompt_encoder": {"type": "bow", "dim": 0}}, "dim"),
+        ({"backbone": RANDOM, "prompt_encoder": {"type": "bow", "size": 3}}, "unknown keys"),
+    ],
+)
+def test_bad_config_is_refused(entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_model({"type": "imagenet_probe", **entry}, BOTH)
+
+
+def test_uncached_imagenet_weights_fail_fast_offline(
+    hub: Path,  # noqa: F811
+    no_network: list[object],  # noqa: F811
+) -> None:
+    with pytest.raises(WeightsUnavailableError, match="agiqa weights seed"):
+        build_model({"type": "imagenet_probe"}, BOTH)  # default: mobilenet_v2 IMAGENET1K_V1
+    assert no_network == []
+
+
+def test_a_fold_job_trains_on_cached_features(tmp_path: Path) -> None:
+    paths = prepare(tmp_path, n_prompts=12, folds=3)
+    config = {
+        "type": "imagenet_probe",
+        # A random MobileNetV2 in eval mode maps every image to ~0; a random ResNet does not.
+        "backbone": {"name": "resnet18", "weights": None},
+        "hidden": 16,
+        "prompt_encoder": BOW,
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1.0e-3},
+    }
+    metrics = run_fold(job(tmp_path, paths, config))
+    assert metrics["epochs_run"] == 2 and set(metrics["test"]) == {"quality", "align"}
+    (folder,) = (tmp_path / "features").glob("imagenet_probe-*")
+    n_images, n_prompts = len(pd.read_csv(paths[1])), 12
+    assert len(list(folder.glob("image/*/*.npy"))) == n_images
+    assert len(list(folder.glob("text/*/*.npy"))) == n_prompts
+
+
+def test_real_weights_separate_real_images(seeded: Path) -> None:  # noqa: F811
+    need(AGIQA_3K.is_dir(), f"AGIQA-3K is not at {AGIQA_3K}")
+    model = build_model({"type": "imagenet_probe"}, BOTH).eval()
+    assert model.backbone_name == "torchvision mobilenet_v2 (IMAGENET1K_V1)"
+    transform = model.image_transform(train=False)
+    # Two renderings of "a penguin slipping on a banana ..." and one pizza.
+    names = ["sd1.5_normal_233.jpg", "sd1.5_lowcorr_233.jpg", "sd1.5_normal_066.jpg"]
+    batch = []
+    for name in names:
+        with Image.open(AGIQA_3K / name) as picture:
+            batch.append(transform(picture.convert("RGB")))
+    with torch.no_grad():
+        features = model.encode(torch.stack(batch), model.tokenize(names))["image"]
+    cosine = nn.functional.cosine_similarity
+    penguins = cosine(features[0], features[1], dim=0)
+    penguin_pizza = cosine(features[0], features[2], dim=0)
+    assert penguins > penguin_pizza + 0.1
