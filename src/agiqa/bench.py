@@ -32,7 +32,6 @@ from agiqa.train.fold import (
     choose_device,
     seed_everything,
     split_parts,
-    warmup_cosine,
 )
 
 log = logging.getLogger(__name__)
@@ -65,10 +64,7 @@ def prepare_data(folder: Path, n_images: int, image_size: int) -> tuple[Path, Pa
 def time_ours(job: FoldJob, epochs: int) -> BenchResult:
     started = time.perf_counter()
     trainer = FoldTrainer(job)  # decodes images or computes/loads cached features
-    settings = trainer.settings
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr)
-    scheduler = warmup_cosine(optimizer, epochs * len(trainer.loader("train", True)), 0.05)
+    optimizer, scheduler = trainer.optimization()
     for _ in range(epochs):
         trainer.train_epoch(optimizer, scheduler)
     _synchronise(trainer.device)

@@ -15,8 +15,6 @@ from agiqa.errors import ConfigError
 #: wildcards: a safe pattern keeps them out of any shell and file-system trouble.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAMED_SECTIONS = ("datasets", "models", "protocols", "describers", "pretrained_backbones")
-#: Model-entry keys the pipeline reads itself (everything else goes to the model's constructor).
-PIPELINE_KEYS = ("type", "train", "descriptions", "per_dataset")
 
 
 def check_config(config: dict) -> None:
@@ -54,6 +52,7 @@ def _check_names(config: dict) -> None:
 def check_model_entry(config: dict, name: str) -> None:
     """The entry (and each of its per-dataset presets) binds to its model's constructor."""
     from agiqa.models import MODELS
+    from agiqa.models.base import PIPELINE_KEYS
     from agiqa.pipeline import model_entry
 
     datasets = [None, *(config["models"][name].get("per_dataset") or {})]

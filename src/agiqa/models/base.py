@@ -3,22 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset, default_collate
 
 from agiqa.data.manifest import Dimension
 from agiqa.registry import Registry
+from agiqa.train.data import ImageTextDataset, ManifestImages
+
+
+@dataclass
+class PartData:
+    """One split part, as a model may build its batches from it (see ``make_dataset``).
+
+    ``frame`` holds the manifest rows (``image``, ``prompt``, ``mos_<dim>``, ``std_<dim>`` where
+    published, ``manifest_row``); ``targets`` their normalised scores, one column per dimension
+    the model predicts. ``training`` is the split's training part: pair- and anchor-based models
+    draw their partners from it and never from the evaluated part.
+    """
+
+    name: str
+    frame: pd.DataFrame
+    images: ManifestImages
+    targets: np.ndarray
+    descriptions: list[str] | None
+    #: Images decoded once and kept in memory (None when the decode cache is off).
+    decoded: list[Image.Image] | None = None
+    training: PartData | None = None
 
 
 class AgiqaModel(nn.Module):
     """Predicts every rated dimension of a dataset, each normalised to [0, 1].
 
-    Subclasses set the class attributes and implement the four methods below. A model's
-    constructor takes the dataset's ``dimensions`` plus the keyword arguments of its config
-    entry (everything but ``type`` and ``train``).
+    Subclasses set the class attributes and implement ``image_transform``, ``tokenize`` and
+    ``forward``. A model's constructor takes the dataset's ``dimensions`` plus the keyword
+    arguments of its config entry (everything but the pipeline's keys: ``type``, ``train``,
+    ``descriptions``, ``dimensions``, ``per_dataset``).
+
+    The batch hooks below (``make_dataset``, ``collate``, ``forward_batch``, ``loss``,
+    ``reduce_predictions``) default to one image and one token tensor per sample; a model that
+    needs something else (several crops per image, pairs of images, anchors at test time,
+    processor outputs) overrides them, and the fold trainer stays the same for every model.
     """
 
     #: False for zero-shot baselines: the trainer only evaluates them.
@@ -58,6 +89,39 @@ class AgiqaModel(nn.Module):
         """Training loss for normalised ``targets`` of shape [batch, len(dimensions)]."""
         return nn.functional.mse_loss(predictions, targets)
 
+    # --- batch hooks ----------------------------------------------------------------------
+
+    def make_dataset(self, data: PartData, train: bool) -> Dataset:
+        """The samples of a part: items ``(inputs, targets, row)``.
+
+        ``row`` is the part row a sample belongs to; several samples may share a row (crops,
+        anchor pairs), and ``reduce_predictions`` turns their outputs into one per row. The
+        default is one sample per row: the image through ``image_transform`` and its tokens.
+        """
+        prompts = data.frame["prompt"].tolist()
+        tokens = self.tokenize(prompts, data.descriptions)
+        transform = self.image_transform(train=train)
+        return ImageTextDataset(data.images, transform, tokens, data.targets, data.decoded)
+
+    def collate(self, samples: list) -> tuple:
+        """Samples -> one batch (the DataLoader's ``collate_fn``)."""
+        return default_collate(samples)
+
+    def forward_batch(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A batch's inputs (already on the device) -> predictions or training outputs."""
+        if "images" in inputs:
+            return self(inputs["images"], inputs["tokens"])
+        return self.head_forward(inputs)
+
+    def reduce_predictions(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+        """Per-sample outputs of an evaluated part -> [n_rows, len(dimensions)] predictions.
+
+        The default expects one sample per row.
+        """
+        predictions = np.full((n_rows, len(self.dimensions)), np.nan, dtype=np.float32)
+        predictions[rows] = outputs
+        return predictions
+
     # Optional: models whose encoders are frozen can have their features computed once and
     # cached across folds and configs. They return a key from ``feature_key`` and split
     # ``forward`` into ``encode`` (frozen, cacheable) and ``head_forward`` (what trains).
@@ -76,12 +140,15 @@ class AgiqaModel(nn.Module):
 
 
 MODELS: Registry[type[AgiqaModel]] = Registry("model")
+#: Model-entry keys the pipeline reads itself (everything else goes to the model's constructor).
+PIPELINE_KEYS = ("type", "train", "descriptions", "dimensions", "per_dataset")
 
 
 def build_model(config: dict, dimensions: Sequence[Dimension]) -> AgiqaModel:
     """Build a model from its config entry ``{type: NAME, train: {...}, **kwargs}``."""
-    # `descriptions` names the describer whose table the trainer reads (a pipeline setting).
-    kwargs = {k: v for k, v in config.items() if k not in ("type", "train", "descriptions")}
+    # The pipeline's own keys (describer, trained dimensions, training recipe) are not the
+    # model's constructor arguments.
+    kwargs = {k: v for k, v in config.items() if k not in PIPELINE_KEYS}
     model_class = MODELS.get(config["type"])
     return model_class(dimensions, **kwargs)
 

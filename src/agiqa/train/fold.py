@@ -41,9 +41,12 @@ from agiqa.describe.runner import read_descriptions
 from agiqa.errors import ConfigError, DataError
 from agiqa.evaluate.metrics import compute_metrics
 from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
+from agiqa.models.base import PartData
 from agiqa.provenance import file_sha256, provenance
+from agiqa.train import recipe
 from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
 from agiqa.train.feature_cache import FeatureCache
+from agiqa.train.recipe import AMP_MODES, OPTIMIZERS, SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,24 @@ class TrainSettings:
     eval_batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    #: adamw or adam (agiqa.train.recipe).
+    optimizer: str = "adamw"
+    #: Exclude biases and 1-D parameters from weight decay.
+    no_decay: bool = False
+    #: constant, cosine or step (with milestones, in epochs, and gamma).
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    #: Linear warmup in epochs; when None, warmup_ratio of all steps.
+    warmup_epochs: float | None = None
     warmup_ratio: float = 0.05
+    #: Maximum gradient norm; 0 turns clipping off.
     grad_clip: float = 1.0
     patience: int = 5
     #: DataLoader workers; None = the job's threads on GPU, 0 (in-process) on CPU.
     num_workers: int | None = None
-    amp: bool = True
+    #: Mixed precision on GPU: bf16, fp16 (with a gradient scaler) or off (true/false: bf16/off).
+    amp: str | bool = "bf16"
     #: Train on cached frozen-encoder features when the model's encoders are frozen.
     feature_cache: bool = True
     #: Decode each image once per job and keep it in memory, shrunk to this short side.
@@ -80,10 +95,18 @@ class TrainSettings:
         unknown = set(config) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown train settings {sorted(unknown)}")
+        if "milestones" in config:
+            config["milestones"] = tuple(config["milestones"])
         settings = cls(**config)
-        for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip"):
+        for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip", "gamma"):
             if not isinstance(getattr(settings, name), int | float):
                 raise ConfigError(f"train.{name} must be a number (YAML needs 1.0e-4, not 1e-4)")
+        if settings.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {OPTIMIZERS}")
+        if settings.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {SCHEDULES}")
+        if not isinstance(settings.amp, bool) and settings.amp not in AMP_MODES:
+            raise ConfigError(f"train.amp must be one of {sorted(AMP_MODES)}")
         return settings
 
 
@@ -176,6 +199,24 @@ def choose_device(requested: str, model_class_uses_gpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
+def trained_dimensions(manifest: Manifest, model_config: dict, model_name: str) -> tuple:
+    """The manifest dimensions a model trains on and predicts (its entry's ``dimensions``).
+
+    Epochs are selected on these dimensions only; the default is every rated dimension.
+    """
+    wanted = model_config.get("dimensions")
+    if wanted is None:
+        return manifest.dimensions
+    known = {dim.name: dim for dim in manifest.dimensions}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"model '{model_name}': dimensions {unknown} are not rated in {manifest.dataset} "
+            f"(it rates {list(known)})"
+        )
+    return tuple(known[name] for name in wanted)
+
+
 def split_parts(manifest: Manifest, roles: pd.Series, splits_path: str) -> dict[str, pd.DataFrame]:
     """Join the manifest's labelled rows with the split roles; refuse a stale split file."""
     frame = manifest.frame.copy()
@@ -202,12 +243,13 @@ class FoldTrainer:
     def __init__(self, job: FoldJob) -> None:
         self.job = job
         self.manifest = Manifest.load(job.manifest)
-        self.dimensions = self.manifest.dimensions
+        self.dimensions = trained_dimensions(self.manifest, job.model_config, job.model_name)
         self.settings = TrainSettings.from_config(job.model_config.get("train"))
         seed_everything(job.seed)
         self.model: AgiqaModel = build_model(job.model_config, self.dimensions)
         self.device = choose_device(job.device, type(self.model).uses_gpu)
         self.model.to(self.device)
+        self.amp = recipe.amp_dtype(self.settings.amp, self.device)
         roles = read_split(job.splits, job.split)
         self.parts = split_parts(self.manifest, roles, job.splits)
         #: The part the best epoch is selected on (``test`` only in the inflation replicas).
@@ -227,24 +269,28 @@ class FoldTrainer:
             self.cache = FeatureCache(self.job.feature_cache_dir, key)
             log.info("frozen encoders: training on cached features (%s)", key)
         datasets: dict[tuple[str, bool], Dataset] = {}
-        for part, frame in self.parts.items():
+        training: PartData | None = None
+        for part in ("train", "val", "test"):  # train first: the others may draw on it
+            frame = self.parts[part]
             targets = normalised_targets(frame, self.dimensions)
             images = ManifestImages(
                 frame, self.job.root, self.manifest.source, self.job.allowed_link_roots
             )
-            tokens = self.model.tokenize(frame["prompt"].tolist(), self.descriptions_of(frame))
             if self.cache is not None:
-                features = self.cached_features(images, frame["prompt"].tolist(), tokens)
+                prompts = frame["prompt"].tolist()
+                tokens = self.model.tokenize(prompts, self.descriptions_of(frame))
+                features = self.cached_features(images, prompts, tokens)
                 datasets[part, True] = datasets[part, False] = FeatureDataset(features, targets)
                 continue
             decoded = None
             if self.settings.decode_cache:
                 decoded = images.preload(self.settings.decode_cache_short_side, self.job.threads)
+            data = PartData(
+                part, frame, images, targets, self.descriptions_of(frame), decoded, training
+            )
+            training = training or data
             for train in (True, False):
-                transform = self.model.image_transform(train=train)
-                datasets[part, train] = ImageTextDataset(
-                    images, transform, tokens, targets, decoded
-                )
+                datasets[part, train] = self.model.make_dataset(data, train=train)
         return datasets
 
     def descriptions_of(self, frame: pd.DataFrame) -> list[str] | None:
@@ -296,34 +342,51 @@ class FoldTrainer:
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             generator=generator,
+            collate_fn=self.model.collate,
         )
 
     def loader(self, part: str, train: bool) -> DataLoader:
         return self.make_loader(self.datasets[part, train], train)
 
-    def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+    def to_device(self, value):
+        """Tensors (also inside dicts, lists and tuples) moved to the job's device."""
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device, non_blocking=True)
+        if isinstance(value, dict):
+            return {k: self.to_device(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.to_device(v) for v in value)
+        return value
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = self.to_device(inputs)
-        if "images" in inputs:
-            return self.model(inputs["images"], inputs["tokens"])
-        return self.model.head_forward(inputs)
+        return self.model.forward_batch(self.to_device(inputs))
 
-    def autocast(self) -> torch.autocast:
-        enabled = self.settings.amp and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+    def autocast(self):
+        return recipe.autocast(self.amp, self.device)
 
     @torch.no_grad()
     def predict(self, part: str) -> np.ndarray:
-        """Normalised predictions for a part, in its row order."""
+        """Normalised predictions for a part, in its row order, clipped to the scale [0, 1].
+
+        Clipping is monotone (rank metrics barely change) and keeps RMSE and PLCC on the
+        dimension's own scale: a model may output 6.0 on a 0-5 scale, no rater can.
+        """
         self.model.eval()
-        outputs = np.zeros((len(self.parts[part]), len(self.dimensions)), dtype=np.float32)
+        outputs, rows = [], []
         for inputs, _, index in self.loader(part, train=False):
             with self.autocast():
                 pred = self.forward(inputs)
-            outputs[index.numpy()] = pred.float().cpu().numpy()
-        return outputs
+            outputs.append(pred.float().cpu().numpy())
+            rows.append(np.asarray(index))
+        n_rows = len(self.parts[part])
+        if not outputs:
+            return np.zeros((n_rows, len(self.dimensions)), dtype=np.float32)
+        predictions = self.model.reduce_predictions(
+            np.concatenate(outputs), np.concatenate(rows), n_rows
+        )
+        if np.isnan(predictions).any():
+            raise RuntimeError(f"{type(self.model).__name__} left {part} rows without a prediction")
+        return np.clip(predictions, 0.0, 1.0)
 
     def evaluate(self, part: str, predictions: np.ndarray) -> dict[str, dict[str, float]]:
         frame = self.parts[part]
@@ -344,12 +407,7 @@ class FoldTrainer:
         if not type(self.model).trainable:
             return None
         settings = self.settings
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        steps_per_epoch = max(1, len(self.loader("train", train=True)))
-        scheduler = warmup_cosine(
-            optimizer, settings.epochs * steps_per_epoch, settings.warmup_ratio
-        )
+        optimizer, scheduler = self.optimization()
         progress = self.resume(optimizer, scheduler)
         with StopOnSignal() as stop:
             while not progress.finished and len(self.history) < settings.epochs:
@@ -360,6 +418,28 @@ class FoldTrainer:
         if progress.best_state is not None:
             self.model.load_state_dict(progress.best_state, strict=False)
         return progress.best_epoch
+
+    def optimization(self) -> tuple[torch.optim.Optimizer, LRScheduler]:
+        """The optimizer and per-step schedule of the model's recipe (agiqa.train.recipe)."""
+        settings = self.settings
+        groups = recipe.parameter_groups(self.model, settings.weight_decay, settings.no_decay)
+        optimizer = recipe.make_optimizer(settings.optimizer, groups, settings.lr)
+        steps_per_epoch = max(1, len(self.loader("train", train=True)))
+        total = settings.epochs * steps_per_epoch
+        scheduler = recipe.make_scheduler(
+            optimizer,
+            schedule=settings.schedule,
+            total_steps=total,
+            steps_per_epoch=steps_per_epoch,
+            warmup_steps=recipe.warmup_steps(
+                settings.warmup_epochs, settings.warmup_ratio, steps_per_epoch, total
+            ),
+            milestones=settings.milestones,
+            gamma=settings.gamma,
+        )
+        # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
+        return optimizer, scheduler
 
     def run_epoch(
         self,
@@ -411,6 +491,7 @@ class FoldTrainer:
             "model": trained_state(self.model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": self.history,
             "progress": asdict(progress),
             "rng": rng_states(),
@@ -442,6 +523,7 @@ class FoldTrainer:
         self.model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.history = state["history"]
         restore_rng_states(state["rng"])
         log.info("resumed from %s after epoch %d", self.resume_path, len(self.history))
@@ -455,38 +537,26 @@ class FoldTrainer:
     ) -> float:
         self.model.train()
         total, count = 0.0, 0
-        for inputs, targets, _ in self.loader("train", train=True):
+        for inputs, targets, rows in self.loader("train", train=True):
             if stop is not None and stop.requested:
                 # The partial epoch is dropped; the rerun repeats it from the last checkpoint.
                 raise Preempted(f"stopped by signal during epoch {len(self.history) + 1}")
             with self.autocast():
                 pred = self.forward(inputs)
-                loss = self.model.loss(pred.float(), targets.to(self.device))
+                loss = self.model.loss(pred.float(), self.to_device(targets))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-            optimizer.step()
+                self.scaler.unscale_(optimizer)
+                recipe.clip_gradients(self.model.parameters(), self.settings.grad_clip)
+            self.scaler.step(optimizer)
+            self.scaler.update()
             scheduler.step()
-            total += loss.item() * len(targets)
-            count += len(targets)
+            total += loss.item() * len(rows)
+            count += len(rows)
         return total / max(count, 1)
-
-
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
-) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, round(warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
