@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 # torch is installed first, pinned, because that release installs from the build machines' disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slurm lint dry-run-paper clean data-push data-pull weights
+.PHONY: setup demo paper test test-slurm lint dry-run-paper clean data-push data-pull weights bench-gpu
 
 $(VENV)/.installed: pyproject.toml envs/weights.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,14 @@ setup: $(VENV)/.installed
 demo: setup
 	snakemake --cores $(CORES)
 	@echo
-	@cat results/tables/main.md
+	@cat results/demo/tables/main.md
+
+# The compiled paper, results/<experiment>/paper/paper.pdf, from the runs (trains what is missing).
+# Needs pdflatex (Debian: apt-get install texlive-latex-base texlive-latex-recommended).
+# PAPER_CONFIG=config/paper.yaml builds the paper grid's.
+PAPER_CONFIG ?=
+paper: setup
+	snakemake --cores $(CORES) $(if $(PAPER_CONFIG),--configfile $(PAPER_CONFIG)) paper
 
 test: setup
 	$(BIN)/python -m pytest
@@ -45,6 +52,13 @@ weights: setup
 
 dry-run-paper: setup
 	snakemake -n --configfile config/paper.yaml
+
+# GPU campaign (docs/performance.md): the paper's models at their real sizes with random weights,
+# fold jobs against a seed-style loop, speed levers, MFU; offline, under 8 min on one GPU.
+# Writes results/bench-gpu.json and .md. CI smoke test: BENCH_GPU_ARGS="--device cpu --tiny".
+BENCH_GPU_ARGS ?=
+bench-gpu: setup
+	$(BIN)/agiqa bench-gpu $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf results logs benchmarks .snakemake

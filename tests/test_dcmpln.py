@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import agiqa.models.dcmpln  # registers "dcmpln"
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models import MODELS, build_model, trainable_parameter_count
+from agiqa.models.base import PartData
 from agiqa.models.clip_backbone import TINY_ARCH
-from agiqa.models.dcmpln import Dcmpln, encode_image_prompted, encode_text_prompted
+from agiqa.models.dcmpln import (
+    ALIGNMENT_CLASSES,
+    NORMALISATIONS,
+    QUALITY_CLASSES,
+    Dcmpln,
+    encode_image_prompted,
+    encode_text_prompted,
+)
+from agiqa.train.data import ManifestImages
 
 QUALITY = Dimension("quality", "quality", 0, 5)
 AUTHENTICITY = Dimension("authenticity", "quality", 0, 100)
@@ -93,6 +105,10 @@ def test_backward_reaches_only_learned_parts() -> None:
         "prompts.aux_deep.0",
         "prompts.visual.0",
         "prompts.visual.1",
+        "prompts.main_visual.0",
+        "prompts.main_visual.1",
+        "prompts.fusion.0.weight",
+        "prompts.fusion.1.weight",
         "mpa.text_out.weight",
         "mpa.vision_out.weight",
         "adapter.mlp.0.weight",
@@ -116,7 +132,9 @@ def test_trainable_set_and_size_are_pinned() -> None:
         "prompts.aux_deep.0",
         "prompts.visual.0",
         "prompts.visual.1",
-    }
+        "prompts.main_visual.0",
+        "prompts.main_visual.1",
+    } | {f"prompts.fusion.{i}.{kind}" for i in range(2) for kind in ("weight", "bias")}
     mpa = {"mpa.layer_embedding"} | {
         f"mpa.{part}.{kind}"
         for part in ("text_norm", "vision_norm", "text_in", "vision_in", "text_out", "vision_out")
@@ -127,8 +145,9 @@ def test_trainable_set_and_size_are_pinned() -> None:
     adapter = {f"adapter.mlp.{i}.{kind}" for i in (0, 2) for kind in ("weight", "bias")}
     assert trainable == prompts | mpa | adapter
     # By hand: 2 quality contexts + 1 aux context, (depth - 1) deep layers per branch, depth
-    # visual layers, each n x 64.
-    prompt_size = (2 + 1) * n * WIDTH + 2 * (depth - 1) * n * WIDTH + depth * n * WIDTH
+    # visual layers per set (two sets), each n x 64, and one Linear(128 -> 64) per layer.
+    fusion = depth * (2 * WIDTH * WIDTH + WIDTH)
+    prompt_size = (2 + 1) * n * WIDTH + 2 * (depth - 1) * n * WIDTH + 2 * depth * n * WIDTH + fusion
     mpa_size = (
         2 * (2 * WIDTH)  # the two LayerNorms
         + 2 * (WIDTH * d + d)  # text_in, vision_in
@@ -139,8 +158,11 @@ def test_trainable_set_and_size_are_pinned() -> None:
     )
     hidden = WIDTH // 4
     adapter_size = WIDTH * hidden + hidden + hidden * WIDTH + WIDTH
-    assert prompt_size == 1792 and mpa_size == 12928 and adapter_size == 2128
-    assert trainable_parameter_count(model) == prompt_size + mpa_size + adapter_size == 16848
+    assert prompt_size == 18816 and mpa_size == 12928 and adapter_size == 2128
+    assert trainable_parameter_count(model) == prompt_size + mpa_size + adapter_size == 33872
+    # One shared visual set: no target set, no fusion.
+    one_set = dcmpln((QUALITY, AUTHENTICITY, ALIGN), visual_prompt_sets=1)
+    assert trainable_parameter_count(one_set) == 33872 - depth * n * WIDTH - fusion == 16848
 
 
 def test_prompted_encoders_equal_clip_without_prompts() -> None:
@@ -184,7 +206,8 @@ def test_prompt_depth_beyond_the_towers_is_a_config_error(depth: object) -> None
 def test_depth_one_has_no_deep_text_prompts() -> None:
     model = dcmpln(prompt_depth=1)
     names = {name for name, _ in model.prompts.named_parameters()}
-    assert names == {"main_context.0", "aux_context.0", "visual.0"}
+    fusion = {"fusion.0.weight", "fusion.0.bias"}
+    assert names == {"main_context.0", "aux_context.0", "visual.0", "main_visual.0"} | fusion
     assert model(*batch(model)).shape == (4, 2)
 
 
@@ -268,3 +291,119 @@ def test_a_few_steps_reduce_the_loss() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+# --- the proxy's structure and inputs (methods.md 9.2; docs/methods.md, DCMPLN) ---------------
+
+
+def test_paper_size_is_the_proxys_two_learners_plus_mpa_and_adapter() -> None:
+    """ViT-B/32, n_ctx 8, depth 12: the proxy's learners are ~14.4 M (today's one set: 1.23 M)."""
+    dims = (QUALITY, ALIGN)
+    config = {"type": "dcmpln", "backbone": {"arch": "ViT-B-32"}, "n_ctx": 8, "prompt_depth": 12}
+    torch.manual_seed(0)
+    model = build_model(config, dims)
+    prompts = sum(p.numel() for p in model.prompts.parameters())
+    fusion = sum(p.numel() for p in model.prompts.fusion.parameters())
+    assert (prompts, fusion) == (14_410_752, 14_164_992)
+    assert (
+        model.prompts.fusion[0].in_features == 1536 and model.prompts.fusion[0].out_features == 768
+    )
+    assert trainable_parameter_count(model) == 14_410_752 + 925_952 + 131_712 == 15_468_416
+    one_set = build_model({**config, "visual_prompt_sets": 1}, dims)
+    assert trainable_parameter_count(one_set) == 1_229_696
+
+
+def test_two_sets_encode_the_image_twice_one_set_once() -> None:
+    calls: list[int] = []
+
+    def passes(model: Dcmpln) -> int:
+        calls.clear()
+        handle = model.clip.visual.conv1.register_forward_hook(lambda *_: calls.append(1))
+        with torch.no_grad():
+            model(*batch(model))
+        handle.remove()
+        return len(calls)
+
+    assert passes(dcmpln()) == 2  # the aux pass (aligned/misaligned) and the fused main pass
+    assert passes(dcmpln(visual_prompt_sets=1)) == 1
+    assert passes(dcmpln((QUALITY,))) == 1  # no alignment dimension: the aux pass is not scored
+
+
+def test_visual_prompts_are_appended_before_ln_pre() -> None:
+    """As the proxy: ln_pre normalises the appended prompts, so their scale does not matter."""
+    model = dcmpln()
+    images, _ = batch(model)
+    prompt = torch.randn(SMALL["n_ctx"], WIDTH)
+    with torch.no_grad():
+        small = encode_image_prompted(model.clip, images, [prompt])
+        large = encode_image_prompted(model.clip, images, [1000 * prompt])
+    torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-4)
+
+
+def test_auxiliary_class_names_are_the_proxys() -> None:
+    assert ALIGNMENT_CLASSES == ("aligned photo", "misaligned photo")
+    assert QUALITY_CLASSES == ("good photo", "bad photo")
+
+
+def test_overall_is_scored_by_the_main_branch() -> None:
+    overall = Dimension("overall", "overall", 0, 5)
+    model = dcmpln((overall,))
+    assert model.columns.tolist() == [0] and model.is_main.tolist() == [True]
+    assert torch.equal(model.class_tokens, model._class_tokens(QUALITY_CLASSES))
+    predictions = torch.tensor([[0.5], [0.1]])
+    assert model.loss(predictions, torch.zeros(2, 1)).item() == pytest.approx(0.13)
+
+
+def native_part(sizes: list[tuple[int, int]]) -> PartData:
+    frame = pd.DataFrame({"image": [f"{i}.png" for i in range(len(sizes))], "prompt": "a cube"})
+    images = ManifestImages(frame, "/nonexistent-root", "manifest.csv")
+    rng = np.random.default_rng(0)
+    decoded = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+    targets = np.array([[0.2, 0.4], [0.6, 0.8]], dtype=np.float32)[: len(sizes)]
+    return PartData("test", frame, images, targets, None, decoded)
+
+
+def test_inputs_are_native_crops_averaged_at_stride_64() -> None:
+    """Train: one random 64 crop (the tiny CLIP's input) + flip; test: every crop at the stride."""
+    model = dcmpln(test_stride=16)
+    assert dcmpln().test_stride == 64 and model.normalisation == "imagenet"
+    data = native_part([(100, 80), (64, 64)])
+    evaluation = model.make_dataset(data, train=False)
+    # 100 x 80: tops 0, 16 and lefts 0, 16, 32 (unfold drops the remainder); 64 x 64: one crop.
+    assert len(evaluation) == 6 + 1
+    assert [evaluation[i][2] for i in range(7)] == [0] * 6 + [1]
+    inputs, target, row = evaluation[4]  # top 16, left 16
+    pixels = torch.from_numpy(np.array(data.decoded[0])).permute(2, 0, 1).float() / 255
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in NORMALISATIONS["imagenet"])
+    torch.testing.assert_close(inputs["images"], (pixels[:, 16:80, 16:80] - mean) / std)
+    assert row == 0 and torch.equal(target, torch.tensor([0.2, 0.4]))
+    outputs = np.arange(14, dtype=np.float32).reshape(7, 2)
+    reduced = model.reduce_predictions(outputs, np.array([0] * 6 + [1]), 2)
+    np.testing.assert_allclose(reduced, [[5.0, 6.0], [12.0, 13.0]])
+    crop = model.image_transform(train=True)(data.decoded[0])
+    assert crop.shape == (3, 64, 64)  # a crop at native resolution, not a resized image
+    centre = model.image_transform(train=False)  # for callers that transform single images
+    torch.testing.assert_close(centre(data.decoded[0]), (pixels[:, 8:72, 18:82] - mean) / std)
+    assert "train=False" in repr(centre)  # deterministic repr (caches key on it)
+    assert len(model.make_dataset(data, train=True)) == 2
+
+
+def test_resized_clip_inputs_remain_available() -> None:
+    model = dcmpln(input_transform="resized", normalisation="clip")
+    data = native_part([(100, 80)])
+    assert len(model.make_dataset(data, train=False)) == 1
+    assert model.image_transform(train=False) is model._preprocess.image(train=False)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"visual_prompt_sets": 3},
+        {"input_transform": "crop"},
+        {"test_stride": 0},
+        {"normalisation": "laion"},
+    ],
+)
+def test_bad_input_settings_are_config_errors(config: dict) -> None:
+    with pytest.raises(ConfigError):
+        dcmpln(**config)

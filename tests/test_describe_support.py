@@ -11,13 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from agiqa.cli import app
+from shared_data import FIXTURES, REPO  # noqa: F401 - REPO is imported from here by others
 
-REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [
-    REPO.parent / "shared" / "fixtures" / "agiqa-metadata",
-    REPO / "shared" / "fixtures" / "agiqa-metadata",
-]
-FIXTURES = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 HEADER = "name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align\n"
 SECRET = "sk-test-DO-NOT-LEAK-4f1c2b9e77a0"
 KEY_ENV = "AGIQA_TEST_API_KEY"

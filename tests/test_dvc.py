@@ -185,3 +185,26 @@ def test_expected_counts_need_a_full_image_check(tmp_path: Path) -> None:
     with pytest.raises(AgiqaError, match="full image check"):
         dvc.expected_from_verified([summary])
     assert dvc.expected_from_verified([verified(summary, "data/raw/x", 7)]) == {"data/raw/x": 7}
+
+
+def test_the_shipped_data_dvc_tracks_nothing_and_a_fresh_clone_pulls(tmp_path: Path) -> None:
+    # The old data.dvc pointed at a 1-file placeholder nobody had pushed: `make data-pull` on a
+    # fresh clone failed with missing cache files. Tracking is opt-in per dataset now.
+    shipped = Path(__file__).resolve().parents[1] / "data.dvc"
+    assert yaml.safe_load(shipped.read_text())["outs"] == []
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    sh(*GIT, "init", "-q", cwd=repo)
+    sh(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    shutil.copy(shipped, repo / "data.dvc")
+    config = repo / "config.yaml"
+    config.write_text(yaml.safe_dump({"dvc": {"remote": {"url": str(tmp_path / "remote")}}}))
+    (tmp_path / "remote").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "agiqa.data.dvc", "pull", "--configfile", str(config)],
+        cwd=repo,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -11,7 +12,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from agiqa.report.aggregate import collect_runs, load_runs
-from agiqa.track.mlflow_log import flatten_config, log_to_mlflow, sqlite_path
+from agiqa.track.mlflow_log import (
+    flatten_config,
+    log_to_mlflow,
+    relocate_artifacts,
+    shared_params,
+    sqlite_path,
+)
 from run_factory import SPLIT_SHA, write_run
 
 SPLITS = (0, 1, 2)
@@ -191,3 +198,62 @@ def test_flatten_config_skips_clashes_and_truncates() -> None:
 def test_sqlite_path() -> None:
     assert sqlite_path("sqlite:////abs/mlflow.db") == Path("/abs/mlflow.db")
     assert sqlite_path("http://localhost:5000") is None
+
+
+def test_durations_are_positive_for_every_run(run_dirs: list[Path], tracking_uri: str) -> None:
+    result = log(run_dirs, tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for run in _runs(client, result["experiment_id"]):
+        assert run.info.end_time - run.info.start_time > 0, run.data.tags["agiqa.key"]
+
+
+def test_parent_carries_shared_params_tables_and_figures(
+    run_dirs: list[Path], tracking_uri: str, tmp_path: Path
+) -> None:
+    table, figure = tmp_path / "tables" / "main.md", tmp_path / "figures" / "scatter-synthetic.png"
+    for path in (table, figure):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    runs = load_runs(run_dirs)
+    result = log_to_mlflow(
+        runs,
+        collect_runs(runs),
+        tracking_uri,
+        "agiqa-test",
+        report={"": [table], "synthetic": [figure], "other": [tmp_path / "not-this.png"]},
+    )
+    client = MlflowClient(tracking_uri=tracking_uri)
+    (parent,) = _runs(client, result["experiment_id"], f"tags.`agiqa.key` = '{KEY}'")
+    assert parent.data.params["model.train.lr"] == "0.001"
+    assert parent.data.params["protocol.folds"] == "5"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report/tables")}
+    artifacts |= {a.path for a in client.list_artifacts(parent.info.run_id, "report/figures")}
+    assert artifacts == {"report/tables/main.md", "report/figures/scatter-synthetic.png"}
+    experiment = client.get_experiment(result["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_shared_params_drop_what_differs_between_splits() -> None:
+    configs = [{"model.lr": "1", "protocol.split": "0"}, {"model.lr": "1", "protocol.split": "1"}]
+    assert shared_params(configs) == {"model.lr": "1"}
+
+
+def test_a_moved_store_finds_its_artifacts(run_dirs: list[Path], tmp_path: Path) -> None:
+    old = tmp_path / "old" / "mlflow"
+    result = log(run_dirs, f"sqlite:///{old / 'mlflow.db'}")
+    new = tmp_path / "new" / "mlflow"
+    new.parent.mkdir()
+    shutil.move(old, new)
+    uri = f"sqlite:///{new / 'mlflow.db'}"
+    assert relocate_artifacts(uri) == 1
+    assert relocate_artifacts(uri) == 0  # already in place
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment(result["experiment_id"])
+    assert experiment.artifact_location == (new / "artifacts").resolve().as_uri()
+    assert experiment.tags["agiqa.artifact_root"] == "artifacts"
+    for run in _runs(client, result["experiment_id"]):
+        assert run.info.artifact_uri.startswith((new / "artifacts").resolve().as_uri())
+    child = _runs(client, result["experiment_id"], "tags.`agiqa.split` = '0'")[0]
+    local = client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path))
+    assert Path(local).read_text() == (run_dirs[0] / "metrics.json").read_text()
+    assert log(run_dirs, uri)["created"] == 0  # the moved store is reused, not duplicated

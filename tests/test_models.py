@@ -341,3 +341,58 @@ def test_openai_tags_get_quickgelu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen["force_quick_gelu"] is True and seen["pretrained"] == "openai"
     load_clip("ViT-B-32", "laion2b_s34b_b79k")
     assert seen["force_quick_gelu"] is False
+
+
+# --- dimension kind "overall" and the published clamps (docs/methods.md) ----------------------
+
+OVERALL = Dimension("overall", "overall", 0, 5)
+
+
+def test_residual_maps_overall_to_the_consistency_head() -> None:
+    model = residual((OVERALL,))
+    assert type(model.heads[0]).__name__ == "AlignmentHead" and model.uses_text
+    assert model(*batch(model)).shape == (4, 1)
+
+
+def test_residual_published_clamps_are_an_option() -> None:
+    """methods.md 9.3: both heads clamp to [0, 1], the consistency base too."""
+    model = residual(BOTH, clamp=True)
+    with torch.no_grad():
+        model.heads[0].base.bias.fill_(10.0)
+        model.heads[0].residual[-1].bias.fill_(5.0)
+        model.heads[1].b.fill_(3.0)
+        model.heads[1].residual[-1].bias.fill_(5.0)
+    out = model(*batch(model))
+    assert torch.equal(out, torch.ones_like(out))
+    with torch.no_grad():
+        model.heads[1].b.fill_(-3.0)
+    # The base clamps to 0 before the residual (<= 0.2) is added: the output stays <= 0.2.
+    assert (model(*batch(model))[:, 1] <= 0.2 + 1e-6).all()
+    with pytest.raises(ConfigError, match="clamp"):
+        residual(clamp="yes")
+
+
+def test_zeroshot_overall_mixes_the_quality_and_alignment_scores() -> None:
+    scores = []
+    for dims, weight in (((QUALITY, ALIGN), 0.5), ((OVERALL,), 0.5), ((OVERALL,), 0.25)):
+        torch.manual_seed(0)  # same random backbone each time
+        model = zeroshot(dims, overall_quality_weight=weight)
+        scores.append(model(*batch(model)))
+    quality, alignment = scores[0][:, 0], scores[0][:, 1]
+    torch.testing.assert_close(scores[1][:, 0], 0.5 * quality + 0.5 * alignment)
+    torch.testing.assert_close(scores[2][:, 0], 0.25 * quality + 0.75 * alignment)
+    with pytest.raises(ConfigError, match="overall_quality_weight"):
+        zeroshot((OVERALL,), overall_quality_weight=1.5)
+
+
+def test_without_weights_drops_only_the_pretrained_weights() -> None:
+    from agiqa.models.clip_residual import ClipResidual
+
+    entry = {
+        "type": "clip_residual",
+        "backbone": {"arch": "ViT-L-14", "pretrained": "openai", "offline": True, "cache_dir": "c"},
+        "freeze": {"mode": "partial", "layers": 18},
+    }
+    random = ClipResidual.without_weights(entry)
+    assert random["backbone"] == {"arch": "ViT-L-14", "pretrained": None, "cache_dir": "c"}
+    assert random["freeze"] == entry["freeze"] and entry["backbone"]["pretrained"] == "openai"

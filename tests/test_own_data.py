@@ -18,9 +18,9 @@ from agiqa.data.manifest import Dimension, Manifest, resolve_image
 from agiqa.data.readers import read_dataset
 from agiqa.errors import ConfigError, DataError
 from agiqa.train.data import ManifestImages
+from shared_data import AGIQA_3K, FIXTURES, need
 from test_data_errors import build_2023, write_xlsx
 
-_REPO = Path(__file__).resolve().parents[1]
 HEADER_3K = "name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"
 
 
@@ -391,18 +391,6 @@ def test_csv_reader_missing_metadata_file(tmp_path: Path) -> None:
 
 # --- published descriptions under an images sub-folder -------------------------------------------
 
-FIXTURES = next(
-    (
-        p
-        for p in (
-            _REPO.parent / "shared" / "fixtures" / "agiqa-metadata",
-            _REPO / "shared" / "fixtures" / "agiqa-metadata",
-        )
-        if p.is_dir()
-    ),
-    _REPO.parent / "shared" / "fixtures" / "agiqa-metadata",
-)
-
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"metadata fixtures not found at {FIXTURES}")
 def test_published_descriptions_map_through_the_images_subfolder(tmp_path: Path) -> None:
@@ -430,27 +418,11 @@ def test_published_descriptions_map_through_the_images_subfolder(tmp_path: Path)
 
 # --- the real AGIQA-3K, read as it is -------------------------------------------------------------
 
-REAL_3K = next(
-    (
-        p
-        for p in (
-            _REPO.parent / "shared" / "datasets" / "agiqa-3k",
-            _REPO / "shared" / "datasets" / "agiqa-3k",
-        )
-        if p.is_dir()
-    ),
-    _REPO.parent / "shared" / "datasets" / "agiqa-3k",
-)
-
 
 @pytest.fixture(scope="module")
 def real_3k() -> Path:
-    if not REAL_3K.is_dir():
-        message = f"the real AGIQA-3K is not at {REAL_3K}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: this test must run)")
-        pytest.skip(message)
-    return REAL_3K
+    need(AGIQA_3K.is_dir(), f"the real AGIQA-3K is not at {AGIQA_3K}")
+    return AGIQA_3K
 
 
 def test_real_agiqa3k_metadata(real_3k: Path) -> None:

@@ -83,6 +83,94 @@ def test_paper_scva_presets_are_the_published_settings() -> None:
         train = entry["train"]
         assert (train["batch_size"], train["lr"], train["weight_decay"]) == (batch, lr, decay)
         assert (entry["train_crops"], entry["test_crops"]) == (train_crops, test_crops)
+        # methods.md 9.1: quality only (AIGIQA-20K's single score), AdamW without decay on
+        # biases and 1-D parameters, 3 warmup epochs, x0.1 every 3 epochs, fp16, no clipping.
+        assert entry["dimensions"] == (["overall"] if dataset == "aigiqa-20k" else ["quality"])
+        assert entry.get("resize_below") == (500 if dataset == "aigiqa-20k" else None)
+        assert (train["optimizer"], train["no_decay"], train["warmup_epochs"]) == ("adamw", True, 3)
+        assert (train["schedule"], train["gamma"], train["milestones"][:3]) == (
+            "step",
+            0.1,
+            [3, 6, 9],
+        )
+        assert (train["grad_clip"], train["amp"]) == (0.0, "fp16")
+        assert entry["crop_training"] == "per_crop" and entry["csf_pooling"] == "published"
+        assert entry["loss_beta"] == 1.0
+        # The published backbones: ImageReward-v1.0's BLIP and timm's pinned ViT-B/16 weights.
+        assert entry["blip"]["source"] == "imagereward"
+        assert entry["vit"]["name"] == "vit_base_patch16_224.augreg_in21k_ft_in1k"
+
+
+def test_paper_dcmpln_preset_is_the_proxys_recipe() -> None:
+    """methods.md 9.2: Adam, constant lr 1e-4, batch 64, 50 epochs, patience 15, native crops."""
+    config = paper()
+    entry = fold_job(config, "kfold_grouped", "agiqa-3k", "dcmpln", 0).model_config
+    train = entry["train"]
+    assert (train["optimizer"], train["schedule"], train["lr"]) == ("adam", "constant", 1e-4)
+    assert (train["batch_size"], train["epochs"], train["patience"]) == (64, 50, 15)
+    assert (train["weight_decay"], train["warmup_ratio"], train["grad_clip"]) == (0.0, 0.0, 0.0)
+    assert "decode_cache_short_side" in train and train["decode_cache_short_side"] is None
+    assert (entry["visual_prompt_sets"], entry["input_transform"]) == (2, "native_crops")
+    assert (entry["test_stride"], entry["normalisation"]) == (64, "imagenet")
+    assert entry["alignment_classes"] == ["aligned photo", "misaligned photo"]
+    aigciqa = fold_job(config, "kfold_grouped", "aigciqa2023", "dcmpln", 0).model_config
+    assert aigciqa["dimensions"] == ["quality", "correspondence"]
+
+
+def test_paper_qiyan_presets_are_the_published_script_defaults() -> None:
+    """methods.md 3.4: AdamW on all parameters, lr 3e-5, cosine 5% warmup, clip 1, fp32."""
+    for name, freeze in (("clip_residual", "partial"), ("clip_linear_probe", "full")):
+        entry = model_entry(paper(), name)
+        train = entry["train"]
+        assert entry["freeze"]["mode"] == freeze
+        assert (train["optimizer"], train["lr"], train["weight_decay"]) == ("adamw", 3e-5, 1e-4)
+        assert (train["no_decay"], train["schedule"], train["warmup_ratio"]) == (
+            False,
+            "cosine",
+            0.05,
+        )
+        assert (train["grad_clip"], train["amp"], train["epochs"], train["batch_size"]) == (
+            1.0,
+            "off",
+            20,
+            32,
+        )
+        assert train["patience"] >= train["epochs"]  # the best of all 20 epochs is kept
+
+
+def test_paper_backbones_load_offline() -> None:
+    """No fold job retries the hub: every backbone fails at once when its weights are missing."""
+    models = paper()["models"]
+    for name in ("clip_residual", "clip_linear_probe", "dcmpln", "clip_zeroshot"):
+        assert models[name]["backbone"]["offline"] is True, name
+    assert models["scva"]["vit"]["offline"] is True
+    blip = models["scva"]["blip"]  # local files only: a checkpoint and a tokenizer folder
+    assert blip["checkpoint"].endswith("ImageReward.pt") and Path(blip["tokenizer"]).name
+
+
+def test_ablation_config_validates_and_toggles_the_fidelity_switches() -> None:
+    config = yaml.safe_load((REPO / "config" / "ablations.yaml").read_text())
+    validate(config, str(SCHEMA))
+    models = config["models"]
+    settings = {
+        (m["type"], key, str(m.get(key)))
+        for m in models.values()
+        for key in ("crop_training", "csf_pooling", "visual_prompt_sets")
+        if key in m
+    }
+    assert {
+        ("scva", "crop_training", "per_crop"),
+        ("scva", "crop_training", "averaged"),
+    } <= settings
+    assert {
+        ("scva", "csf_pooling", "published"),
+        ("scva", "csf_pooling", "weighted_mean"),
+    } <= settings
+    assert {
+        ("dcmpln", "visual_prompt_sets", "1"),
+        ("dcmpln", "visual_prompt_sets", "2"),
+    } <= settings
+    assert set(config["datasets"]) == {"synthetic"}  # runs on the demo data
 
 
 def test_stand_in_backbone_names_resolve_to_their_checkpoint() -> None:

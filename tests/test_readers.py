@@ -19,13 +19,8 @@ from agiqa.data.check import summarize, verify_images
 from agiqa.data.manifest import Manifest
 from agiqa.data.readers import READERS, read_dataset
 from agiqa.errors import DataError
+from shared_data import FIXTURES
 
-_REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [
-    _REPO.parent / "shared" / "fixtures" / "agiqa-metadata",
-    _REPO / "shared" / "fixtures" / "agiqa-metadata",
-]
-FIXTURES = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 needs_fixtures = pytest.mark.skipif(
     not FIXTURES.is_dir(),
     reason=f"metadata fixtures not found at {FIXTURES} (put shared/ beside the checkout)",
@@ -322,7 +317,7 @@ def test_aigiqa20k_csv_fixture(aigiqa20k: Manifest) -> None:
     [dim] = aigiqa20k.dimensions
     assert (dim.name, dim.kind, dim.low, dim.high, dim.has_std) == (
         "overall",
-        "alignment",
+        "overall",
         0,
         5,
         False,

@@ -5,18 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 import agiqa.models.scva as scva
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import build_model, trainable_parameter_count
+from agiqa.models.base import PartData, build_model, trainable_parameter_count
+from agiqa.models.scva_parts import CsfPooling, hungarian_align
+from agiqa.train.data import ManifestImages
 
 DIMS = (Dimension("quality", "quality", 0.0, 5.0), Dimension("align", "alignment", 0.0, 5.0))
 WORDS = "a an the of on one two three four red green blue circle circles square squares picture"
 SMALL = {"dim": 32, "neck_channels": 32, "expert_hidden": 32, "shared_dim": 16, "max_length": 16}
+#: The timm weights the published code loaded (timm 0.6.13's vit_base_patch16_224).
+PINNED_VIT = "vit_base_patch16_224.augreg_in21k_ft_in1k"
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +46,13 @@ def image(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def test_forward_backward_finite(vocab_file: Path) -> None:
-    model = tiny(vocab_file, train_crops=2)
+@pytest.mark.parametrize(("crop_training", "crops"), [("averaged", 2), ("per_crop", 1)])
+def test_forward_backward_finite(vocab_file: Path, crop_training: str, crops: int) -> None:
+    model = tiny(vocab_file, train_crops=2, crop_training=crop_training)
     transform = model.image_transform(train=True)
     images = torch.stack([transform(image(i)) for i in range(3)])
-    assert images.shape == (3, 2, 6, 32, 32)
+    # K crops then the whole image; per-crop training gives each sample one crop.
+    assert images.shape == (3, crops + 1, 3, 32, 32)
     tokens = model.tokenize(["two red circles"] * 3, ["a picture of red circles", "", "blue"])
     predictions = model(images, tokens)
     assert predictions.shape == (3, 2)
@@ -56,7 +65,7 @@ def test_forward_backward_finite(vocab_file: Path) -> None:
 def test_csf_weights_do_not_depend_on_the_batch(vocab_file: Path) -> None:
     model = tiny(vocab_file)
     transform = model.image_transform(train=False)
-    crops = torch.cat([transform(image(i))[:, :3] for i in range(4)])
+    crops = torch.cat([transform(image(i))[:-1] for i in range(4)])
     # Scale one other image so that batch-wide statistics would change the first map.
     crops[-1] = crops[-1] * 3 + 1
     alone = model.csf_map(crops[:1])
@@ -122,14 +131,14 @@ def test_eval_transform_is_deterministic_and_upscales_small_images(vocab_file: P
     model = tiny(vocab_file, test_crops=5)
     transform = model.image_transform(train=False)
     first, second = transform(image(3)), transform(image(3))
-    assert first.shape == (5, 6, 32, 32)
+    assert first.shape == (6, 3, 32, 32)  # 5 crops, then the whole image
     assert torch.equal(first, second)
-    assert not torch.equal(first[0, :3], first[-1, :3])  # crops cover different places
+    assert not torch.equal(first[0], first[4])  # crops cover different places
     small = transform(image(4, size=(20, 12)))
-    assert small.shape == (5, 6, 32, 32) and torch.isfinite(small).all()
-    # Each backbone gets its own statistics: a grey image maps differently in the two halves.
+    assert small.shape == (6, 3, 32, 32) and torch.isfinite(small).all()
+    # Each backbone gets its own statistics: a grey image maps differently in crop and whole.
     grey = transform(Image.new("RGB", (40, 40), (128, 128, 128)))
-    assert not torch.allclose(grey[0, 0], grey[0, 3])
+    assert not torch.allclose(grey[0, 0], grey[-1, 0])
 
 
 def test_build_model_from_config(vocab_file: Path) -> None:
@@ -156,3 +165,183 @@ def test_missing_checkpoint_and_bad_config_raise_clearly(tmp_path: Path, vocab_f
         tiny(vocab_file, feature_blocks=[7])
     with pytest.raises(ConfigError, match="freeze"):
         tiny(vocab_file, freeze={"vit": "half"})
+
+
+# --- method fidelity (docs/methods.md, SCVA items 1-8 and 16) ---------------------------------
+
+
+def test_blip_sees_the_whole_image_at_its_native_resolution(vocab_file: Path) -> None:
+    """A BLIP ITM checkpoint trained at 384 gets 384, not the ViT's 224 with interpolation."""
+    config = {**scva.TINY_BLIP, "vision_config": {**scva.TINY_BLIP["vision_config"]}}
+    config["vision_config"]["image_size"] = 48  # the ViT crops stay 32
+    torch.manual_seed(0)
+    blip = {"source": "config", "config": config, "vocab_file": str(vocab_file)}
+    model = scva.Scva(DIMS, blip=blip, vit=scva.TINY_VIT, test_crops=2, **SMALL).eval()
+    sample = model.image_transform(train=False)(image(0))
+    assert sample.shape == (3, 3, 48, 48)  # 2 crops (padded) + the whole image
+    assert (sample[:2, :, 32:] == 0).all() and (sample[:2, :, :, 32:] == 0).all()
+    seen: list[tuple[int, ...]] = []
+    original = model.blip_vision.forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(tuple(kwargs["pixel_values"].shape))  # type: ignore[union-attr]
+        return original(*args, **kwargs)
+
+    model.blip_vision.forward = spy  # type: ignore[method-assign]
+    with torch.no_grad():
+        out = model(sample.unsqueeze(0), model.tokenize(["two red circles"]))
+    assert seen == [(1, 3, 48, 48)] and out.shape == (1, 2)
+
+
+def part(n: int, size: tuple[int, int] = (64, 48)) -> PartData:
+    frame = pd.DataFrame({"image": [f"{i}.png" for i in range(n)], "prompt": ["a red circle"] * n})
+    images = ManifestImages(frame, "/nonexistent-root", "manifest.csv")
+    targets = np.linspace(0, 1, n, dtype=np.float32)[:, None].repeat(2, axis=1)
+    decoded = [image(i, size) for i in range(n)]
+    return PartData("train", frame, images, targets, None, decoded)
+
+
+def test_per_crop_training_makes_each_crop_a_sample(vocab_file: Path) -> None:
+    """Published: K random crops per image per epoch, each with its own loss (methods.md 9.1)."""
+    model = tiny(vocab_file, train_crops=3, test_crops=4)
+    data = part(5)
+    train = model.make_dataset(data, train=True)
+    assert len(train) == 15  # the batch counts crops: an epoch has 3x the steps
+    rows = [train[j][2] for j in range(len(train))]
+    assert rows == [i // 3 for i in range(15)]
+    inputs, target, _ = train[7]
+    assert inputs["images"].shape == (2, 3, 32, 32)  # one crop + the whole image
+    assert torch.equal(target, torch.from_numpy(data.targets[2]))
+    # Crops of one image differ (each draw is a new random crop).
+    assert not torch.equal(train[6][0]["images"][0], train[7][0]["images"][0])
+    loader = DataLoader(train, batch_size=4, shuffle=True, collate_fn=model.collate)
+    assert len(loader) == 4
+    predictions = model(*next(iter(loader))[0].values())
+    assert predictions.shape == (4, 2)
+    # Evaluation keeps one sample per image, averaging its crops inside forward.
+    evaluation = model.make_dataset(data, train=False)
+    assert len(evaluation) == 5 and evaluation[0][0]["images"].shape == (5, 3, 32, 32)
+    averaged = tiny(vocab_file, train_crops=3, crop_training="averaged")
+    assert len(averaged.make_dataset(data, train=True)) == 5
+
+
+def test_csf_pooling_published_form_and_weighted_mean() -> None:
+    """``sum(f w) / sum(w) + 0.4 sum(f)``: on 196 positions the CSF shapes 1/(1 + 78.4) ~ 1.3%."""
+    torch.manual_seed(0)
+    tokens, csf = torch.randn(2, 196, 16), torch.rand(2, 196)
+    published = CsfPooling(16, 16, 0.4, "published")
+    mean = CsfPooling(16, 16, 0.4, "weighted_mean")
+    mean.load_state_dict(published.state_dict())
+    gated = tokens * torch.sigmoid(published.spatial(tokens))
+    gated = gated * published.channel(tokens.mean(dim=1)).unsqueeze(1)
+    w = csf.unsqueeze(-1)
+    expected = (gated * w).sum(1) / w.sum(1) + 0.4 * gated.sum(1)
+    torch.testing.assert_close(published(tokens, csf), expected)
+    floor = w + 0.4
+    torch.testing.assert_close(mean(tokens, csf), (gated * floor).sum(1) / floor.sum(1))
+    # The share of the pooling weight that the CSF map decides, per form.
+    share_published = 1 / (1 + 0.4 * 196)
+    share_mean = (csf.sum(1) / (csf + 0.4).sum(1)).mean().item()
+    assert share_published == pytest.approx(0.0126, abs=1e-4) and 0.5 < share_mean < 0.6
+
+
+def test_csf_grey_is_the_channel_mean(vocab_file: Path) -> None:
+    """Published grey = mean of the three channels, so green and blue detail weigh the same."""
+    model = tiny(vocab_file)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2.0 - 1.0
+    crops = torch.zeros(1, 3, 32, 32)
+    crops[0, 1, :, :16] = checker[:, :16]  # green texture on the left half
+    crops[0, 2, :, 16:] = checker[:, 16:]  # blue texture, same amplitude, on the right
+    grid = model.csf_map(crops)[0]
+    torch.testing.assert_close(grid[:, :2], grid[:, 2:].flip(-1), rtol=0, atol=1e-5)
+
+
+def test_loss_beta_is_one_on_the_native_scale_of_each_dimension(vocab_file: Path) -> None:
+    """SmoothL1 beta 1 on raw MOS: 0.2 on a 0-5 scale, 0.01 on AIGCIQA2023's 0-100."""
+    dims = (Dimension("quality", "quality", 0, 5), Dimension("correspondence", "alignment", 0, 100))
+    torch.manual_seed(0)
+    blip = {"source": "config", "config": scva.TINY_BLIP, "vocab_file": str(vocab_file)}
+    model = scva.Scva(dims, blip=blip, vit=scva.TINY_VIT, **SMALL)
+    torch.testing.assert_close(model.loss_betas, torch.tensor([0.2, 0.01]))
+    predictions, targets = torch.rand(6, 2), torch.rand(6, 2)
+    raw = [
+        F.smooth_l1_loss(predictions[:, i] * scale, targets[:, i] * scale, beta=1.0) / scale
+        for i, scale in enumerate((5.0, 100.0))
+    ]
+    assert model.loss(predictions, targets).item() == pytest.approx(sum(raw).item() / 2)
+
+
+def test_pinned_timm_tag_brings_its_own_statistics_and_offline_fails_fast() -> None:
+    vit, stats = scva.build_vit({"name": PINNED_VIT, "pretrained": False})
+    assert stats == ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]) and vit.embed_dim == 768
+    with pytest.raises(ConfigError, match="agiqa weights fetch"):
+        scva.build_vit({"name": PINNED_VIT, "pretrained": True, "offline": True, "depth": 1})
+
+
+def test_swapped_normalisation_is_the_published_swap(vocab_file: Path) -> None:
+    model = tiny(vocab_file, normalisation="swapped")
+    assert model.crop_stats == (list(scva.BLIP_MEAN), list(scva.BLIP_STD))
+    assert model.whole_stats == (list(scva.IMAGENET_MEAN), list(scva.IMAGENET_STD))
+    matched = tiny(vocab_file)
+    assert matched.whole_stats == (list(scva.BLIP_MEAN), list(scva.BLIP_STD))
+
+
+def test_hungarian_alignment_and_linear_pooling_run(vocab_file: Path) -> None:
+    prompt = torch.randn(2, 6, 8)
+    order = torch.tensor([[3, 0, 5, 1, 4, 2], [1, 2, 3, 4, 5, 0]])
+    description = torch.stack([prompt[i, order[i].argsort()] for i in range(2)])
+    torch.testing.assert_close(hungarian_align(prompt, description), prompt)
+    model = tiny(vocab_file, token_alignment="hungarian", consistency_pooling="linear")
+    assert model.consistency.pool_positions.in_features == 16  # Linear(max_length -> 1)
+    images = torch.stack([model.image_transform(train=True)(image(i)) for i in range(2)])
+    predictions = model(images, model.tokenize(["two red circles", "one square"]))
+    model.loss(predictions, torch.rand(2, 2)).backward()
+    assert model.consistency.pool_positions.weight.grad is not None
+
+
+def test_resize_below_scales_small_images_up_first(vocab_file: Path) -> None:
+    plain = tiny(vocab_file, test_crops=1).image_transform(train=False)
+    resized = tiny(vocab_file, test_crops=1, resize_below=64).image_transform(train=False)
+    picture = image(5, size=(48, 40))
+    assert not torch.allclose(plain(picture)[0], resized(picture)[0])
+    big = image(6, size=(80, 64))
+    assert torch.equal(plain(big), resized(big))  # short side already 64
+
+
+def test_overall_dimension_is_one_regression_column(vocab_file: Path) -> None:
+    torch.manual_seed(0)
+    blip = {"source": "config", "config": scva.TINY_BLIP, "vocab_file": str(vocab_file)}
+    overall = (Dimension("overall", "overall", 0, 5),)
+    model = scva.Scva(overall, blip=blip, vit=scva.TINY_VIT, **SMALL)
+    images = torch.stack([model.image_transform(train=False)(image(i)) for i in range(2)])
+    assert model(images, model.tokenize(["a", "b"])).shape == (2, 1)
+
+
+def test_without_weights_builds_imagereward_sizes_offline() -> None:
+    entry = {
+        "type": "scva",
+        "blip": {"source": "imagereward", "checkpoint": "missing/ImageReward.pt"},
+        "vit": {"name": PINNED_VIT, "pretrained": True, "offline": True},
+    }
+    random = scva.Scva.without_weights(entry)
+    assert random["blip"]["source"] == "config"
+    assert random["blip"]["config"]["vision_config"]["hidden_size"] == 1024
+    assert random["vit"] == {"name": PINNED_VIT, "pretrained": False, "checkpoint": None}
+    assert entry["vit"]["pretrained"] is True  # the entry itself is untouched
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"crop_training": "mean"},
+        {"csf_pooling": "sum"},
+        {"normalisation": "imagenet"},
+        {"token_alignment": "greedy"},
+        {"consistency_pooling": "max"},
+        {"resize_below": 0},
+        {"loss_beta": 0},
+    ],
+)
+def test_bad_fidelity_switches_are_config_errors(vocab_file: Path, setting: dict) -> None:
+    with pytest.raises(ConfigError):
+        tiny(vocab_file, **setting)

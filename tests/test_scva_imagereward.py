@@ -206,7 +206,7 @@ def test_scva_runs_on_converted_weights_with_cls_first(tmp_path: Path, tokenizer
     # ImageReward and the published SCVA encode with [CLS] first (no [ENC] swap).
     cls_id = model.tokenizer.convert_tokens_to_ids("[CLS]")
     assert (tokens[:, :, 0, 0] == cls_id).all()
-    images = torch.randn(2, model.test_crops, 6, 32, 32)
+    images = torch.randn(2, model.test_crops + 1, 3, 32, 32)  # crops, then the whole image
     with torch.no_grad():
         predictions = model(images, tokens)
     assert predictions.shape == (2, 1) and torch.isfinite(predictions).all()

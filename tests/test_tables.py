@@ -21,7 +21,7 @@ from agiqa.report.aggregate import (
     summarize_runs,
 )
 from agiqa.report.compare import BEST, TIE
-from agiqa.report.tables import build_grid, latex_escape, render_tables
+from agiqa.report.tables import build_grid, latex_escape, render_tables, results_caption
 from run_factory import noisy, write_run
 
 NAN = math.nan
@@ -274,3 +274,20 @@ def test_latex_compiles(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_markdown_uses_real_minus_signs(summary: pd.DataFrame, tmp_path: Path) -> None:
+    text = render_tables(summary, tmp_path, ("plcc",))["md"].read_text()
+    assert _md_cells(text, "clip_residual") == ["\u22120.250 ± 0.100 [\u22120.45, \u22120.05]"]
+
+
+def test_caption_names_protocols_for_readers() -> None:
+    from agiqa.report.names import DisplayNames
+
+    frame = pd.DataFrame([summary_row("a", "quality", srcc=(0.9, 0.01))])
+    names = DisplayNames(protocols={"kfold_grouped": "Prompt-grouped 5-fold"})
+    types = {"kfold_grouped": "kfold_grouped"}
+    caption = results_caption(frame, ReportSettings(), "test", types, names)
+    assert "Prompt-grouped 5-fold: 3 splits, prompt-grouped K-fold, selection on a" in caption
+    assert "[\u22121, 1]" in caption
+    assert "kfold_grouped: 3 splits" in results_caption(frame, ReportSettings(), "test", types)

@@ -113,11 +113,8 @@ def test_every_run_records_its_provenance(tmp_path: Path) -> None:
     assert metrics["selection"] == "val"
 
 
-def test_literature_replica_selects_the_epoch_on_test(tmp_path: Path, monkeypatch) -> None:
-    # The seed code's protocol: no validation part, best epoch by test SRCC. It exists to measure
-    # the inflation; the trainer must do exactly that and nothing else.
-    protocol = Protocol(type="literature_replica", folds=4)
-    paths = prepare(tmp_path, n_prompts=12, protocol="literature_replica")
+def parts_predicted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The parts the trainer predicts, in order (filled while the job runs)."""
     seen: list[str] = []
     original = FoldTrainer.predict
 
@@ -126,6 +123,15 @@ def test_literature_replica_selects_the_epoch_on_test(tmp_path: Path, monkeypatc
         return original(self, part)
 
     monkeypatch.setattr(FoldTrainer, "predict", spy)
+    return seen
+
+
+def test_literature_replica_selects_the_epoch_on_test(tmp_path: Path, monkeypatch) -> None:
+    # The seed code's protocol: no validation part, best epoch by test SRCC. It exists to measure
+    # the inflation; the trainer must do exactly that and nothing else.
+    protocol = Protocol(type="literature_replica", folds=4)
+    paths = prepare(tmp_path, n_prompts=12, protocol="literature_replica")
+    seen = parts_predicted(monkeypatch)
     metrics = run_fold(job(tmp_path, paths, residual_config(epochs=3), protocol=protocol))
     assert "val" not in seen[:3] and seen[:3] == ["test"] * 3  # selection passes on test
     history = pd.read_csv(tmp_path / "run" / "history.csv")
@@ -133,6 +139,16 @@ def test_literature_replica_selects_the_epoch_on_test(tmp_path: Path, monkeypatc
     assert metrics["best_epoch"] == int(history["epoch"][history["test_srcc_mean"].idxmax()])
     assert metrics["selection"] == "test" and metrics["n_val"] == 0 and metrics["val"] == {}
     assert pd.read_csv(tmp_path / "run" / "val_predictions.csv").empty
+
+
+def test_test_selection_works_on_cached_features_without_a_validation_part(
+    tmp_path: Path,
+) -> None:
+    protocol = Protocol(type="literature_replica", folds=4)
+    paths = prepare(tmp_path, n_prompts=12, protocol="literature_replica")
+    frozen = residual_config(epochs=2) | {"freeze": {"mode": "full"}}
+    metrics = run_fold(job(tmp_path, paths, frozen, protocol=protocol))
+    assert metrics["n_val"] == 0 and metrics["epochs_run"] == 2
 
 
 def test_cuda_asked_without_a_gpu_stops_clearly(tmp_path: Path, monkeypatch) -> None:
@@ -145,14 +161,7 @@ def test_cuda_asked_without_a_gpu_stops_clearly(tmp_path: Path, monkeypatch) -> 
 
 def test_model_selection_never_looks_at_the_test_fold(tmp_path: Path, monkeypatch) -> None:
     paths = prepare(tmp_path, n_prompts=12)
-    seen: list[str] = []
-    original = FoldTrainer.predict
-
-    def spy(self: FoldTrainer, part: str):
-        seen.append(part)
-        return original(self, part)
-
-    monkeypatch.setattr(FoldTrainer, "predict", spy)
+    seen = parts_predicted(monkeypatch)
     run_fold(job(tmp_path, paths, residual_config(epochs=3)))
     first_test = seen.index("test")
     assert seen[:first_test] == ["val"] * 3  # one validation pass per epoch, then test once

@@ -7,7 +7,6 @@ instead when CI is "true" (make test installs the package; CI machines have the 
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
 import socket
 from pathlib import Path
@@ -29,19 +28,10 @@ from agiqa.weights import (
     require_cached,
     seed_hub_cache,
 )
+from shared_data import AGIQA_3K, need
 
 PINNED = MOBILENET_V2_IMAGENET1K_V1
-AGIQA_3K = Path("/work/shared/datasets/agiqa-3k")
 runner = CliRunner()
-
-
-def need(present: bool, reason: str) -> None:
-    """Skip a test whose input is missing here; on CI, where it must be present, fail."""
-    if present:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MODELS = ("clip_residual", "dcmpln", "scva", "clip_zeroshot")
+MODELS = tuple(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"])
 
 
 def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -41,9 +41,9 @@ def small_config() -> dict:
         "models": ["clip_residual"],
     }
     config["report"]["resamples"] = 200
-    config["models"]["clip_residual"]["train"].update(epochs=2, batch_size=8)
-    config["models"]["dcmpln"]["train"].update(epochs=2, batch_size=8)
-    config["models"]["scva"]["train"].update(epochs=1, batch_size=8)
+    for entry in config["models"].values():
+        if "train" in entry:
+            entry["train"].update(epochs=min(2, entry["train"].get("epochs", 2)), batch_size=8)
     for stand_in in config["pretrained_backbones"].values():
         stand_in["synthesize"] = {**stand_in["synthesize"], "n_prompts": 8, "images_per_prompt": 2}
         stand_in.update(epochs=1, batch_size=8)
@@ -133,7 +133,10 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
     assert planned.returncode == 0, planned.stderr[-4000:]
     counts = job_counts(planned)
     assert counts.get("train_fold") == "3" and counts.get("aggregate") == "1"
-    assert "dcmpln" in planned.stdout and "clip_residual/split" not in planned.stdout
+    planned_models = re.findall(
+        r"wildcards: protocol=\w+, dataset=\w+, model=(\w+)", planned.stdout
+    )
+    assert planned_models == ["dcmpln"] * 3
 
 
 def job_counts(result: subprocess.CompletedProcess) -> dict[str, str]:
@@ -148,8 +151,15 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr[-4000:]
     counts = job_counts(result)
-    # 4 datasets x 5 models x (5 grouped + 10 image-level + 5 grouped test-selected + 10 replica)
-    assert counts["train_fold"] == str(4 * 5 * 30)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    splits_per_model = sum(
+        p["folds"] * p.get("repeats", 1) * len(p.get("models", paper["models"]))
+        for p in paper["protocols"].values()
+    )
+    # Every dataset x every (protocol, model, split): 5 grouped + 10 image-level + 5 grouped
+    # test-selected + 10 replica splits per model.
+    assert splits_per_model == 30 * len(paper["models"])
+    assert counts["train_fold"] == str(len(paper["datasets"]) * splits_per_model)
     assert counts["verify_dataset"] == "4"
     assert counts["manifest"] == "4"
     assert counts["split"] == "16"
@@ -157,6 +167,16 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
     assert counts["describe"] == "3"  # published descriptions exist for 1K, 3K and 2023
     assert counts["download_dataset"] == "4"
     assert counts["dvc_track"] == "1"
+    # Cross-dataset (pairs: all): one train/val split per dataset, one training job per
+    # (dataset, model that trains), one prediction job per (ordered pair of datasets, model).
+    from agiqa.models import MODELS as REGISTERED
+
+    trainable = [m for m, e in paper["models"].items() if REGISTERED.get(e["type"]).trainable]
+    assert paper["cross_dataset"]["pairs"] == "all" and "models" not in paper["cross_dataset"]
+    n_datasets = len(paper["datasets"])
+    assert counts["cross_split"] == str(n_datasets)
+    assert counts["cross_train"] == str(n_datasets * len(trainable))
+    assert counts["cross_predict"] == str(n_datasets * (n_datasets - 1) * len(trainable))
 
 
 def test_config_values_never_reach_a_shell(tmp_path: Path) -> None:
@@ -199,3 +219,34 @@ def test_bad_names_and_typos_fail_the_dry_run(tmp_path: Path, edit, message: str
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not list(tmp_path.rglob("X"))
+
+
+def test_dvc_tracking_is_opt_in_per_dataset(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    paper = yaml.safe_load((tmp_path / "config" / "paper.yaml").read_text())
+    for entry in paper["datasets"].values():
+        entry.pop("dvc", None)
+    (tmp_path / "config" / "untracked.yaml").write_text(yaml.safe_dump(paper))
+    result = snakemake(
+        "-n", "--configfile", str(tmp_path / "config" / "untracked.yaml"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "dvc_track" not in job_counts(result)
+
+
+def test_an_existing_dataset_folder_is_used_as_is(tmp_path: Path) -> None:
+    # A root anywhere that already exists: no download job, no marker, no DVC step.
+    root = tmp_path / "elsewhere" / "my agiqa-3k"
+    root.mkdir(parents=True)
+    config = {
+        "experiment": "own",
+        "datasets": {"agiqa-3k": {"reader": "agiqa-3k", "root": str(root)}},
+        "protocols": {"kfold_grouped": {"type": "kfold_grouped", "folds": 5}},
+        "models": {"zs": {"type": "clip_zeroshot"}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(tmp_path / "config.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    counts = job_counts(result)
+    assert counts["verify_dataset"] == "1"
+    assert "download_dataset" not in counts and "dvc_track" not in counts

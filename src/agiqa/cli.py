@@ -273,24 +273,43 @@ def aggregate(
     mlflow_db: Annotated[str, typer.Option(help="sqlite file or tracking URI")],
     experiment: str = "agiqa",
     configfile: Annotated[
-        list[Path] | None, typer.Option("--configfile", help="config(s) with a report section")
+        list[Path] | None,
+        typer.Option("--configfile", help="config(s) with a report section and display names"),
+    ] = None,
+    figures: Annotated[
+        Path | None, typer.Option(help="folder for the figures (none drawn without it)")
     ] = None,
 ) -> None:
-    """Tables, significance tests and MLflow runs from finished run directories (single writer)."""
+    """Tables, figures, significance tests and MLflow runs from finished run directories."""
     from agiqa.pipeline import tracking_uri
     from agiqa.report.aggregate import ReportSettings
     from agiqa.report.aggregate import aggregate as run_aggregate
+    from agiqa.report.names import DisplayNames
 
     try:
-        settings = ReportSettings.from_config(load_config(configfile or []).get("report"))
-        run_aggregate(runs, tables, tracking_uri(mlflow_db), experiment, settings)
+        config = load_config(configfile or [])
+        settings = ReportSettings.from_config(config.get("report"))
+        names = DisplayNames.from_config(config)
+        run_aggregate(
+            runs,
+            tables,
+            tracking_uri(mlflow_db),
+            experiment,
+            settings,
+            names=names,
+            figures_dir=figures,
+        )
     except (AgiqaError, ValueError) as error:
         fail(error)
 
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Option(help="a model entry of the config")],
+    model: Annotated[str | None, typer.Option(help="a model entry of the config")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root: time the image path on its images instead")
+    ] = None,
+    reader: Annotated[str, typer.Option(help="dataset reader of --data")] = "agiqa-3k",
     tiny: Annotated[bool, typer.Option(help="tiny models of config/config.yaml")] = False,
     configfile: Annotated[
         Path | None, typer.Option(help="default: paper.yaml, or config.yaml with --tiny")
@@ -299,41 +318,59 @@ def bench(
     freeze: Annotated[
         str | None, typer.Option(help="override freeze.mode: none/partial/full")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="default: the model's train.epochs")] = None,
-    images: int = 160,
+    epochs: Annotated[
+        int | None, typer.Option(help="default: the model's train.epochs; 3 with --data")
+    ] = None,
+    images: Annotated[int | None, typer.Option(help="default 160; every image with --data")] = None,
     image_size: Annotated[int | None, typer.Option(help="default 64 with --tiny, else 256")] = None,
+    size: Annotated[int, typer.Option(help="--data: model input size")] = 224,
+    short_side: Annotated[
+        int | None, typer.Option(help="--data: cache short side (default: --size)")
+    ] = None,
+    transform: Annotated[
+        str, typer.Option(help="--data: clip or uint8 per-image tensors")
+    ] = "clip",
     threads: int = 2,
     repeats: Annotated[int, typer.Option(help="runs per path; the best is kept")] = 3,
 ) -> None:
-    """Training images/s of our path and of a plain fp32 reference loop; their ratio last."""
-    from agiqa.bench import run_bench
+    """Images/s of our path and of a plain reference loop, run side by side; their ratio last.
+
+    With ``--model``: training images/s of the fold trainer against a plain fp32 loop. With
+    ``--data``: the image path (shared decoded-image cache, cold and warm) against a plain PIL
+    loop that opens, converts, resizes and makes a tensor of every image at every epoch.
+    """
     from agiqa.logs import configure_logging
-    from agiqa.pipeline import Layout, model_entry, stand_in_backbones, with_stand_in_weights
-    from agiqa.train.fold import TrainSettings
 
     configure_logging()
-    default = Path("config") / ("config.yaml" if tiny else "paper.yaml")
+    if (model is None) == (data is None):
+        fail(ConfigError("give exactly one of --model (training path) and --data (image path)"))
     try:
-        config = load_config([configfile or default])
-        entry = dict(model_entry(config, model))
-        for weights in map(Layout().backbone, stand_in_backbones(config, entry)):
-            if not Path(weights).is_file():
-                raise ConfigError(f"{weights} is missing: make it with `snakemake {weights}`")
-        entry = with_stand_in_weights(config, entry)
-        if freeze:
-            entry["freeze"] = {**entry.get("freeze", {}), "mode": freeze}
-        size = image_size or (64 if tiny else 256)
-        epochs = epochs or TrainSettings.from_config(entry.get("train")).epochs
-        results = run_bench(
-            model,
-            entry,
-            device=device,
-            epochs=epochs,
-            n_images=images,
-            image_size=size,
-            threads=threads,
-            repeats=repeats,
-        )
+        if data is not None:
+            from agiqa.bench import bench_images
+
+            results = bench_images(
+                data,
+                reader,
+                n_images=images,
+                size=size,
+                short_side=short_side,
+                transform=transform,
+                epochs=epochs or 3,
+                threads=threads,
+                repeats=repeats,
+            )
+        else:
+            lines = _bench_mllm(
+                str(model), tiny, configfile, device, epochs, images, image_size, threads, repeats
+            )
+            for line in lines or []:
+                typer.echo(line)
+            if lines is not None:
+                return
+            results = _bench_model(
+                str(model), tiny, configfile, device, freeze, epochs, images, image_size,
+                threads, repeats,
+            )  # fmt: skip
     except AgiqaError as error:
         fail(error)
     for result in results:
@@ -346,48 +383,249 @@ def bench(
     typer.echo(f"ratio {cold.images_per_second / reference.images_per_second:.2f}")
 
 
+def _bench_mllm(
+    model: str,
+    tiny: bool,
+    configfile: Path | None,
+    device: str,
+    epochs: int | None,
+    images: int | None,
+    image_size: int | None,
+    threads: int,
+    repeats: int,
+) -> list[str] | None:
+    """``agiqa bench --model`` for the MLLM family: training and scoring images/s and peak GPU
+    memory, fold trainer against a plain loop. None when the entry is not an MLLM model."""
+    from agiqa.bench import run_mllm_bench
+    from agiqa.models import MODELS
+    from agiqa.models.mllm.common import MllmModel
+    from agiqa.pipeline import layout_of, model_entry, stand_in_backbones, with_stand_in_weights
+
+    config = load_config([configfile or Path("config") / ("config.yaml" if tiny else "paper.yaml")])
+    entry = dict(model_entry(config, model))
+    if not issubclass(MODELS.get(entry["type"]), MllmModel):
+        return None
+    for weights in map(layout_of(config).backbone, stand_in_backbones(config, entry)):
+        if not Path(weights).is_file():
+            raise ConfigError(f"{weights} is missing: make it with `snakemake {weights}`")
+    results = run_mllm_bench(
+        model,
+        with_stand_in_weights(config, entry),
+        device=device,
+        epochs=epochs or 1,
+        n_images=images or 40,
+        image_size=image_size or (64 if tiny else 512),
+        threads=threads,
+        repeats=repeats,
+    )
+    lines = []
+    for result in results:
+        memory = "n/a" if result.peak_gib is None else f"{result.peak_gib:.2f} GiB"
+        lines.append(
+            f"{result.name:<26} {result.images_per_second:9.2f} images/s "
+            f"({result.images} images in {result.seconds:.1f} s), peak GPU memory {memory}"
+        )
+    by_name = {result.name.split(" (")[0]: result for result in results}
+    for phase in ("train", "score"):
+        if f"{phase} ours" in by_name:
+            ratio = by_name[f"{phase} ours"].images_per_second
+            ratio /= by_name[f"{phase} reference"].images_per_second
+            lines.append(f"{phase} ratio {ratio:.2f}")
+    return lines
+
+
+def _bench_model(
+    model: str,
+    tiny: bool,
+    configfile: Path | None,
+    device: str,
+    freeze: str | None,
+    epochs: int | None,
+    images: int | None,
+    image_size: int | None,
+    threads: int,
+    repeats: int,
+) -> list:
+    """``agiqa bench --model``: the fold trainer against the plain fp32 reference loop."""
+    from agiqa.bench import run_bench
+    from agiqa.pipeline import Layout, model_entry, stand_in_backbones, with_stand_in_weights
+    from agiqa.train.fold import TrainSettings
+
+    default = Path("config") / ("config.yaml" if tiny else "paper.yaml")
+    config = load_config([configfile or default])
+    entry = dict(model_entry(config, model))
+    for weights in map(Layout().backbone, stand_in_backbones(config, entry)):
+        if not Path(weights).is_file():
+            raise ConfigError(f"{weights} is missing: make it with `snakemake {weights}`")
+    entry = with_stand_in_weights(config, entry)
+    if freeze:
+        entry["freeze"] = {**entry.get("freeze", {}), "mode": freeze}
+    return run_bench(
+        model,
+        entry,
+        device=device,
+        epochs=epochs or TrainSettings.from_config(entry.get("train")).epochs,
+        n_images=images or 160,
+        image_size=image_size or (64 if tiny else 256),
+        threads=threads,
+        repeats=repeats,
+    )
+
+
+@app.command("bench-gpu")
+def bench_gpu(
+    device: Annotated[str, typer.Option(help="cuda, or cpu for the --tiny smoke test")] = "cuda",
+    tiny: Annotated[
+        bool, typer.Option(help="tiny models of config/config.yaml, few images")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="JSON report")] = Path("results/bench-gpu.json"),
+    summary: Annotated[Path, typer.Option(help="Markdown summary")] = Path("results/bench-gpu.md"),
+    model: Annotated[
+        list[str] | None, typer.Option(help="model entries (default: the paper's and deqa)")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="dataset root (default: synthetic 512 px JPEGs)")
+    ] = None,
+    reader: Annotated[str, typer.Option(help="dataset reader of --data")] = "agiqa-3k",
+    images: Annotated[int | None, typer.Option(help="default 384 (24 with --tiny)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per fold job (default 2)")] = None,
+    threads: Annotated[int | None, typer.Option(help="loader workers / CPU threads")] = None,
+    steps: Annotated[int | None, typer.Option(help="timed steps per lever")] = None,
+    compile_step: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="try torch.compile")
+    ] = None,
+    budget_s: Annotated[
+        float | None, typer.Option(help="stop starting new work after this many seconds")
+    ] = None,
+    peak_tflops: Annotated[
+        float | None, typer.Option(help="bf16 peak for MFU when the device is not known")
+    ] = None,
+    configfile: Annotated[
+        Path | None, typer.Option(help="model entries (default: paper.yaml; --tiny: config.yaml)")
+    ] = None,
+) -> None:
+    """GPU campaign: fold jobs against a seed-style loop, speed levers and MFU (bench_gpu.py)."""
+    from agiqa.bench_gpu import CampaignOptions, markdown, run_campaign
+    from agiqa.logs import configure_logging
+
+    configure_logging()
+    options = CampaignOptions.for_mode(
+        tiny,
+        device=device,
+        models=tuple(model or ()),
+        data=None if data is None else str(data),
+        reader=reader,
+        images=images,
+        epochs=epochs,
+        threads=threads,
+        steps=steps,
+        compile=compile_step,
+        budget_s=budget_s,
+        peak_tflops=peak_tflops,
+        configfile=None if configfile is None else str(configfile),
+    )
+    try:
+        report = run_campaign(options, out, summary)
+    except (AgiqaError, RuntimeError) as error:
+        fail(error)
+    typer.echo(markdown(report))
+    typer.echo(f"wrote {out} and {summary}")
+
+
 @models_app.command("list")
 def models_list(
     configfile: Annotated[Path, typer.Option(help="config whose model entries to build")] = Path(
         "config/config.yaml"
     ),
+    no_weights: Annotated[
+        bool,
+        typer.Option(
+            "--no-weights",
+            help="build every model with random weights (nothing read or downloaded)",
+        ),
+    ] = False,
 ) -> None:
-    """The config's models: type, backbone, trainable parameters, use of descriptions."""
+    """The config's models: type, backbone, parameter counts, use of descriptions.
+
+    With ``--no-weights`` every pretrained part is built at its real size with random weights,
+    so the sizes show before anything is downloaded (ViT-L models take a while on a CPU).
+    """
     from agiqa.models import MODELS
     from agiqa.pipeline import model_entry
 
-    typer.echo("name\ttype\tbackbone\ttrainable_parameters\tuses_descriptions")
+    typer.echo("name\ttype\tbackbone\ttrainable_parameters\tuses_descriptions\ttotal_parameters")
     try:
         config = load_config([configfile])
         for name in config.get("models", {}):
-            typer.echo("\t".join([name, *_model_row(model_entry(config, name))]))
+            row = _model_row(model_entry(config, name), random_weights=no_weights)
+            typer.echo("\t".join([name, *row]))
     except AgiqaError as error:
         fail(error)
     typer.echo(f"registered types: {', '.join(MODELS.names())}")
 
 
-def _model_row(entry: dict) -> list[str]:
-    """type, backbone (weights), trainable parameters, uses descriptions of one model entry."""
+def _model_row(entry: dict, random_weights: bool = False) -> list[str]:
+    """type, backbone (weights), trainable, uses descriptions, total parameters of an entry."""
     import copy
 
     from agiqa.data.manifest import Dimension
-    from agiqa.models import MODELS, build_model, trainable_parameter_count
+    from agiqa.models import MODELS
 
     # Counting parameters needs the architecture only, not the pretrained weights.
     entry = copy.deepcopy(entry)
     model_class = MODELS.get(entry["type"])
     backbone = entry.get("backbone", {})
-    arch = backbone.get("arch") or getattr(model_class, "backbone_name", "-")
+    arch = backbone.get("arch") or backbone.get("name") or model_class.backbone_name or "-"
     vit = entry.get("vit", {})
-    weights = backbone.pop("pretrained", None) or vit.pop("checkpoint", None)
-    weights = weights or ("pretrained" if vit.pop("pretrained", False) else None)
+    weights = backbone.get("pretrained") or vit.get("checkpoint")
+    weights = weights or ("pretrained" if vit.get("pretrained") else None)
     dims = (Dimension("quality", "quality", 0, 5), Dimension("align", "alignment", 0, 5))
+    # A model trained on some dimensions only (SCVA: quality) has outputs for those only.
+    trained = tuple(d for d in dims if d.name in (entry.get("dimensions") or ()))
+    dims = trained or dims
     try:
-        count = str(trainable_parameter_count(build_model(entry, dims)))
+        if random_weights and hasattr(model_class, "without_weights"):
+            entry = model_class.without_weights(entry)
+        else:
+            backbone.pop("pretrained", None)
+            vit.pop("checkpoint", None)
+            vit.pop("pretrained", None)
+            if random_weights and "weights" in backbone:  # torchvision weights enum member
+                backbone["weights"] = None
+        trainable, total = _parameter_counts(entry, dims, on_meta=random_weights)
     except AgiqaError as error:  # e.g. a BLIP checkpoint that is not on this machine
-        count = f"n/a ({str(error).splitlines()[0][:120]})"
-    label = f"{arch} ({weights or 'random init'})"
-    return [entry["type"], label, count, str(model_class.uses_descriptions)]
+        trainable = total = f"n/a ({str(error).splitlines()[0][:120]})"
+    label = f"{arch} ({weights or 'random init'}{'; not loaded' if random_weights else ''})"
+    return [entry["type"], label, trainable, str(model_class.uses_descriptions), total]
+
+
+def _parameter_counts(entry: dict, dims: tuple, on_meta: bool) -> tuple[str, str]:
+    """(trainable, total) parameters of the built model.
+
+    ``on_meta`` first builds it on PyTorch's meta device (shapes, no memory: a 7B MLLM would not
+    fit in RAM); factories that need real tensors (open_clip's) are built on the CPU instead.
+    """
+    import gc
+
+    import torch
+
+    from agiqa.models import build_model, trainable_parameter_count
+
+    def counts() -> tuple[str, str]:
+        model = build_model(entry, dims)
+        trainable = str(trainable_parameter_count(model))
+        total = str(sum(p.numel() for p in model.parameters()))
+        del model
+        gc.collect()  # ViT-L sized models: free one before building the next
+        return trainable, total
+
+    if on_meta:
+        try:
+            with torch.device("meta"):
+                return counts()
+        except Exception:  # any meta-device limitation: build for real below
+            pass
+    return counts()
 
 
 @weights_app.command("seed")
@@ -401,6 +639,84 @@ def weights_seed() -> None:
         fail(error)
     state = "copied to" if result.copied else "already in"
     typer.echo(f"{result.path.name} (sha256 verified) {state} {result.path.parent}")
+
+
+@app.command()
+def score(
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            help="checkpoint.pt, its run folder, or runs/<protocol>/<dataset>/<model> to average "
+            "every fold's checkpoint"
+        ),
+    ],
+    images: Annotated[
+        list[Path], typer.Option(help="image files or folders (several may follow one --images)")
+    ],
+    more_images: Annotated[list[Path] | None, typer.Argument(hidden=True)] = None,
+    prompt: Annotated[str | None, typer.Option(help="the generation prompt of every image")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="CSV with image, prompt (and description) columns")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="write the CSV here instead of stdout")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="default: the model's")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda[:N] or auto")] = "cpu",
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="folder with weight files the model names (stand-ins)")
+    ] = None,
+) -> None:
+    """Score images with a trained model: one row per image, one column per dimension.
+
+    Scores are on each dimension's native scale. Dimensions that need the prompt (alignment,
+    overall) are empty without --prompt or --prompts.
+    """
+    from agiqa.scoring import expand_images, load, prompts_from_csv
+
+    if prompt is not None and prompts is not None:
+        fail(ConfigError("give --prompt or --prompts, not both"))
+    try:
+        files = expand_images([*images, *(more_images or [])])
+        texts: str | list[str] | None = prompt
+        descriptions = None
+        if prompts is not None:
+            texts, descriptions = prompts_from_csv(prompts, files)
+        scorer = load(checkpoint, device=device, weights_dir=weights_dir, batch_size=batch_size)
+        err.print(f"scoring {len(files)} images with {scorer.describe()}", highlight=False)
+        table = scorer.score(files, prompts=texts, descriptions=descriptions)
+    except AgiqaError as error:
+        fail(error)
+    if out is None:
+        typer.echo(table.to_csv(index=False), nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    err.print(f"wrote {out} ({len(table)} images)", highlight=False)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    configfile: Annotated[list[Path], typer.Option("--configfile", help="workflow config(s)")],
+    dry_run: Annotated[
+        bool, typer.Option(help="list what would be fetched, fetch nothing")
+    ] = False,
+) -> None:
+    """Download every pretrained backbone the config's models load (needs network access).
+
+    Run it once where the network is reachable, with the same caches as the fold jobs; the jobs
+    then load the weights with ``offline: true``.
+    """
+    from agiqa.weights import fetch_weights, weights_needed
+
+    try:
+        config = load_config(configfile)
+        if dry_run:
+            for need in weights_needed(config):
+                typer.echo(f"needed: {need}")
+            return
+        for need, location in fetch_weights(config):
+            typer.echo(f"fetched: {need.kind} {need.name} -> {location}")
+    except AgiqaError as error:
+        fail(error)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ NAMED_SECTIONS = ("datasets", "models", "protocols", "describers", "pretrained_b
 
 def check_config(config: dict) -> None:
     """Raise a ConfigError naming the first problem: a bad name or a bad model setting."""
+    from agiqa.cross_dataset import cross_settings
     from agiqa.pipeline import protocol_models, protocol_of
     from agiqa.report.aggregate import ReportSettings
 
@@ -31,6 +32,7 @@ def check_config(config: dict) -> None:
         protocol_models(config, name)
     for name in config.get("models") or {}:
         check_model_entry(config, name)
+    cross_settings(config)  # names the bad pair, model or setting of cross_dataset
     try:
         ReportSettings.from_config(config.get("report"))
     except (TypeError, ValueError) as error:

@@ -121,6 +121,8 @@ def model_entry(config: dict, model: str, dataset: str | None = None) -> dict:
         entry = dict(config["models"][model])
     except KeyError:
         raise ConfigError(f"model '{model}' is not in the config's models") from None
+    # A display name labels tables and figures only: changing it must not rerun training.
+    entry.pop("display_name", None)
     presets = entry.pop(PER_DATASET, None) or {}
     if not isinstance(presets, dict):
         raise ConfigError(f"model '{model}': {PER_DATASET} must map dataset names to settings")
@@ -206,6 +208,7 @@ def fold_job(
         threads=threads,
         device=str(config.get("device", "auto")),
         feature_cache_dir=str(config.get("feature_cache_dir", "resources/features")),
+        image_cache_dir=config.get("image_cache_dir", "resources/images"),
         descriptions=descriptions_of(config, dataset, model, layout),
         protocol_settings=protocol_of(config, protocol).settings(),
         allowed_link_roots=tuple(dataset_entry(config, dataset).get("allowed_link_roots", ())),

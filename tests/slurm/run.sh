@@ -54,7 +54,7 @@ echo "== $submitted jobs went through SLURM"
 [[ $submitted -gt 0 ]] || { echo "no job was submitted to SLURM" >&2; exit 1; }
 # The displayed table must be identical; the CSV's full-precision numbers may differ in the last
 # digits (BLAS threads differ between a job step and a local process).
-if python - "$work/local/results/tables" "$work/slurm/results/tables" <<'PY'
+if python - "$work/local/results/demo/tables" "$work/slurm/results/demo/tables" <<'PY'
 import sys
 from pathlib import Path
 
@@ -73,7 +73,7 @@ PY
 then
   echo "SLURM and local tables agree: 1 passed, 0 failed"
 else
-  diff "$work/local/results/tables/main.md" "$work/slurm/results/tables/main.md" || true
+  diff "$work/local/results/demo/tables/main.md" "$work/slurm/results/demo/tables/main.md" || true
   echo "SLURM and local tables differ: 0 passed, 1 failed"
   exit 1
 fi

@@ -32,7 +32,7 @@ import pandas as pd
 from agiqa.errors import ConfigError, DataError
 
 BASE_COLUMNS = ("image", "prompt", "prompt_group", "generator", "subset", "labelled")
-DIMENSION_KINDS = ("quality", "alignment")
+DIMENSION_KINDS = ("quality", "alignment", "overall")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -41,7 +41,9 @@ class Dimension:
     """One rated dimension of a dataset.
 
     ``kind`` says what a model needs to predict it: ``quality`` from the image alone,
-    ``alignment`` from the image and its prompt.
+    ``alignment`` from the image and its prompt, ``overall`` one score that mixes both (the
+    NTIRE 2024 AIGIQA-20K track: perceptual quality with text-image alignment folded in). Each
+    model states how it maps ``overall`` (docs/methods.md).
     """
 
     name: str

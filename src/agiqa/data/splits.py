@@ -232,6 +232,31 @@ def make_splits(labelled: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     return out
 
 
+def train_val_split(labelled: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+    """One split (``split0``) of the whole labelled set into ``train`` and ``val``, no ``test``.
+
+    For training on one dataset and testing on another (agiqa.cross_dataset): about
+    ``val_fraction`` of the images, in whole prompt groups, select the epoch; the rest trains.
+    The same rows, fraction and seed give the same file.
+    """
+    if labelled.empty:
+        raise DataError("the manifest has no labelled rows to split")
+    if not 0 < val_fraction < 1:
+        raise ConfigError("val_fraction must lie in (0, 1)")
+    frame = labelled.reset_index(drop=True)
+    groups = frame["prompt_group"].astype(str)
+    if groups.nunique() < 2:
+        raise DataError("a train/val split needs at least 2 prompt groups")
+    rng = np.random.default_rng(seed)
+    roles = pd.Series("train", index=frame.index)
+    roles[_carve_validation(frame.index, groups, val_fraction, rng)] = "val"
+    if not (roles == "train").any():
+        raise DataError(f"val_fraction {val_fraction} leaves no prompt group to train on")
+    out = frame[["image", "prompt_group"]].copy()
+    out[split_column(0)] = roles
+    return out
+
+
 def write_splits(splits: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

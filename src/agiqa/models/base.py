@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -36,6 +36,24 @@ class PartData:
     #: Images decoded once and kept in memory (None when the decode cache is off).
     decoded: list[Image.Image] | None = None
     training: PartData | None = None
+
+
+@dataclass
+class PredictionDetails:
+    """What a model reports about a part's predictions beyond one score per dimension.
+
+    ``columns`` are extra per-row columns of the prediction files (e.g. a predicted score
+    distribution; names must not start with ``pred_`` or ``target_``); ``metrics`` go to
+    ``metrics.json`` under ``details.<part>`` (e.g. distribution distances per dimension).
+    """
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+#: Runs a dataset the model built through the trainer's evaluation loop (device, AMP, batches)
+#: and returns its per-sample outputs and their rows (see ``AgiqaModel.calibrate``).
+RunDataset = Callable[[Dataset], tuple[np.ndarray, np.ndarray]]
 
 
 class AgiqaModel(nn.Module):
@@ -121,6 +139,29 @@ class AgiqaModel(nn.Module):
         predictions = np.full((n_rows, len(self.dimensions)), np.nan, dtype=np.float32)
         predictions[rows] = outputs
         return predictions
+
+    # --- after training -------------------------------------------------------------------
+
+    def calibrate(self, training: PartData, run: RunDataset) -> None:
+        """Fit post-training state on the training part; the default does nothing.
+
+        The trainer calls it once for every model, after training and the best-epoch restore
+        (zero-shot models included), before the val and test predictions that go to the
+        outputs. ``run`` evaluates a dataset the model built (e.g. from ``training``) batched
+        as at prediction. State fitted here belongs in buffers, so ``checkpoint.pt`` keeps it.
+        """
+
+    def prediction_details(
+        self, frame: pd.DataFrame, outputs: np.ndarray, rows: np.ndarray
+    ) -> PredictionDetails:
+        """Extra columns and metrics for a predicted part; the default reports none.
+
+        Args:
+            frame: The part's manifest rows (``mos_<dim>``, ``std_<dim>``, ...).
+            outputs: The per-sample outputs ``reduce_predictions`` got.
+            rows: Their rows.
+        """
+        return PredictionDetails()
 
     # Optional: models whose encoders are frozen can have their features computed once and
     # cached across folds and configs. They return a key from ``feature_key`` and split

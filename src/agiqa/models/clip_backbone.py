@@ -19,6 +19,7 @@ short side and centre-crops (the published code squashes to 224x224 instead, dis
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -311,7 +312,28 @@ class ClipModel(AgiqaModel):
         self._preprocess = bundle.preprocess
         self.backbone_name = config.description
         # The text tower only runs when some dimension needs the prompt.
-        self.uses_text = any(dim.kind == "alignment" for dim in self.dimensions)
+        self.uses_text = any(self.reads_prompt(dim.kind) for dim in self.dimensions)
+
+    @classmethod
+    def reads_prompt(cls, kind: str) -> bool:
+        """Whether a dimension of this kind is predicted from the prompt too.
+
+        ``alignment`` needs it; ``overall`` (quality with alignment mixed in) does by default.
+        """
+        return kind in ("alignment", "overall")
+
+    @classmethod
+    def without_weights(cls, entry: dict[str, Any]) -> dict[str, Any]:
+        """The entry with the backbone's weights replaced by a random initialisation.
+
+        The architecture (and so every parameter count) stays; nothing is read or downloaded.
+        """
+        entry = copy.deepcopy(entry)
+        backbone = dict(entry.get("backbone") or {})
+        backbone["pretrained"] = None
+        backbone.pop("offline", None)
+        entry["backbone"] = backbone
+        return entry
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
         return self._preprocess.image(train)

@@ -7,16 +7,23 @@ and prompt embeddings it predicts
 - consistency: ``c = a * (cos + 1) / 2 + b + s_c * tanh(MLP([img, txt, cos]))`` with learnable
   scalars ``a`` (init 1) and ``b`` (init 0).
 
-Deliberate differences from the published code:
+Deliberate differences from the published code (docs/methods.md lists them with their switches):
 
-- no clamp to [0, 1] in ``forward``: a clamp zeroes the gradient of every saturated output, so
-  training could stall on exactly the images that are most wrong; clip at evaluation if needed;
+- no clamp to [0, 1] in ``forward`` by default: a clamp zeroes the gradient of every saturated
+  output, so training could stall on exactly the images that are most wrong. The fold trainer
+  clips every model's predictions to the scale before any metric, so RMSE and raw PLCC are on the
+  dimension's scale either way. ``clamp: true`` restores the published clamps (methods.md 9.3):
+  ``q = clamp(., 0, 1)``, ``c_base = clamp(a (cos + 1) / 2 + b, 0, 1)`` and
+  ``c = clamp(c_base + residual, 0, 1)``;
 - partial freezing works (the published ``--partial_freeze`` walks ``encoder.layer`` and crashes
   with an AttributeError), and its depth is validated against both towers;
 - one head per rated dimension of the dataset, chosen by the dimension's kind (``quality`` heads see
   the image only, ``alignment`` heads the image and prompt), instead of two hard-wired outputs, so
   one class serves AGIQA-3K, AIGCIQA2023 (three dimensions) and quality-only datasets; the text
-  tower is skipped when no dimension needs the prompt.
+  tower is skipped when no dimension needs the prompt. An ``overall`` dimension (AIGIQA-20K:
+  quality with alignment mixed in) gets the consistency head: its MLP reads the image embedding
+  as well as the prompt and their cosine, so it can weigh both, while the quality head never
+  sees the prompt.
 """
 
 from __future__ import annotations
@@ -38,27 +45,37 @@ FREEZE_MODES = ("none", "partial", "full")
 class QualityHead(nn.Module):
     """``sigmoid(Linear(img)) + scale * tanh(MLP(img))``: a linear base plus a bounded residual."""
 
-    def __init__(self, embed_dim: int, hidden: int, dropout: float, scale: float) -> None:
+    def __init__(
+        self, embed_dim: int, hidden: int, dropout: float, scale: float, clamp: bool = False
+    ) -> None:
         super().__init__()
         self.base = nn.Linear(embed_dim, 1)
         self.residual = nn.Sequential(
             nn.Linear(embed_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
         )
         self.scale = scale
+        self.clamp = clamp
 
     def forward(
         self, image: torch.Tensor, text: torch.Tensor | None, cosine: torch.Tensor | None
     ) -> torch.Tensor:
-        return torch.sigmoid(self.base(image)) + self.scale * torch.tanh(self.residual(image))
+        out = torch.sigmoid(self.base(image)) + self.scale * torch.tanh(self.residual(image))
+        return _unit(out) if self.clamp else out
 
 
 class AlignmentHead(nn.Module):
     """``a * (cos + 1) / 2 + b + scale * tanh(MLP([img, txt, cos]))``."""
 
     def __init__(
-        self, embed_dim: int, hidden: tuple[int, int], dropout: float, scale: float
+        self,
+        embed_dim: int,
+        hidden: tuple[int, int],
+        dropout: float,
+        scale: float,
+        clamp: bool = False,
     ) -> None:
         super().__init__()
+        self.clamp = clamp
         features = 2 * embed_dim + 1
         self.a = nn.Parameter(torch.tensor(1.0))
         self.b = nn.Parameter(torch.tensor(0.0))
@@ -80,7 +97,13 @@ class AlignmentHead(nn.Module):
             raise ValueError("an alignment head needs the prompt embedding")
         base = self.a * (cosine + 1) / 2 + self.b
         residual = self.residual(torch.cat([image, text, cosine], dim=-1))
+        if self.clamp:  # the published clamps, on the base and on the sum
+            return _unit(_unit(base) + self.scale * torch.tanh(residual))
         return base + self.scale * torch.tanh(residual)
+
+
+def _unit(values: torch.Tensor) -> torch.Tensor:
+    return values.clamp(0.0, 1.0)
 
 
 @MODELS.register("clip_residual")
@@ -102,6 +125,11 @@ class ClipResidual(ClipModel):
         alignment_hidden: The two hidden widths of the consistency MLP.
         loss_weights: ``{dimension name: weight}`` for every dimension; ``None`` weighs them
             equally with weights summing to 1 (0.5/0.5 on AGIQA-3K, as published).
+        clamp: Clamp the heads' outputs to [0, 1] as the published code does (default off: the
+            clamp zeroes the gradient of saturated outputs; the trainer clips predictions).
+
+    Dimension kinds: ``quality`` -> quality head (image only); ``alignment`` and ``overall`` ->
+    consistency head (image, prompt and their cosine).
     """
 
     trainable = True
@@ -118,13 +146,16 @@ class ClipResidual(ClipModel):
         quality_hidden: int = 128,
         alignment_hidden: Sequence[int] = (256, 64),
         loss_weights: Mapping[str, float] | None = None,
+        clamp: bool = False,
     ) -> None:
         super().__init__(dimensions, dict(backbone or {}))
         hidden_c = _pair(alignment_hidden)
+        if not isinstance(clamp, bool):
+            raise ConfigError(f"clamp must be true or false; got {clamp!r}")
         self.heads = nn.ModuleList(
-            QualityHead(self.embed_dim, quality_hidden, dropout, residual_scale_q)
+            QualityHead(self.embed_dim, quality_hidden, dropout, residual_scale_q, clamp)
             if dim.kind == "quality"
-            else AlignmentHead(self.embed_dim, hidden_c, dropout, residual_scale_c)
+            else AlignmentHead(self.embed_dim, hidden_c, dropout, residual_scale_c, clamp)
             for dim in self.dimensions
         )
         self.register_buffer("loss_weights", self._weights(loss_weights), persistent=False)
@@ -133,7 +164,7 @@ class ClipResidual(ClipModel):
     def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         image, text = features["image"], features.get("text")
         cosine = None if text is None else (image * text).sum(dim=-1, keepdim=True)
-        # No clamp: it would zero the gradients of saturated outputs (the published defect).
+        # No clamp by default: it zeroes the gradients of saturated outputs (``clamp`` restores it).
         return torch.cat([head(image, text, cosine) for head in self.heads], dim=-1)
 
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@
   the base of the qiyan111/AIGC consistency head (methods.md section 3);
 - quality dimensions: CLIP-IQA style antonym prompts (methods.md section 2.3): the softmax over
   ``logit_scale * cos(img, [positive, negative])`` gives the probability of the positive prompt,
-  averaged over the configured pairs (default "Good photo." / "Bad photo.").
+  averaged over the configured pairs (default "Good photo." / "Bad photo.");
+- overall dimensions (AIGIQA-20K: perceptual quality with alignment mixed in):
+  ``w * quality + (1 - w) * alignment`` of the two scores above, ``w = overall_quality_weight``
+  (default 0.5: the track gives no weighting, so neither signal is preferred).
 
 Differences from the published uses: CLIP-AGIQA/DCMPLN learn prompt contexts around the antonym
 classes; here the prompts are fixed text, so nothing trains. Heads follow the dataset's dimension
@@ -36,6 +39,8 @@ class ClipZeroShot(ClipModel):
         backbone: ``{arch, pretrained, cache_dir, offline, image_size}`` as for ``clip_residual``.
         quality_prompts: ``[[positive, negative], ...]`` antonym pairs; the quality score is the
             mean over pairs of the probability of the positive prompt.
+        overall_quality_weight: Weight ``w`` of the quality score in an ``overall`` dimension,
+            in [0, 1]; the alignment score gets ``1 - w``.
     """
 
     trainable = False
@@ -46,8 +51,13 @@ class ClipZeroShot(ClipModel):
         dimensions: Sequence[Dimension],
         backbone: Mapping[str, Any] | None = None,
         quality_prompts: Sequence[Sequence[str]] = DEFAULT_QUALITY_PROMPTS,
+        overall_quality_weight: float = 0.5,
     ) -> None:
         super().__init__(dimensions, dict(backbone or {}))
+        weight = overall_quality_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise ConfigError(f"overall_quality_weight must be in [0, 1]; got {weight!r}")
+        self.overall_quality_weight = float(weight)
         self.clip.requires_grad_(False)
         self.train(False)
         pairs = _antonym_pairs(quality_prompts)
@@ -67,12 +77,15 @@ class ClipZeroShot(ClipModel):
     @torch.no_grad()
     def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         image = features["image"]
-        alignment = quality = None
+        scores: dict[str, torch.Tensor] = {}
         if self.uses_text:
-            alignment = ((image * features["text"]).sum(dim=-1) + 1) / 2
-        if any(dim.kind == "quality" for dim in self.dimensions):
-            quality = self._antonym_probability(image)
-        columns = [quality if dim.kind == "quality" else alignment for dim in self.dimensions]
+            scores["alignment"] = ((image * features["text"]).sum(dim=-1) + 1) / 2
+        if any(dim.kind in ("quality", "overall") for dim in self.dimensions):
+            scores["quality"] = self._antonym_probability(image)
+        if "alignment" in scores and "quality" in scores:
+            weight = self.overall_quality_weight
+            scores["overall"] = weight * scores["quality"] + (1 - weight) * scores["alignment"]
+        columns = [scores[dim.kind] for dim in self.dimensions]
         return torch.stack(columns, dim=-1).clamp(0.0, 1.0)  # rounding can step past 1
 
     def _antonym_probability(self, image: torch.Tensor) -> torch.Tensor:

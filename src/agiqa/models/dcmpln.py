@@ -1,8 +1,9 @@
 """DCMPLN: Deep Cross-Modal Prompt Learning Network on a frozen CLIP (methods.md section 2).
 
 DCMPLN never released code; its README and a deleted checkpoint (``AGIQA3k_aux.pth``) show it grew
-out of CLIP-AGIQA (methods.md 2.2-2.3). What follows is our reading of both, with every choice the
-sources leave open marked *inferred*.
+out of CLIP-AGIQA (methods.md 2.2-2.3, 9.2). The structure below is the proxy's, plus the two
+parts DCMPLN's README adds (MPA, image adapter); every choice no source settles is marked
+*inferred*. docs/methods.md lists the deliberate differences with their switches.
 
 Architecture:
 
@@ -15,57 +16,70 @@ Architecture:
     embeddings are replaced by a learned class context (CoOp; positional embeddings are then added
     as to any token); before block ``i`` (``0 < i < prompt_depth``) the hidden states at those
     positions are replaced by that layer's learned deep prompts. The EOT token is pooled as usual.
-  - vision: ``n_ctx`` learned tokens are appended after the patch tokens (after ``ln_pre``, so all
-    layers' prompts live in the residual stream, *inferred*; MaPLe appends before ``ln_pre``);
-    before block ``i`` they are replaced by layer ``i``'s prompts and they are dropped before
-    pooling. Past ``prompt_depth`` the last prompts flow on unchanged.
+  - vision: ``n_ctx`` learned tokens are appended after the patch tokens *before* ``ln_pre``, as
+    the proxy does; before block ``i`` they are replaced by layer ``i``'s prompts and they are
+    dropped before pooling. Past ``prompt_depth`` the last prompts flow on unchanged.
 
-  The checkpoint's shapes (context 8x512, 11 deep text layers, 12 visual layers on ViT-B) match
-  ``prompt_depth=12``, the default ``None`` (= every block of the shallower tower).
-- **Two prompt branches**: the *main* branch scores quality with the classes ("good photo",
-  "bad photo"); the *auxiliary* branch scores "photo aligned/misaligned with the prompt". Each has
-  its own class context and deep text prompts; there is one set of visual prompts, the aux
-  branch's, which the main branch reuses as CLIP-AGIQA does. A dataset with several quality
-  dimensions (AIGCIQA2023: quality, authenticity) gets one class context per dimension, all
-  sharing the main deep prompts (*inferred*); likewise for several alignment dimensions. Without
-  an alignment dimension the aux branch still exists (one context) and guides the main one through
-  MPA and the shared visual prompts, but it is never scored and adds no loss.
-- **Multimodal Prompt Attention** (MPA, *inferred* design): at each prompted layer, the prompt
-  tokens of every text group (both branches) and the visual prompts are layer-normalised,
+  The deleted checkpoint's shapes (context 8x512, 11 deep text layers, 12 visual layers on ViT-B)
+  match ``prompt_depth=12``, the default ``None`` (= every block of the shallower tower).
+- **Two prompt learners, as the proxy** (``visual_prompt_sets: 2``): the *auxiliary* branch
+  ("aligned photo" / "misaligned photo") and the *target* branch ("good photo" / "bad photo")
+  each have their own class context, deep text prompts and deep visual prompts. Per layer the
+  target branch's visual prompts are ``Linear(2 Wv -> Wv)([aux, target])`` (``Linear(1536 ->
+  768)`` on ViT-B), so the auxiliary task's visual prompts guide the main ones, and the image
+  tower runs twice: once with the auxiliary prompts (scored by the auxiliary classes), once with
+  the fused ones (scored by the main classes). ``visual_prompt_sets: 1`` is the lighter variant
+  this module had before: one visual set (the auxiliary one) shared by both branches, one image
+  pass.
+- **Multimodal Prompt Attention** (MPA, DCMPLN's, *inferred* design): at each prompted layer, the
+  prompt tokens of every text group (both branches) and of every visual set are layer-normalised,
   projected per modality to ``mpa_dim``, given a learned per-layer embedding, and attend to each
   other in one ``mpa_heads``-head attention over the joint set; the result is projected back per
-  modality and added residually. One module serves all layers. The output projections start at
-  zero, so training starts from plain deep prompts (the CLIP-AGIQA proxy) and learns the coupling.
-- **Image adapter**: a bottleneck MLP ``embed -> embed // adapter_reduction -> embed`` (ReLU) on the
-  L2-normalised image feature, fused as ``f' = r * adapter(f) + (1 - r) * f`` with
-  ``r = adapter_ratio`` (CLIP-Adapter style) and L2-normalised again.
+  modality and added residually, before the fusion. One module serves all layers. The output
+  projections start at zero, so training starts from the proxy's plain deep prompts.
+- **Image adapter** (DCMPLN's): a bottleneck MLP ``embed -> embed // adapter_reduction -> embed``
+  (ReLU) on the L2-normalised image feature, fused as ``f' = r * adapter(f) + (1 - r) * f`` with
+  ``r = adapter_ratio`` (CLIP-Adapter style) and L2-normalised again; one adapter serves both
+  image passes (*inferred*).
 - **Scores**: ``softmax(logit_scale * cos(f', [t_pos, t_neg]))[pos]`` with CLIP's frozen logit
-  scale; one column per dataset dimension in dataset order: quality dimensions from the main
-  branch, alignment dimensions from the aux branch. Outputs are probabilities, so they lie in
-  [0, 1].
-- **Loss**: mean MSE over quality dimensions + ``aux_weight`` (0.1) x mean MSE over alignment
+  scale; one column per dataset dimension in dataset order. Dimension kinds: ``quality`` and
+  ``overall`` (AIGIQA-20K: quality with alignment mixed in, scored as the proxy scores a single
+  MOS) -> main branch; ``alignment`` -> auxiliary branch. A dataset with several main or several
+  auxiliary dimensions gets one class context per dimension, sharing the branch's deep prompts
+  (*inferred*). Without an alignment dimension the auxiliary branch is never scored and its
+  image pass is skipped, but its prompts still shape the main ones (fusion, MPA).
+- **Loss**: mean MSE over main dimensions + ``aux_weight`` (0.1) x mean MSE over auxiliary
   dimensions, on normalised targets (CLIP-AGIQA: MOS/5).
-
-Differences from the CLIP-AGIQA proxy: images go through ``ClipModel``'s transforms (CLIP mean/std,
-RandomResizedCrop + flip for training, one centre crop for evaluation) instead of ImageNet
-statistics, RandomCrop 224 and test-time averaging over unfolded 224 crops; MPA and the adapter are
-DCMPLN's additions, absent from the proxy.
+- **Inputs** (``input_transform: native_crops``, the proxy's): training takes one random
+  ``S x S`` crop (``S`` = CLIP's input size, 224) of the image at native resolution plus a random
+  horizontal flip; evaluation averages the predictions over every ``S x S`` crop at stride
+  ``test_stride`` (64), as ``unfold`` takes them (the remainder past the last full stride is not
+  covered). Images smaller than ``S`` are scaled up to it first. Statistics: ImageNet mean/std as
+  the proxy (``normalisation: imagenet``), although CLIP was trained with its own
+  (``normalisation: clip``). ``input_transform: resized`` uses CLIP's transforms instead
+  (RandomResizedCrop 0.8-1 + flip; resize + one centre crop at evaluation). The fold job's
+  decoded-image cache must keep native size: the paper preset sets
+  ``train.decode_cache_short_side: null``.
 
 The generation prompt is not used: ``forward`` receives its tokens to honour the model contract and
 ignores them (CLIP-AGIQA replaces it by a constant sentence).
 
 Trainable parameters, with ``Wt``/``Wv`` the text/vision widths, ``E`` the embedding dim,
-``n = n_ctx``, ``L = prompt_depth``, ``K`` the number of quality dimensions,
-``M = max(1, number of alignment dimensions)``, ``d = mpa_dim``, ``h = E // adapter_reduction``::
+``n = n_ctx``, ``L = prompt_depth``, ``K`` the number of main dimensions,
+``M = max(1, number of alignment dimensions)``, ``V = visual_prompt_sets``, ``d = mpa_dim``,
+``h = E // adapter_reduction``::
 
-    prompts  = (K + M) n Wt + 2 (L - 1) n Wt + L n Wv
+    prompts  = (K + M) n Wt + 2 (L - 1) n Wt + V L n Wv + (V - 1) L (2 Wv Wv + Wv)
     mpa      = 2 Wt + 2 Wv + (Wt + 1) d + (Wv + 1) d + L d + 4 d^2 + 4 d + (d + 1)(Wt + Wv)
     adapter  = 2 E h + h + E
 
 Only these (names ``prompts.``, ``mpa.``, ``adapter.``) require gradients. Paper preset (ViT-B/32:
 ``Wt = E = 512``, ``Wv = 768``, ``n = 8``, ``L = 12``, ``d = 256``, reduction 4) on AGIQA-3K
-(``K = M = 1``): 172,032 + 925,952 + 131,712 = 1,229,696. Because the MPA output projections start
-at zero, the MPA's inner weights receive their first non-zero gradient on the second step.
+(``K = M = 1``): prompts 14,410,752 (the proxy's two learners: 245,760 prompt vectors and
+14,164,992 in the twelve fusion layers, "about 14.4 M") + MPA 925,952 + adapter 131,712 =
+15,468,416; with ``visual_prompt_sets: 1``, 172,032 + 925,952 + 131,712 = 1,229,696. Because the
+MPA output projections start at zero, the MPA's inner weights receive their first non-zero
+gradient on the second step.
 """
 
 from __future__ import annotations
@@ -74,21 +88,34 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer, text_global_pool
+from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset
+from torchvision import transforms as T
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import MODELS
-from agiqa.models.clip_backbone import ClipModel
+from agiqa.models.base import MODELS, PartData
+from agiqa.models.clip_backbone import ClipModel, _ToRGB, train_transform
+from agiqa.models.crops import CropGridDataset, NativeCrop, mean_by_row
 
 QUALITY_CLASSES = ("good photo", "bad photo")
-ALIGNMENT_CLASSES = ("photo aligned with the prompt", "photo misaligned with the prompt")
+#: The proxy's auxiliary class names (methods.md 9.2).
+ALIGNMENT_CLASSES = ("aligned photo", "misaligned photo")
 PLACEHOLDER = "X"
 PROMPT_INIT_STD = 0.02  # CoOp / MaPLe initialisation of learned prompt vectors
+INPUT_TRANSFORMS = ("native_crops", "resized")
+NORMALISATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+#: Dimension kinds scored by the main (good/bad photo) branch; the rest by the auxiliary one.
+MAIN_KINDS = ("quality", "overall")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,8 +150,8 @@ def encode_image_prompted(
         clip: An open_clip ``CLIP`` with a ``VisionTransformer`` image tower.
         images: [B, 3, H, W] normalised images.
         layer_prompts: One [n, width] tensor per prompted block; entry 0 is appended after the
-            patch tokens, entry ``i`` replaces those tokens before block ``i``. Empty: exactly
-            ``clip.encode_image``.
+            patch tokens before ``ln_pre`` (as the proxy), entry ``i`` replaces those tokens'
+            hidden states before block ``i``. Empty: exactly ``clip.encode_image``.
 
     Returns:
         [B, embed_dim] unnormalised image features.
@@ -134,6 +161,7 @@ def encode_image_prompted(
     n_prompts = layer_prompts[0].shape[-2] if layer_prompts else 0
     if layer_prompts:
         x = torch.cat([x, _rows(layer_prompts[0], x)], dim=1)
+    x = visual.ln_pre(x)
 
     def replace(hidden: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         return torch.cat([hidden[:, :-n_prompts], _rows(prompt, hidden)], dim=1)
@@ -181,12 +209,12 @@ def encode_text_prompted(
 
 
 def _vision_stem(visual: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
-    """Patch embedding, class token, positions, patch dropout and ``ln_pre``, as open_clip."""
+    """Patch embedding, class token, positions and patch dropout, as open_clip (no ``ln_pre``)."""
     x = visual.conv1(images)
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
     cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
     x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    return visual.ln_pre(visual.patch_dropout(x))
+    return visual.patch_dropout(x)
 
 
 def _vision_pool(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -238,17 +266,28 @@ def _rows(prompt: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LayerPrompts:
-    """The prompts of one layer: text groups (main first, then aux) and the visual tokens."""
+    """The prompts of one layer: text groups (main first, then aux) and the visual sets.
+
+    ``visual`` is the auxiliary branch's set (shared by both branches with one set);
+    ``main_visual`` the target branch's own set before fusion (None with one set).
+    """
 
     text: list[torch.Tensor]
     visual: torch.Tensor
+    main_visual: torch.Tensor | None = None
 
 
 class DeepPrompts(nn.Module):
-    """Class contexts, deep text prompts of both branches and the shared visual prompts."""
+    """Class contexts and deep text prompts of both branches, the visual sets and their fusion."""
 
     def __init__(
-        self, n_ctx: int, depth: int, main_groups: int, aux_groups: int, widths: tuple[int, int]
+        self,
+        n_ctx: int,
+        depth: int,
+        main_groups: int,
+        aux_groups: int,
+        widths: tuple[int, int],
+        visual_sets: int = 2,
     ) -> None:
         super().__init__()
         text_width, vision_width = widths
@@ -263,13 +302,33 @@ class DeepPrompts(nn.Module):
         self.main_deep = vectors(depth - 1, text_width)
         self.aux_deep = vectors(depth - 1, text_width)
         self.visual = vectors(depth, vision_width)
+        self.main_visual = vectors(depth if visual_sets == 2 else 0, vision_width)
+        # The proxy's per-layer Linear(1536 -> 768) on ViT-B: [aux, target] -> target prompts.
+        self.fusion = nn.ModuleList(
+            nn.Linear(2 * vision_width, vision_width) for _ in range(len(self.main_visual))
+        )
+
+    @property
+    def two_sets(self) -> bool:
+        return len(self.main_visual) > 0
 
     def forward(self) -> list[LayerPrompts]:
         """Per prompted layer: layer 0 has one text group per class context, deeper layers two."""
-        layers = [LayerPrompts([*self.main_context, *self.aux_context], self.visual[0])]
-        for main, aux, visual in zip(self.main_deep, self.aux_deep, self.visual[1:], strict=True):
-            layers.append(LayerPrompts([main, aux], visual))
+        main_visual: list[torch.Tensor | None] = list(self.main_visual) or [None] * len(self.visual)
+        layers = [
+            LayerPrompts([*self.main_context, *self.aux_context], self.visual[0], main_visual[0])
+        ]
+        deeper = zip(self.main_deep, self.aux_deep, self.visual[1:], main_visual[1:], strict=True)
+        for main, aux, visual, own in deeper:
+            layers.append(LayerPrompts([main, aux], visual, own))
         return layers
+
+    def fuse(self, layer: int, prompts: LayerPrompts) -> torch.Tensor:
+        """The target branch's visual prompts of a layer: fused with two sets, else shared."""
+        if prompts.main_visual is None:
+            return prompts.visual
+        joint = torch.cat([prompts.visual, prompts.main_visual], dim=-1)
+        return self.fusion[layer](joint)
 
 
 class MultimodalPromptAttention(nn.Module):
@@ -294,14 +353,21 @@ class MultimodalPromptAttention(nn.Module):
 
     def forward(self, layer: int, prompts: LayerPrompts) -> LayerPrompts:
         text = torch.cat(prompts.text, dim=0)
+        sets = [prompts.visual] + ([prompts.main_visual] if prompts.main_visual is not None else [])
+        visual = torch.cat(sets)
         joint = torch.cat(
-            [self.text_in(self.text_norm(text)), self.vision_in(self.vision_norm(prompts.visual))]
+            [self.text_in(self.text_norm(text)), self.vision_in(self.vision_norm(visual))]
         )
         joint = (joint + self.layer_embedding[layer]).unsqueeze(0)
         mixed = self.attention(joint, joint, joint, need_weights=False)[0].squeeze(0)
         text = text + self.text_out(mixed[: len(text)])
-        visual = prompts.visual + self.vision_out(mixed[len(text) :])
-        return LayerPrompts(list(text.split([len(p) for p in prompts.text])), visual)
+        visual = visual + self.vision_out(mixed[len(text) :])
+        new_sets = visual.split([len(v) for v in sets])
+        return LayerPrompts(
+            list(text.split([len(p) for p in prompts.text])),
+            new_sets[0],
+            new_sets[1] if len(new_sets) > 1 else None,
+        )
 
 
 class ImageAdapter(nn.Module):
@@ -327,7 +393,7 @@ class ImageAdapter(nn.Module):
 
 @MODELS.register("dcmpln")
 class Dcmpln(ClipModel):
-    """Frozen CLIP with deep coupled text/visual prompts, an aux alignment task and an adapter.
+    """Frozen CLIP with two coupled prompt learners (main and auxiliary) and an image adapter.
 
     Args:
         dimensions: The dataset's rated dimensions; the output columns follow their order.
@@ -337,6 +403,8 @@ class Dcmpln(ClipModel):
         n_ctx: Learned prompt tokens per prompted layer and modality.
         prompt_depth: Number of blocks, from the first, that get prompts in both towers;
             ``None`` means every block of the shallower tower (12 on ViT-B/32).
+        visual_prompt_sets: 2 (the proxy: auxiliary and target visual prompts, fused per layer,
+            two image passes) or 1 (one shared set, one image pass).
         mpa_dim: Common width of the Multimodal Prompt Attention.
         mpa_heads: Attention heads of the MPA (must divide ``mpa_dim``).
         adapter_reduction: Bottleneck reduction of the image adapter.
@@ -344,6 +412,12 @@ class Dcmpln(ClipModel):
         aux_weight: Weight of the auxiliary alignment MSE in the loss.
         quality_classes: ``[positive, negative]`` class names of the main (quality) branch.
         alignment_classes: ``[positive, negative]`` class names of the auxiliary branch.
+        input_transform: ``native_crops`` (the proxy: random crops at native resolution,
+            stride-``test_stride`` crop averaging at test) or ``resized`` (CLIP's transforms).
+        test_stride: Stride of the evaluation crop grid (the proxy: 64).
+        normalisation: ``imagenet`` (the proxy) or ``clip`` (CLIP's own statistics).
+
+    Dimension kinds: ``quality`` and ``overall`` -> main branch; ``alignment`` -> auxiliary.
     """
 
     trainable = True
@@ -355,6 +429,7 @@ class Dcmpln(ClipModel):
         backbone: Mapping[str, Any] | None = None,
         n_ctx: int = 8,
         prompt_depth: int | None = None,
+        visual_prompt_sets: int = 2,
         mpa_dim: int = 256,
         mpa_heads: int = 4,
         adapter_reduction: int = 4,
@@ -362,18 +437,26 @@ class Dcmpln(ClipModel):
         aux_weight: float = 0.1,
         quality_classes: Sequence[str] = QUALITY_CLASSES,
         alignment_classes: Sequence[str] = ALIGNMENT_CLASSES,
+        input_transform: str = "native_crops",
+        test_stride: int = 64,
+        normalisation: str = "imagenet",
     ) -> None:
         super().__init__(dimensions, dict(backbone or {}))
         _check_hyperparameters(n_ctx, mpa_dim, mpa_heads, adapter_reduction, adapter_ratio)
+        _check_inputs(visual_prompt_sets, input_transform, test_stride, normalisation)
         self.aux_weight = _non_negative("aux_weight", aux_weight)
         self.clip.requires_grad_(False)
         self.prompt_depth = _resolve_depth(prompt_depth, check_backbone(self.clip))
         self.n_ctx = n_ctx
-        kinds = [dim.kind for dim in self.dimensions]
-        main_groups, scored_aux = kinds.count("quality"), kinds.count("alignment")
+        self.input_transform = input_transform
+        self.test_stride = int(test_stride)
+        self.normalisation = normalisation
+        is_main = [dim.kind in MAIN_KINDS for dim in self.dimensions]
+        main_groups = sum(is_main)
+        scored_aux = len(is_main) - main_groups
         widths = (int(self.clip.transformer.width), int(self.clip.visual.transformer.width))
         self.prompts = DeepPrompts(
-            n_ctx, self.prompt_depth, main_groups, max(1, scored_aux), widths
+            n_ctx, self.prompt_depth, main_groups, max(1, scored_aux), widths, visual_prompt_sets
         )
         self.mpa = MultimodalPromptAttention(widths, mpa_dim, mpa_heads, self.prompt_depth)
         self.adapter = ImageAdapter(self.embed_dim, adapter_reduction, adapter_ratio)
@@ -384,10 +467,15 @@ class Dcmpln(ClipModel):
         self.register_buffer("class_tokens", torch.cat(rows), persistent=False)
         row_branch = torch.tensor([0] * (2 * main_groups) + [1] * (2 * scored_aux))
         self.register_buffer("row_branch", row_branch, persistent=False)
+        group_branch = torch.tensor([0] * main_groups + [1] * scored_aux)
+        self.register_buffer("group_branch", group_branch, persistent=False)
         self.register_buffer("columns", self._group_of_each_dimension(), persistent=False)
-        is_quality = torch.tensor([kind == "quality" for kind in kinds])
-        self.register_buffer("is_quality", is_quality, persistent=False)
+        self.register_buffer("is_main", torch.tensor(is_main), persistent=False)
         self.train(self.training)  # puts the frozen backbone in eval mode
+
+    @classmethod
+    def reads_prompt(cls, kind: str) -> bool:
+        return False  # the proxy replaces the generation prompt by a constant sentence
 
     def train(self, mode: bool = True) -> Dcmpln:
         super().train(mode)
@@ -398,22 +486,74 @@ class Dcmpln(ClipModel):
         # CLIP is frozen, but the learned prompts run inside it: its features cannot be cached.
         return None
 
+    # -- inputs -----------------------------------------------------------------------------
+
+    @property
+    def crop_size(self) -> int:
+        size = self.clip.visual.preprocess_cfg["size"]
+        return int(size[0] if isinstance(size, list | tuple) else size)
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+        """``native_crops``: a random native-resolution crop + flip (training) or the centre crop.
+
+        With ``native_crops`` evaluation goes through ``make_dataset``'s crop grid; the centre
+        crop only serves callers that transform single images. ``resized``: CLIP's transforms.
+        """
+        mean, std = NORMALISATIONS[self.normalisation]
+        if self.input_transform == "native_crops":
+            return NativeCrop(self.crop_size, mean, std, train=train)
+        if self.normalisation == "clip":  # exactly CLIP's own transforms
+            return self._preprocess.image(train)
+        config = {**self.clip.visual.preprocess_cfg, "mean": mean, "std": std}
+        if train:
+            return train_transform(config)
+        size = self.crop_size
+        return T.Compose(
+            [
+                _ToRGB(),
+                T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+                T.CenterCrop(size),
+                T.ToTensor(),
+                T.Normalize(mean=mean, std=std),
+            ]
+        )
+
+    def make_dataset(self, data: PartData, train: bool) -> Dataset:
+        """Evaluation with ``native_crops``: one sample per grid crop, averaged per row."""
+        if train or self.input_transform != "native_crops":
+            return super().make_dataset(data, train)
+        tokens = self.tokenize(data.frame["prompt"].tolist())
+        crop = NativeCrop(self.crop_size, *NORMALISATIONS[self.normalisation], train=False)
+        return CropGridDataset(
+            data.images, crop, self.test_stride, tokens, data.targets, data.decoded
+        )
+
+    def reduce_predictions(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+        return mean_by_row(outputs, rows, n_rows)
+
+    # -- forward ----------------------------------------------------------------------------
+
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """[B, n_dims] positive-class probabilities; ``tokens`` (the generation prompt) unused."""
         layers = [self.mpa(index, layer) for index, layer in enumerate(self.prompts())]
-        image = encode_image_prompted(self.clip, images, [layer.visual for layer in layers])
-        image = self.adapter(image)
-        text = F.normalize(self._class_features(layers), dim=-1).view(-1, 2, image.shape[-1])
-        logits = self.clip.logit_scale.exp() * torch.einsum("bd,gkd->bgk", image, text)
+        main_prompts = [self.prompts.fuse(index, layer) for index, layer in enumerate(layers)]
+        main = self.adapter(encode_image_prompted(self.clip, images, main_prompts))
+        aux = main
+        if self.prompts.two_sets and bool((self.group_branch == 1).any()):
+            aux_prompts = [layer.visual for layer in layers]
+            aux = self.adapter(encode_image_prompted(self.clip, images, aux_prompts))
+        per_group = torch.stack([main, aux], dim=1)[:, self.group_branch]  # [B, G, E]
+        text = F.normalize(self._class_features(layers), dim=-1).view(-1, 2, main.shape[-1])
+        logits = self.clip.logit_scale.exp() * torch.einsum("bgd,gkd->bgk", per_group, text)
         return logits.softmax(dim=-1)[..., 0][:, self.columns]
 
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         per_dimension = ((predictions - targets) ** 2).mean(dim=0)
         total = per_dimension.new_zeros(())
-        if self.is_quality.any():
-            total = total + per_dimension[self.is_quality].mean()
-        if not self.is_quality.all():
-            total = total + self.aux_weight * per_dimension[~self.is_quality].mean()
+        if self.is_main.any():
+            total = total + per_dimension[self.is_main].mean()
+        if not self.is_main.all():
+            total = total + self.aux_weight * per_dimension[~self.is_main].mean()
         return total
 
     def _class_features(self, layers: list[LayerPrompts]) -> torch.Tensor:
@@ -444,12 +584,13 @@ class Dcmpln(ClipModel):
 
     def _group_of_each_dimension(self) -> torch.Tensor:
         """Column of the score matrix for each dimension: main groups first, then aux groups."""
-        main_groups = sum(dim.kind == "quality" for dim in self.dimensions)
-        counters = {"quality": 0, "alignment": main_groups}
+        main_groups = sum(dim.kind in MAIN_KINDS for dim in self.dimensions)
+        counters = {"main": 0, "aux": main_groups}
         columns = []
         for dim in self.dimensions:
-            columns.append(counters[dim.kind])
-            counters[dim.kind] += 1
+            branch = "main" if dim.kind in MAIN_KINDS else "aux"
+            columns.append(counters[branch])
+            counters[branch] += 1
         return torch.tensor(columns)
 
 
@@ -481,6 +622,23 @@ def _check_hyperparameters(
         raise ConfigError(f"mpa_heads ({mpa_heads}) must divide mpa_dim ({mpa_dim})")
     if not isinstance(adapter_ratio, int | float) or not 0 <= adapter_ratio <= 1:
         raise ConfigError(f"adapter_ratio must be a number in [0, 1]; got {adapter_ratio!r}")
+
+
+def _check_inputs(
+    visual_prompt_sets: int, input_transform: str, test_stride: int, normalisation: str
+) -> None:
+    if visual_prompt_sets not in (1, 2) or isinstance(visual_prompt_sets, bool):
+        raise ConfigError(f"visual_prompt_sets must be 1 or 2; got {visual_prompt_sets!r}")
+    if input_transform not in INPUT_TRANSFORMS:
+        raise ConfigError(
+            f"input_transform must be one of {INPUT_TRANSFORMS}; got {input_transform!r}"
+        )
+    if isinstance(test_stride, bool) or not isinstance(test_stride, int) or test_stride < 1:
+        raise ConfigError(f"test_stride must be a positive integer; got {test_stride!r}")
+    if normalisation not in NORMALISATIONS:
+        raise ConfigError(
+            f"normalisation must be one of {sorted(NORMALISATIONS)}; got {normalisation!r}"
+        )
 
 
 def _non_negative(name: str, value: float) -> float:

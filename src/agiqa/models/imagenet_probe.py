@@ -277,8 +277,10 @@ class ImageNetProbe(AgiqaModel):
         self.prompt_encoder = (
             None if prompt_encoder is None else BagOfWords(BowSettings.from_dict(prompt_encoder))
         )
-        # Without a prompt encoder the cache skips text (the trainer reads this flag).
-        self.uses_text = self.prompt_encoder is not None
+        # Only image features are cached: prompts reach the head as token ids, which the trainer
+        # passes beside cached features (``tokens``), so the probe with and without a prompt
+        # encoder share one image-feature cache.
+        self.uses_text = False
         self.image_norm = nn.LayerNorm(self.feature_dim)
         prompt_dim = 0 if self.prompt_encoder is None else self.prompt_encoder.settings.dim
         self.head = _mlp(self.feature_dim + prompt_dim, hidden, dropout, len(self.dimensions))
@@ -304,16 +306,13 @@ class ImageNetProbe(AgiqaModel):
         return self.prompt_encoder.tokenize(prompts)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self._predict(self.backbone(images), tokens if self.uses_text else None)
+        return self._predict(self.backbone(images), tokens)
 
     def encode(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = {"image": self.backbone(images)}
-        if self.uses_text:
-            features["text"] = tokens.float()  # ids: the embedding trains, so it is not cached
-        return features
+        return {"image": self.backbone(images)}
 
     def head_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._predict(features["image"], features.get("text"))
+        return self._predict(features["image"], features.get("tokens"))
 
     def feature_key(self) -> str | None:
         if not self.freeze:
@@ -321,19 +320,11 @@ class ImageNetProbe(AgiqaModel):
         digest = hashlib.sha256()
         digest.update(repr(self.spec).encode())
         digest.update(repr(self.preprocess).encode())
-        # The text "features" are token ids: they change with the tokenizer, not with ``dim``.
-        digest.update(f"text={self._tokenizer_identity()}".encode())
         # Hash the weights themselves: a random-init backbone differs from seed to seed.
         for name, tensor in sorted(self.backbone.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return f"imagenet_probe-{self.spec.source}-{self.spec.name}-{digest.hexdigest()[:16]}"
-
-    def _tokenizer_identity(self) -> str:
-        if self.prompt_encoder is None:
-            return "none"
-        settings = self.prompt_encoder.settings
-        return f"bow-crc32 words=\\w+ vocab={settings.vocab_size} max={settings.max_words}"
 
     def _predict(self, image: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
         parts = [self.image_norm(image.float())]

@@ -1,57 +1,79 @@
-"""SCVA-AGIQA: semantic consistency and visual attention (methods.md section 1), repaired.
+"""SCVA-AGIQA: semantic consistency and visual attention (methods.md sections 1 and 9.1).
 
-Architecture, per image with ``K`` crops:
+Architecture, per sample (one crop in per-crop training, ``K`` crops otherwise):
 
-- **BLIP image-grounded text encoder** (``blip`` config): the whole image resized to ``S x S``
-  (channels 3:6) goes through the BLIP vision tower; the prompt and the description are each
-  encoded by the BLIP text encoder cross-attending to those patch embeddings (last hidden state,
-  ``max_length`` tokens), then projected to ``dim``.
-- **timm ViT** (``vit`` config) on each ``S x S`` crop at native resolution (channels 0:3): the
-  patch tokens of ``feature_blocks`` (published: 8-11 of ViT-B/16) are concatenated and reduced
-  by Conv1x1 -> Conv3x3 + ReLU -> LayerNorm to ``dim`` channels.
+- **BLIP image-grounded text encoder** (``blip`` config; published: ImageReward-v1.0's BLIP,
+  ``blip.source: imagereward``): the whole image resized to the BLIP vision tower's native input
+  size ``W`` (224 for ImageReward's ViT-L/16, 384 for the BLIP ITM checkpoints) goes through the
+  vision tower; the prompt and the description are each encoded by the BLIP text encoder
+  cross-attending to those patch embeddings (last hidden state, ``max_length`` tokens), then
+  projected to ``dim``.
+- **timm ViT** (``vit`` config; published: ``vit_base_patch16_224``, which the pinned timm 0.6.13
+  resolved to the ``augreg_in21k_ft_in1k`` weights) on each ``S x S`` crop at native resolution:
+  the patch tokens of ``feature_blocks`` (published: 8-11) are concatenated and reduced by
+  Conv1x1 -> Conv3x3 + ReLU -> LayerNorm to ``dim`` channels.
 - **Visual tokens cross-attend to the description** (``heads`` heads, residual + LayerNorm).
-- **CSF-weighted attention pooling**: spatial and channel gates, pooled with the per-patch CSF
-  saliency map + 0.4 (``csf_floor``).
+- **CSF-weighted attention pooling** (``scva_parts.CsfPooling``): spatial and channel gates,
+  pooled with the per-patch CSF map; published form ``sum(f w) / sum(w) + 0.4 sum(f)``.
 - **Semantic-consistency branch**: description tokens aligned to prompt tokens, gated two-key
   fusion, pooling (``scva_parts.SemanticConsistency``).
-- **Mixture-of-experts regressor** on ``[visual, consistency]``: 4 experts, top-3 gating.
-- Predictions are averaged over the ``K`` crops (``train_crops`` in training, ``test_crops`` at
-  evaluation). **Loss**: SmoothL1 (``loss_beta``) on targets normalised to [0, 1].
+- **Mixture-of-experts regressor** on ``[visual, consistency]``: 4 experts, top-3 gating (a
+  softmax over the three kept logits, as published), each expert on a fixed random half of the
+  features plus 32 shared cross-attention dims.
+- **Crops**: with ``crop_training: per_crop`` (published) every random training crop is its own
+  sample with the image's target and its own loss (``train_crops`` samples per image per epoch,
+  so the batch counts crops and an epoch has ``train_crops`` times as many steps); at evaluation
+  the predictions of ``test_crops`` crops are averaged. ``crop_training: averaged`` instead
+  averages the ``train_crops`` crops of an image inside ``forward``, before the loss.
+- **Loss**: SmoothL1 with beta ``loss_beta`` on the native MOS scale (published: 1 on raw MOS),
+  computed on targets normalised to [0, 1] with beta ``loss_beta / (high - low)`` per dimension
+  (0.2 on a 0-5 scale, 0.01 on AIGCIQA2023's 0-100): the same loss up to a constant factor, which
+  Adam's update ignores.
 
-Deliberate differences from the published code (each fixes a defect of methods.md 1.10 or
-replaces a choice the sources leave open):
+Dimension kinds: the regressor has one output per trained dimension whatever its kind (the
+inputs hold the image, the prompt and the description). The paper preset trains quality only
+(``dimensions: [quality]``; ``[overall]`` on AIGIQA-20K, whose single MOS the published code
+regressed).
 
-- the CSF map is computed per image (grey min-max and map min-max per image, not over the batch
-  tensor), vectorised with ``unfold`` + ``torch.fft`` on the device (no 196-step Python loop); the
-  upsample-to-224-and-back of the map is dropped (it is the identity on the patch grid up to
-  interpolation blur); the radial frequency is ``hypot(fx, fy)`` with the published
-  ``fftfreq(patch, d=0.02)`` scaling (``csf_sample_spacing``);
-- normalisation statistics match each backbone: the crops get the timm ViT's own mean/std (from its
-  pretrained config; ImageNet for a config-built ViT), the whole image gets BLIP's (CLIP) mean/std;
-  the published code swapped them;
+Deliberate differences from the published code, each with its reason and, where the published
+behaviour is worth measuring, the switch that restores it (docs/methods.md has the table):
+
+- the CSF map is computed per image (grey min-max and map min-max per image): the published code
+  took both over the batch tensor, so a prediction depended on its batch-mates (a bug; no
+  switch). It is vectorised with ``unfold`` + ``torch.fft`` on the device (no 196-step Python
+  loop; same values); the upsample-to-224-and-back of the map is dropped (the identity on the
+  patch grid up to interpolation blur); the radial frequency is ``hypot(fx, fy)`` with the
+  published ``fftfreq(patch, d=0.02)`` scaling (``csf_sample_spacing``);
+- normalisation statistics match each backbone (``normalisation: matched``): the crops get the
+  timm ViT's own mean/std (from its pretrained config: 0.5/0.5 for the ``augreg`` weights), the
+  whole image BLIP's (CLIP) mean/std. The published code swapped them for AGIQA-1K/3K and
+  AIGCIQA2023 (crops with CLIP's, whole image with ImageNet's); ``normalisation: swapped``
+  restores that;
 - the Hungarian ``TokenAligner`` (CPU, Python loop over the batch, no gradient through the
-  permutation) is replaced by a differentiable soft alignment (each prompt position attends to the
-  description tokens by cosine similarity); nothing in ``forward`` leaves the device;
-- the published ``Linear(35 -> 1)`` pooling over token positions (which pooled padding too) is a
-  masked attention pooling over the real prompt tokens;
+  permutation) is replaced by a differentiable soft alignment that skips padding;
+  ``token_alignment: hungarian`` restores it;
+- the published ``Linear(35 -> 1)`` pooling over token positions (which pools padding too) is a
+  masked attention pooling over the real prompt tokens; ``consistency_pooling: linear`` restores
+  it;
 - the MoE expert feature masks are fixed random halves registered as buffers (``mask_seed``): the
   published learnable ``mask_logits`` never trained (top-k passes no gradient), so this is what
-  they did in effect, stated honestly; the top-3 gate weights are renormalised by a softmax;
-- CSF pooling is a weighted mean, not a sum (scale independent of the grid size);
-- one regression output per rated dimension of the dataset (the paper trains quality only; an
-  alignment dimension reads the same features, which include the prompt), with the MoE experts'
-  output bias initialised to 0.5, the middle of the normalised scale; no clamp;
-- targets are normalised to [0, 1] (the published code regressed raw MOS); ``loss_beta`` defaults
-  to 0.2, which is the published beta = 1 on a 0-5 MOS scale after rescaling;
-- the BLIP tower and the text are computed once per image, not once per crop (the whole image and
-  the texts are the same for all ``K`` crops);
-- evaluation crops are a fixed grid over the image (deterministic given the image), not seeded
-  random crops; images whose short side is below the crop size are upscaled (bicubic, aspect kept)
-  to the crop size first, as the published AIGIQA-20K ``AdaptiveResize`` does at 500 px;
+  they did in effect, stated honestly (no switch: the behaviour is the same);
+- the experts' output bias starts at 0.5, the middle of the normalised scale (the published code
+  regressed raw MOS from PyTorch's default initialisation);
+- with ``crop_training: averaged`` (not the published default) the BLIP tower and the texts run
+  once per image, not once per crop;
+- evaluation crops are a fixed grid over the image (deterministic given the image) instead of
+  random crops replayed by a fixed worker seed; images whose short side is below the crop size
+  are upscaled (bicubic, aspect kept) to it; ``resize_below`` (published on AIGIQA-20K: 500,
+  ``AdaptiveResize``) first scales images whose short side is below it up to it;
+- the published worker seeding (every worker and epoch replays the same random crops) is not
+  reproduced: crops are drawn from the fold's seeded generator;
 - an empty description (``""`` or ``descriptions=None``: the "no description" ablation) falls back
   to the prompt, so the visual cross-attention then reads the prompt and the consistency branch
-  compares the prompt with itself; the training schedule (no step-decay collapse) and gradient
-  clipping are the trainer's (warmup + cosine), not the published double StepLR.
+  compares the prompt with itself (the published data has a description for every image);
+- the training recipe is the model entry's ``train:`` section; the paper preset sets the
+  published AdamW (no decay on biases and 1-D parameters), 3-epoch warmup, step decay x0.1 every
+  3 epochs, fp16 and no clipping (docs/methods.md).
 
 Frozen vs trainable (``freeze``): ``blip_fraction`` f freezes the BLIP text embeddings + the first
 ``int(f * text layers)`` layers and the vision embeddings + the first ``int(f * vision layers)``
@@ -69,6 +91,7 @@ dict).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -79,13 +102,19 @@ from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import MODELS, AgiqaModel
+from agiqa.models.base import MODELS, AgiqaModel, PartData
+from agiqa.models.clip_backbone import _hub_offline
+from agiqa.models.crops import RepeatedSamples, upscale_to
 from agiqa.models.scva_parts import (
+    CONSISTENCY_POOLING,
+    CSF_POOLING,
+    TOKEN_ALIGNMENT,
     CsfPooling,
     MoeRegressor,
     SemanticConsistency,
@@ -134,12 +163,16 @@ TINY_VIT: dict[str, Any] = {
 _SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()/&"
 BLIP_SOURCES = ("config", "transformers", "imagereward")
+CROP_TRAINING = ("per_crop", "averaged")
+NORMALISATIONS = ("matched", "swapped")
 
 
 class ScvaTransform:
-    """PIL image -> ``[K, 6, S, S]``: K crops (ViT stats) with the resized whole image (BLIP stats).
+    """PIL image -> ``[K + 1, 3, M, M]``: ``K`` crops (``S x S``) then the whole image (``W x W``).
 
-    Picklable (a plain class, not a closure), so data-loader workers can use it.
+    Crops and whole image have their own sizes (the ViT's and the BLIP vision tower's native
+    inputs), so each is zero-padded at the bottom and right to ``M = max(S, W)``; ``Scva.forward``
+    slices them back. Picklable (a plain class, not a closure), so data-loader workers can use it.
     """
 
     def __init__(
@@ -149,22 +182,36 @@ class ScvaTransform:
         train: bool,
         vit_stats: tuple[Sequence[float], Sequence[float]],
         blip_stats: tuple[Sequence[float], Sequence[float]],
+        whole_size: int | None = None,
+        resize_below: int | None = None,
     ) -> None:
         self.size = size
         self.crops = crops
         self.train = train
         self.vit_stats = (list(vit_stats[0]), list(vit_stats[1]))
         self.blip_stats = (list(blip_stats[0]), list(blip_stats[1]))
+        self.whole_size = int(whole_size or size)
+        self.resize_below = resize_below
+
+    def __repr__(self) -> str:  # deterministic: transforms' reprs key caches
+        settings = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"ScvaTransform({settings})"
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
         whole = TF.resize(
-            TF.to_tensor(image), [self.size, self.size], InterpolationMode.BICUBIC, antialias=True
+            TF.to_tensor(image),
+            [self.whole_size, self.whole_size],
+            InterpolationMode.BICUBIC,
+            antialias=True,
         )
         whole = TF.normalize(whole.clamp(0, 1), *self.blip_stats)
-        native = TF.to_tensor(_upscale_to(image, self.size))
+        if self.resize_below:
+            image = upscale_to(image, self.resize_below)  # published AdaptiveResize (AIGIQA-20K)
+        native = TF.to_tensor(upscale_to(image, self.size))
         crops = [TF.normalize(crop, *self.vit_stats) for crop in self._crops(native)]
-        return torch.stack([torch.cat([crop, whole]) for crop in crops])
+        side = max(self.size, self.whole_size)
+        return torch.stack([_pad_to(part, side) for part in [*crops, whole]])
 
     def _crops(self, image: torch.Tensor) -> list[torch.Tensor]:
         height, width = image.shape[-2:]
@@ -182,6 +229,12 @@ class ScvaTransform:
         ]
 
 
+def _pad_to(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Zero-pad ``[3, h, w]`` at the bottom and right to ``[3, side, side]``."""
+    height, width = image.shape[-2:]
+    return F.pad(image, (0, side - width, 0, side - height))
+
+
 def grid_offsets(height: int, width: int, size: int, count: int) -> list[tuple[int, int]]:
     """``count`` crop corners on a near-square grid over the image (row-major, deterministic)."""
     rows = max(1, math.isqrt(count))
@@ -197,43 +250,44 @@ def _spread(span: int, count: int) -> list[int]:
     return [round(i * span / (count - 1)) for i in range(count)]
 
 
-def _upscale_to(image: Image.Image, size: int) -> Image.Image:
-    """Scale up (aspect kept) so the short side is at least ``size``."""
-    short = min(image.size)
-    if short >= size:
-        return image
-    scale = size / short
-    target = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
-    return image.resize(target, Image.Resampling.BICUBIC)
-
-
 @MODELS.register("scva")
 class Scva(AgiqaModel):
-    """SCVA-AGIQA with the fixes listed in the module docstring.
+    """SCVA-AGIQA; the deliberate differences and their switches are in the module docstring.
 
     Args:
-        dimensions: The dataset's rated dimensions; one output column each, in order.
+        dimensions: The trained dimensions; one output column each, in order, whatever the kind.
         blip: ``{source: config, config: {BlipConfig kwargs}, vocab_file: path|None}`` (tiny
-            random model, the default), ``{source: transformers, name_or_path, local_files_only}``
-            (a BLIP ITM checkpoint, e.g. ``Salesforce/blip-itm-base-coco``) or
-            ``{source: imagereward, checkpoint, tokenizer, vision_heads, text_heads}``
-            (ImageReward-v1.0 state dict + local bert-base-uncased tokenizer, see
-            ``scva_imagereward``).
-        vit: ``{name, pretrained, checkpoint}`` for ``timm.create_model`` or a dict of
-            ``VisionTransformer`` kwargs, optionally with a ``checkpoint`` state dict whose
-            classifier ``head.*`` is dropped (default: a tiny random ViT).
+            random model, the default), ``{source: transformers, name_or_path, local_files_only,
+            cache_dir}`` (a BLIP ITM checkpoint, e.g. ``Salesforce/blip-itm-base-coco``, fed at
+            its native resolution) or ``{source: imagereward, checkpoint, tokenizer,
+            vision_heads, text_heads}`` (ImageReward-v1.0 state dict + local bert-base-uncased
+            tokenizer, the published backbone, see ``scva_imagereward``).
+        vit: ``{name, pretrained, checkpoint, offline}`` for ``timm.create_model`` (``offline``:
+            fail at once when the weights are not cached) or a dict of ``VisionTransformer``
+            kwargs, optionally with a ``checkpoint`` state dict whose classifier ``head.*`` is
+            dropped (default: a tiny random ViT).
         feature_blocks: ViT blocks whose patch tokens feed the head (published: 8-11).
         freeze: ``{blip_fraction: float, vit: "none" | "full" | int}``.
         dim: Width of the head (published 512).
         neck_channels: Width after the Conv1x1 of the visual neck (published 768).
         heads: Heads of the visual-to-description cross-attention (published 8).
         max_length: Token length of prompt and description (published 35).
-        train_crops: Crops per image in training (published 2-7).
+        train_crops: Random crops per image and epoch in training (published 2-7).
         test_crops: Crops averaged at evaluation (published 12-15).
+        crop_training: ``per_crop`` (published: each crop a sample with its own loss) or
+            ``averaged`` (an image's crops averaged before the loss).
         crop_size: Crop side ``S`` (default: the ViT's input size).
-        csf_floor: Added to the CSF map before pooling (published 0.4).
+        resize_below: Scale images whose short side is below this up to it before cropping
+            (published on AIGIQA-20K: 500); None: only up to the crop size.
+        normalisation: ``matched`` (each backbone its own statistics) or ``swapped`` (the
+            published swap: crops with CLIP's, whole image with ImageNet's).
+        csf_pooling: ``published`` (``sum(f w) / sum(w) + floor * sum(f)``) or
+            ``weighted_mean`` (``sum(f (w + floor)) / sum(w + floor)``).
+        csf_floor: The 0.4 of either pooling form (published 0.4).
         csf_sample_spacing: ``d`` of ``fftfreq`` for the CSF frequencies (published 0.02).
         se_reduction: Squeeze-excite reduction of the pooling (published 16).
+        token_alignment: ``soft`` (differentiable) or ``hungarian`` (published).
+        consistency_pooling: ``attention`` (masked) or ``linear`` (published ``Linear(L -> 1)``).
         align_temperature: Softmax temperature of the soft token alignment.
         experts: MoE experts (published 4).
         top_k: Experts kept per sample (published 3).
@@ -242,13 +296,14 @@ class Scva(AgiqaModel):
         shared_heads: Heads of that cross-attention (published 4).
         dropout: Dropout in attention and experts.
         mask_seed: Seed of the fixed expert feature masks.
-        loss_beta: SmoothL1 beta on the normalised scale.
+        loss_beta: SmoothL1 beta on the native MOS scale (published 1), divided by each
+            dimension's scale width for the normalised targets.
     """
 
     trainable = True
     uses_gpu = True
     uses_descriptions = True
-    backbone_name = "BLIP ITM text encoder + timm ViT"
+    backbone_name = "BLIP text encoder + timm ViT"
 
     def __init__(
         self,
@@ -263,10 +318,16 @@ class Scva(AgiqaModel):
         max_length: int = 35,
         train_crops: int = 1,
         test_crops: int = 4,
+        crop_training: str = "per_crop",
         crop_size: int | None = None,
+        resize_below: int | None = None,
+        normalisation: str = "matched",
+        csf_pooling: str = "published",
         csf_floor: float = 0.4,
         csf_sample_spacing: float = 0.02,
         se_reduction: int = 16,
+        token_alignment: str = "soft",
+        consistency_pooling: str = "attention",
         align_temperature: float = 0.1,
         experts: int = 4,
         top_k: int = 3,
@@ -275,19 +336,31 @@ class Scva(AgiqaModel):
         shared_heads: int = 4,
         dropout: float = 0.1,
         mask_seed: int = 0,
-        loss_beta: float = 0.2,
+        loss_beta: float = 1.0,
     ) -> None:
         super().__init__(dimensions)
         _check_positive(
             dim=dim, neck_channels=neck_channels, max_length=max_length,
             train_crops=train_crops, test_crops=test_crops, loss_beta=loss_beta,
         )  # fmt: skip
+        _check_choices(
+            crop_training=(crop_training, CROP_TRAINING),
+            normalisation=(normalisation, NORMALISATIONS),
+            csf_pooling=(csf_pooling, CSF_POOLING),
+            token_alignment=(token_alignment, TOKEN_ALIGNMENT),
+            consistency_pooling=(consistency_pooling, CONSISTENCY_POOLING),
+        )
+        if resize_below is not None:
+            _check_positive(resize_below=resize_below)
         self.max_length = int(max_length)
         self.train_crops = int(train_crops)
         self.test_crops = int(test_crops)
-        self.loss_beta = float(loss_beta)
+        self.crop_training = crop_training
+        self.resize_below = None if resize_below is None else int(resize_below)
         self.csf_floor = float(csf_floor)
-        self.blip_vision, self.text_encoder, self.tokenizer = build_blip(dict(blip or {}))
+        blip_config = dict(blip or {})
+        blip_source = blip_config.get("source", "config")
+        self.blip_vision, self.text_encoder, self.tokenizer = build_blip(blip_config)
         text_width = self.text_encoder.config.hidden_size
         if self.text_encoder.config.max_position_embeddings < self.max_length:
             raise ConfigError(
@@ -295,7 +368,6 @@ class Scva(AgiqaModel):
                 f"{self.text_encoder.config.max_position_embeddings} positions"
             )
         self.vit, vit_stats = build_vit(vit)
-        self.vit_stats = vit_stats
         self.feature_blocks = self._feature_blocks(feature_blocks)
         self.vit.prune_intermediate_layers(self.feature_blocks, prune_norm=True, prune_head=True)
         self.patch = int(self.vit.patch_embed.patch_size[0])
@@ -305,12 +377,18 @@ class Scva(AgiqaModel):
                 f"crop_size {self.crop_size} differs from the ViT input size "
                 f"{self.vit.patch_embed.img_size}"
             )
+        #: The BLIP vision tower's native input side: the whole image is resized to it.
+        self.whole_size = int(self.blip_vision.config.image_size)
+        self.crop_stats, self.whole_stats = _input_stats(normalisation, vit_stats)
+        self.backbone_name = f"BLIP ({blip_source}) + timm {_vit_label(vit)}"
         vit_width = self.vit.embed_dim
         self.text_proj = nn.Linear(text_width, dim)
         self.neck = VisualNeck(len(self.feature_blocks) * vit_width, neck_channels, dim)
         self.cross = TextCrossAttention(dim, heads, dropout)
-        self.pooling = CsfPooling(dim, se_reduction, csf_floor)
-        self.consistency = SemanticConsistency(dim, align_temperature)
+        self.pooling = CsfPooling(dim, se_reduction, csf_floor, csf_pooling)
+        self.consistency = SemanticConsistency(
+            dim, align_temperature, self.max_length, token_alignment, consistency_pooling
+        )
         self.head = MoeRegressor(
             dim, len(self.dimensions), experts, top_k, expert_hidden, shared_dim, shared_heads,
             dropout, mask_seed,
@@ -318,15 +396,54 @@ class Scva(AgiqaModel):
         for expert in self.head.experts:
             nn.init.constant_(expert[-1].bias, 0.5)
         self.register_buffer("csf", csf_filter(self.patch, csf_sample_spacing), persistent=False)
-        self.register_buffer("crop_mean", torch.tensor(vit_stats[0]), persistent=False)
-        self.register_buffer("crop_std", torch.tensor(vit_stats[1]), persistent=False)
+        # Published beta on the raw MOS = beta / (high - low) on the normalised targets.
+        betas = [float(loss_beta) / (d.high - d.low) for d in self.dimensions]
+        self.register_buffer("loss_betas", torch.tensor(betas), persistent=False)
         self._freeze(dict(freeze or {}))
+
+    @classmethod
+    def without_weights(cls, entry: dict[str, Any]) -> dict[str, Any]:
+        """The entry with every pretrained weight replaced by a random init of the same sizes.
+
+        ImageReward's BLIP is built from its known sizes (``scva_imagereward.IMAGEREWARD_V1``),
+        a BLIP ITM checkpoint from its cached config; the timm ViT by name without weights.
+        Nothing is downloaded; only the tokenizer is a stand-in (it has no parameters).
+        """
+        entry = copy.deepcopy(entry)
+        entry["blip"] = _blip_without_weights(dict(entry.get("blip") or {}))
+        vit = entry.get("vit")
+        if isinstance(vit, Mapping):
+            vit = dict(vit)
+            vit["checkpoint"] = None
+            vit.pop("offline", None)
+            if "name" in vit:
+                vit["pretrained"] = False
+            entry["vit"] = vit
+        return entry
 
     # -- contract ---------------------------------------------------------------------------
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
-        crops = self.train_crops if train else self.test_crops
-        return ScvaTransform(self.crop_size, crops, train, self.vit_stats, (BLIP_MEAN, BLIP_STD))
+        if train:
+            crops = 1 if self.crop_training == "per_crop" else self.train_crops
+        else:
+            crops = self.test_crops
+        return ScvaTransform(
+            self.crop_size,
+            crops,
+            train,
+            self.crop_stats,
+            self.whole_stats,
+            self.whole_size,
+            self.resize_below,
+        )
+
+    def make_dataset(self, data: PartData, train: bool) -> Dataset:
+        """Per-crop training: ``train_crops`` samples per image, each one random crop."""
+        dataset = super().make_dataset(data, train)
+        if train and self.crop_training == "per_crop" and self.train_crops > 1:
+            return RepeatedSamples(dataset, self.train_crops)
+        return dataset
 
     def tokenize(
         self, prompts: Sequence[str], descriptions: Sequence[str] | None = None
@@ -346,15 +463,15 @@ class Scva(AgiqaModel):
         return torch.stack([self._encode_texts(prompts), self._encode_texts(texts)], dim=1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """``images`` [B, K, 6, S, S], ``tokens`` [B, 2, 2, L] -> ``[B, n_dims]``."""
-        if images.dim() == 4:  # one crop per image without the K axis
-            images = images.unsqueeze(1)
-        batch, crops = images.shape[:2]
-        prompt, prompt_mask, description, description_mask = self.encode_text(
-            images[:, 0, 3:], tokens
-        )
+        """``images`` [B, K + 1, 3, M, M] (``ScvaTransform``), ``tokens`` [B, 2, 2, L].
+
+        Returns ``[B, n_dims]``, the mean over the ``K`` crops of each sample.
+        """
+        batch, crops = images.shape[0], images.shape[1] - 1
+        whole = images[:, -1, :, : self.whole_size, : self.whole_size]
+        crop_pixels = images[:, :-1, :, : self.crop_size, : self.crop_size].flatten(0, 1)
+        prompt, prompt_mask, description, description_mask = self.encode_text(whole, tokens)
         consistency = self.consistency(prompt, prompt_mask, description, description_mask)
-        crop_pixels = images[:, :, :3].flatten(0, 1)
         visual = self.visual_features(
             crop_pixels,
             description.repeat_interleave(crops, dim=0),
@@ -364,7 +481,11 @@ class Scva(AgiqaModel):
         return scores.view(batch, crops, -1).mean(dim=1)
 
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.smooth_l1_loss(predictions, targets, beta=self.loss_beta)
+        """SmoothL1 with each dimension's beta (``loss_betas``), averaged over all entries."""
+        difference = (predictions - targets).abs()
+        betas = self.loss_betas.to(difference.dtype)
+        quadratic = 0.5 * difference**2 / betas
+        return torch.where(difference < betas, quadratic, difference - 0.5 * betas).mean()
 
     # -- parts ------------------------------------------------------------------------------
 
@@ -372,10 +493,7 @@ class Scva(AgiqaModel):
         self, whole: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """BLIP image-grounded encoding of prompt and description -> features [B, L, d], masks."""
-        size = self.blip_vision.config.image_size
-        image_embeds = self.blip_vision(
-            pixel_values=whole, interpolate_pos_encoding=whole.shape[-1] != size
-        ).last_hidden_state
+        image_embeds = self.blip_vision(pixel_values=whole).last_hidden_state
         batch, _, _, length = tokens.shape
         ids = tokens[:, :, 0].reshape(2 * batch, length)
         mask = tokens[:, :, 1].reshape(2 * batch, length)
@@ -406,7 +524,7 @@ class Scva(AgiqaModel):
 
     def csf_map(self, crops: torch.Tensor) -> torch.Tensor:
         """Per-image CSF saliency [N, S / patch, S / patch] in [0, 1] (without the floor)."""
-        return csf_weights(crops, self.crop_mean, self.crop_std, self.patch, self.csf)
+        return csf_weights(crops, self.patch, self.csf)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -463,6 +581,50 @@ class Scva(AgiqaModel):
                 parameter.requires_grad_(False)  # patch/position embeddings, tokens, norm_pre
         for block in list(self.vit.blocks)[:mode]:
             block.requires_grad_(False)
+
+
+def _input_stats(
+    normalisation: str, vit_stats: tuple[list, list]
+) -> tuple[tuple[list, list], tuple[list, list]]:
+    """(crop stats, whole-image stats) of a ``normalisation`` setting."""
+    if normalisation == "swapped":  # the published AGIQA-1K/3K/AIGCIQA2023 configs
+        return (list(BLIP_MEAN), list(BLIP_STD)), (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return vit_stats, (list(BLIP_MEAN), list(BLIP_STD))
+
+
+def _vit_label(vit: Mapping[str, Any] | None) -> str:
+    if isinstance(vit, Mapping) and "name" in vit:
+        return str(vit["name"])
+    return "VisionTransformer (config)"
+
+
+def _blip_without_weights(blip: dict[str, Any]) -> dict[str, Any]:
+    """A ``blip`` config of the same sizes that builds with random weights, offline."""
+    source = blip.get("source", "config")
+    if source == "imagereward":
+        from agiqa.models.scva_imagereward import IMAGEREWARD_V1
+
+        return {"source": "config", "config": copy.deepcopy(IMAGEREWARD_V1)}
+    if source == "transformers":
+        from transformers import BlipConfig
+
+        name = blip.get("name_or_path")
+        try:
+            config = BlipConfig.from_pretrained(
+                name, local_files_only=True, cache_dir=blip.get("cache_dir")
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"the BLIP ITM config of {name!r} is not on this machine, so its size is unknown "
+                f"offline: {str(exc).splitlines()[0]}"
+            ) from None
+        text = config.text_config.to_dict()
+        text["encoder_hidden_size"] = config.vision_config.hidden_size
+        return {
+            "source": "config",
+            "config": {"text_config": text, "vision_config": config.vision_config.to_dict()},
+        }
+    return blip
 
 
 def build_blip(config: dict[str, Any]) -> tuple[nn.Module, nn.Module, Any]:
@@ -563,14 +725,24 @@ def build_vit(config: Mapping[str, Any] | None) -> tuple[VisionTransformer, tupl
     name = config.pop("name")
     pretrained = bool(config.pop("pretrained", False))
     checkpoint = config.pop("checkpoint", None)
+    offline = bool(config.pop("offline", False))
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ConfigError(f"vit.checkpoint {checkpoint} does not exist")
     try:
-        vit = timm.create_model(
-            name, pretrained=pretrained, checkpoint_path=checkpoint or None, **config
-        )
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"cannot build the timm ViT {name!r}: {exc}") from None
+        # Offline, a missing cache fails at once instead of retrying the hub for a minute.
+        with _hub_offline(offline and pretrained):
+            vit = timm.create_model(
+                name, pretrained=pretrained, checkpoint_path=checkpoint or None, **config
+            )
+    except (OSError, RuntimeError, ValueError) as exc:
+        hint = ""
+        if offline and pretrained:
+            hint = (
+                " (vit.offline is true: fetch the weights once where there is network, "
+                "`agiqa weights fetch --configfile <config>`, into the same HF cache)"
+            )
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot build the timm ViT {name!r}{hint}: {first}") from None
     if not isinstance(vit, VisionTransformer):
         raise ConfigError(f"vit {name!r} is not a timm VisionTransformer")
     data = timm.data.resolve_data_config({}, model=vit)
@@ -593,5 +765,11 @@ def load_vit_weights(vit: VisionTransformer, checkpoint: Path) -> None:
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
-        if not value > 0:
-            raise ConfigError(f"{name} must be positive; got {value}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"{name} must be positive; got {value!r}")
+
+
+def _check_choices(**settings: tuple[str, Sequence[str]]) -> None:
+    for name, (value, choices) in settings.items():
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {tuple(choices)}; got {value!r}")

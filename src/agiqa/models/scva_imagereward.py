@@ -64,6 +64,31 @@ from torch import nn
 
 from agiqa.errors import ConfigError
 
+#: ImageReward-v1.0's BLIP sizes (ViT-L/16 at 224 and BERT-base with cross-attention, BLIP's
+#: ``med_config.json`` vocabulary of 30,524 = bert-base-uncased + ``[DEC]`` + ``[ENC]``), as
+#: ``BlipConfig`` kwargs: the architecture without the checkpoint, for counting parameters
+#: (``agiqa models list --no-weights``).
+IMAGEREWARD_V1: dict[str, Any] = {
+    "vision_config": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-6,
+    },
+    "text_config": {
+        "vocab_size": 30524,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "max_position_embeddings": 512,
+        "encoder_hidden_size": 1024,
+        "layer_norm_eps": 1e-12,
+    },
+}
 #: Keys (after the ``blip.`` prefix is removed) that are read but not used.
 DROPPED_PREFIXES = ("mlp.", "vision_proj.", "text_proj.", "itm_head.")
 _POSITION_IDS = "embeddings.position_ids"

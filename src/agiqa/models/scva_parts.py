@@ -1,17 +1,25 @@
-"""Building blocks of the SCVA-AGIQA head (methods.md 1.1): CSF map, pooling, fusion and MoE.
+"""Building blocks of the SCVA-AGIQA head (methods.md 1.1, 9.1): CSF map, pooling, fusion, MoE.
 
 Every function here is per image and vectorised: no Python loop runs over the batch or the patches,
-and nothing leaves the device, so a prediction never depends on the other images of a batch.
+and nothing leaves the device, so a prediction never depends on the other images of a batch. The
+one exception is the optional published Hungarian token matching (``token_alignment:
+hungarian``), which runs on the CPU as the published code does.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
-# ITU-R BT.601 luma weights: the grey conversion of the published ``compute_csf_weight``.
-_LUMA = (0.299, 0.587, 0.114)
+#: How the visual features are pooled with the CSF map (``CsfPooling``).
+CSF_POOLING = ("published", "weighted_mean")
+#: How description tokens are matched to prompt tokens (``SemanticConsistency``).
+TOKEN_ALIGNMENT = ("soft", "hungarian")
+#: How the consistency tokens are pooled (``SemanticConsistency``).
+CONSISTENCY_POOLING = ("attention", "linear")
 
 
 def csf_filter(patch: int, sample_spacing: float) -> torch.Tensor:
@@ -29,30 +37,27 @@ def csf_filter(patch: int, sample_spacing: float) -> torch.Tensor:
 
 
 def csf_weights(
-    crops: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    patch: int,
-    csf: torch.Tensor,
-    eps: float = 1e-6,
+    crops: torch.Tensor, patch: int, csf: torch.Tensor, eps: float = 1e-6
 ) -> torch.Tensor:
     """Per-image CSF saliency on the patch grid, min-max normalised to [0, 1].
 
+    As the published ``compute_csf_weight``, the grey image is the mean of the three channels of
+    the crop as the ViT receives it (normalised), min-max normalised; each ``patch`` x ``patch``
+    tile's FFT magnitude is weighted by ``csf`` and summed, and the grid of sums is min-max
+    normalised. Every statistic is taken per image; the published code took them over the
+    whole batch tensor, so an image's map depended on the images batched with it.
+
     Args:
         crops: Normalised crops ``[N, 3, H, W]`` with ``H`` and ``W`` multiples of ``patch``.
-        mean: Per-channel mean ``[3]`` used to normalise the crops (undone here).
-        std: Per-channel std ``[3]`` used to normalise the crops.
         patch: Patch side in pixels (the ViT's patch size, so the map matches its token grid).
         csf: ``csf_filter(patch, ...)`` on the crops' device.
         eps: Guards the min-max divisions of flat images.
 
     Returns:
-        ``[N, H // patch, W // patch]``; every statistic is taken per image, never over the batch.
+        ``[N, H // patch, W // patch]``.
     """
     n, _, height, width = crops.shape
-    pixels = crops * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
-    luma = torch.tensor(_LUMA, device=crops.device, dtype=crops.dtype).view(1, 3, 1, 1)
-    grey = (pixels * luma).sum(dim=1)
+    grey = crops.mean(dim=1)
     grey = _minmax(grey.flatten(1), eps).view(n, height, width)
     # [N, H, W] -> [N, gh, gw, p, p]: one FFT over every patch of every image at once.
     tiles = grey.unfold(1, patch, patch).unfold(2, patch, patch)
@@ -85,24 +90,39 @@ class VisualNeck(nn.Module):
 
 
 class CsfPooling(nn.Module):
-    """IQAPooling: spatial gate x channel (squeeze-excite) gate, pooled with CSF weights + floor."""
+    """IQAPooling: spatial gate x channel (squeeze-excite) gate, pooled with the CSF map.
 
-    def __init__(self, dim: int, reduction: int, floor: float) -> None:
+    ``mode``:
+
+    - ``published``: ``sum(f * w) / sum(w) + floor * sum(f)`` over the positions, the published
+      form: on ViT-B/16's 196 positions the CSF-weighted mean is 1 / (1 + 0.4 * 196), about 1.3%,
+      of the pooling weight, the plain sum the rest;
+    - ``weighted_mean``: ``sum(f * (w + floor)) / sum(w + floor)``, where the CSF map shapes
+      about half of the weight and the feature scale does not grow with the grid size.
+    """
+
+    def __init__(self, dim: int, reduction: int, floor: float, mode: str = "published") -> None:
         super().__init__()
+        if mode not in CSF_POOLING:
+            raise ValueError(f"csf pooling must be one of {CSF_POOLING}, not {mode!r}")
         self.spatial = nn.Linear(dim, 1)  # a 1x1 conv on tokens
         hidden = max(1, dim // reduction)
         self.channel = nn.Sequential(
             nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.Sigmoid()
         )
         self.floor = floor
+        self.mode = mode
 
-    def forward(self, tokens: torch.Tensor, csf: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, csf: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """Tokens ``[N, T, dim]`` and CSF map ``[N, T]`` -> pooled ``[N, dim]``."""
         gated = tokens * torch.sigmoid(self.spatial(tokens))
         gated = gated * self.channel(tokens.mean(dim=1)).unsqueeze(1)
-        weights = (csf + self.floor).unsqueeze(-1)
-        # A weighted mean, not a sum: the feature scale then does not grow with the grid size.
-        return (gated * weights).sum(dim=1) / weights.sum(dim=1)
+        if self.mode == "weighted_mean":
+            weights = (csf + self.floor).unsqueeze(-1)
+            return (gated * weights).sum(dim=1) / weights.sum(dim=1)
+        weights = csf.unsqueeze(-1)
+        weighted = (gated * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(eps)
+        return weighted + self.floor * gated.sum(dim=1)
 
 
 class TextCrossAttention(nn.Module):
@@ -120,25 +140,41 @@ class TextCrossAttention(nn.Module):
 
 
 class SemanticConsistency(nn.Module):
-    """Description-to-prompt soft alignment, gated two-key fusion, masked attention pooling.
+    """Description-to-prompt alignment, gated two-key fusion and pooling to one feature.
 
-    Replaces the published Hungarian ``TokenAligner`` (CPU, not differentiable) by a soft
-    alignment: each prompt position takes the softmax(cosine / tau)-weighted mean of the
-    description tokens. ``GeminiFusionAttention`` follows: the aligned description token attends
-    to two keys, its own (plus a learned noise offset) and the prompt token's scaled by a sigmoid
-    relation gate. The published ``Linear(35 -> 1)`` over token positions also pooled padding; a
-    masked attention pooling over the real prompt positions replaces it.
+    ``alignment``: ``soft`` (default) gives each prompt position the softmax(cosine / tau)-weighted
+    mean of the real description tokens, differentiable and on the device; ``hungarian`` is the
+    published ``TokenAligner``: the permutation of all description positions that maximises the
+    summed cosine with the prompt positions (``scipy`` on the CPU, one sample at a time, no
+    gradient through the choice). ``GeminiFusionAttention`` follows: the aligned description
+    token attends to two keys, its own (plus a learned noise offset) and the prompt token's
+    scaled by a sigmoid relation gate. ``pooling``: ``attention`` (default) is a masked attention
+    pooling over the real prompt positions; ``linear`` is the published ``Linear(L -> 1)`` over
+    every token position, padding included. A LayerNorm ends both.
     """
 
-    def __init__(self, dim: int, temperature: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        temperature: float,
+        length: int,
+        alignment: str = "soft",
+        pooling: str = "attention",
+    ) -> None:
         super().__init__()
+        if alignment not in TOKEN_ALIGNMENT:
+            raise ValueError(f"token alignment must be one of {TOKEN_ALIGNMENT}, not {alignment!r}")
+        if pooling not in CONSISTENCY_POOLING:
+            raise ValueError(f"pooling must be one of {CONSISTENCY_POOLING}, not {pooling!r}")
         self.temperature = temperature
+        self.alignment = alignment
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
         self.noise = nn.Parameter(torch.zeros(dim))
         self.relation = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
-        self.pool_score = nn.Linear(dim, 1)
+        self.pool_score = nn.Linear(dim, 1) if pooling == "attention" else None
+        self.pool_positions = nn.Linear(length, 1) if pooling == "linear" else None
         self.norm = nn.LayerNorm(dim)
 
     def forward(
@@ -149,8 +185,15 @@ class SemanticConsistency(nn.Module):
         description_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Token features ``[N, L, d]`` with masks ``[N, L]`` -> consistency feature ``[N, d]``."""
-        aligned = self.align(prompt, description, description_mask)
+        if self.alignment == "hungarian":
+            aligned = hungarian_align(prompt, description)
+        else:
+            aligned = self.align(prompt, description, description_mask)
         fused = self.fuse(aligned, prompt)
+        if self.pool_positions is not None:
+            pooled = self.pool_positions(fused.transpose(1, 2)).squeeze(-1)
+            return self.norm(pooled)
+        assert self.pool_score is not None
         scores = self.pool_score(fused).squeeze(-1).masked_fill(~prompt_mask, float("-inf"))
         pooled = (scores.softmax(dim=-1).unsqueeze(-1) * fused).sum(dim=1)
         return self.norm(pooled)
@@ -172,6 +215,22 @@ class SemanticConsistency(nn.Module):
         values = torch.stack([self.value(own), self.value(other)], dim=-2)
         logits = (keys @ query.unsqueeze(-1)).squeeze(-1) / query.shape[-1] ** 0.5
         return own + (logits.softmax(dim=-1).unsqueeze(-1) * values).sum(dim=-2)
+
+
+def hungarian_align(prompt: torch.Tensor, description: torch.Tensor) -> torch.Tensor:
+    """Description tokens permuted to best match the prompt positions (cosine, Hungarian).
+
+    The published ``TokenAligner``: all positions take part (padding too), the matching is
+    computed without gradient, and the gradient flows through the gathered tokens.
+    """
+    with torch.no_grad():
+        similarity = F.normalize(prompt.float(), dim=-1) @ F.normalize(
+            description.float(), dim=-1
+        ).transpose(1, 2)
+        matrices = similarity.cpu().numpy()
+    order = np.stack([linear_sum_assignment(m, maximize=True)[1] for m in matrices])
+    index = torch.from_numpy(order).to(description.device)
+    return description.gather(1, index.unsqueeze(-1).expand(-1, -1, description.shape[-1]))
 
 
 class MoeRegressor(nn.Module):

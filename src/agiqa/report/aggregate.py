@@ -6,17 +6,21 @@ and ``val_predictions.csv`` (validation, empty for test-selection protocols), ``
 ``history.csv``. Every reported number is recomputed here from the prediction files, with the
 logistic mapping the config selects, so a change of mapping or significance settings reruns this
 step only, never a training job.
+
+``aggregate`` also writes the paper's tables (agiqa.report.paper_tables), the figures
+(agiqa.report.figures), ``paper.json`` for the paper builder (agiqa.report.paper), and logs
+everything to MLflow (agiqa.track.mlflow_log).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,6 +33,9 @@ from agiqa.evaluate.metrics import (
     summarize,
 )
 from agiqa.evaluate.significance import SplitScores
+
+if TYPE_CHECKING:
+    from agiqa.report.names import DisplayNames
 
 GROUP_KEYS = ("protocol", "dataset", "dimension", "model", "part")
 RUN_KEYS = ("protocol", "dataset", "model", "split", "dimension", "part")
@@ -51,6 +58,12 @@ class ReportSettings:
     reference_protocol: str | None = None
     #: Metrics shown in the tables (the CSV files carry every metric).
     metrics: tuple[str, ...] = ("srcc", "plcc", "plcc_logistic")
+    #: Draw the figures (seconds; off for the quickest runs).
+    figures: bool = True
+    #: Compile the paper PDF as part of the workflow's default target.
+    pdf: bool = False
+    #: Dimension (or protocol) identifier -> the name readers see in the paper's outputs.
+    display_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: dict | None) -> ReportSettings:
@@ -60,6 +73,8 @@ class ReportSettings:
             raise ValueError(f"unknown report settings {sorted(unknown)}")
         if "metrics" in config:
             config["metrics"] = tuple(config["metrics"])
+        if "display_names" in config:
+            config["display_names"] = {str(k): str(v) for k, v in config["display_names"].items()}
         return cls(**config)
 
 
@@ -250,19 +265,56 @@ def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def report_files(paths: Mapping[str, Path], datasets: Sequence[str]) -> dict[str, list[Path]]:
+    """Which tables and figures each dataset's MLflow parent runs carry ("" = every parent)."""
+    shared = ("main.", "val.", "combined.", "sensitivity.", "datasets.", "protocols.")
+    files: dict[str, list[Path]] = {"": [p for n, p in paths.items() if n.startswith(shared)]}
+    for dataset in datasets:
+        # Per-dataset files are <kind>-<dataset>.<ext>; kinds hold no hyphen, datasets may.
+        files[dataset] = [
+            p for n, p in paths.items() if n.rsplit(".", 1)[0].partition("-")[2] == dataset
+        ]
+    return files
+
+
 def aggregate(
     run_dirs: Sequence[Path],
     tables_dir: Path,
     tracking_uri: str,
     experiment: str,
     settings: ReportSettings | None = None,
+    *,
+    names: DisplayNames | None = None,
+    figures_dir: Path | None = None,
+    cross_dataset: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """Collect, summarize, test, write every table, log to MLflow, print the main table."""
+    """Collect, summarize, test; write every table (and figure); log to MLflow; print the main
+    table.
+
+    Args:
+        run_dirs: Finished fold-job folders.
+        tables_dir: Where the tables (and ``paper.json``, what the paper builder reads) go.
+        tracking_uri: MLflow tracking URI.
+        experiment: MLflow experiment name.
+        settings: The config's ``report`` section.
+        names: Display names (agiqa.report.names.DisplayNames); default: identifiers, and the
+            dimension and protocol names of ``settings.display_names``.
+        figures_dir: Where the figures go; None (or ``settings.figures`` off) draws none.
+        cross_dataset: Hook for train-on-A / test-on-B results (columns train_dataset,
+            test_dataset, model, dimension, srcc, plcc): adds their table and figure.
+    """
     from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
+    from agiqa.report.names import DisplayNames
+    from agiqa.report.paper import paper_info
+    from agiqa.report.paper_tables import PaperInputs, render_paper_tables
+    from agiqa.report.pooled import generator_scores, load_manifests, pooled_predictions
     from agiqa.report.tables import render_all
     from agiqa.track.mlflow_log import log_to_mlflow  # lazy: importing mlflow takes seconds
 
     settings = settings or ReportSettings()
+    names = names or DisplayNames(
+        dimensions=settings.display_names, protocols=settings.display_names
+    )
     runs = load_runs(run_dirs)
     if not runs:
         raise ValueError("no finished runs to aggregate")
@@ -272,14 +324,66 @@ def aggregate(
     marks = significance_marks(summary, comparisons, settings)
     sensitivity = protocol_sensitivity(runs, per_split, settings)
     types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
-    paths = render_all(summary, comparisons, marks, sensitivity, Path(tables_dir), settings, types)
-    logged = log_to_mlflow(runs, per_split, tracking_uri, experiment)
+    tables_dir = Path(tables_dir)
+    paths = render_all(summary, comparisons, marks, sensitivity, tables_dir, settings, types)
+    reference = _reference(runs, settings)
+    manifests = load_manifests(runs)
+    inputs = PaperInputs(
+        summary,
+        comparisons,
+        marks,
+        sensitivity,
+        settings,
+        types,
+        names,
+        reference,
+        manifests,
+        cross_dataset,
+    )
+    written, tables = render_paper_tables(inputs, tables_dir)
+    paths |= written
+    generators = {d: m.set_index("image")["generator"] for d, (m, _) in manifests.items()}
+    per_generator = generator_scores(pooled_predictions(runs, reference), generators)
+    paths["generators.csv"] = tables_dir / "generators.csv"
+    per_generator.to_csv(paths["generators.csv"], index=False)
+    figures: dict[str, Path] = {}
+    if settings.figures and figures_dir is not None:
+        from agiqa.report.figures import render_figures  # lazy: matplotlib
+
+        figures = render_figures(
+            runs,
+            per_split,
+            summary,
+            sensitivity,
+            per_generator,
+            Path(figures_dir),
+            names=names,
+            types=types,
+            reference=reference,
+            logistic=settings.logistic,
+            cross_dataset=cross_dataset,
+        )
+    info = paper_info(runs, settings, names, reference, tables, sorted(figures))
+    paths["paper.json"] = tables_dir / "paper.json"
+    paths["paper.json"].write_text(json.dumps(info, indent=2, default=str) + "\n")
+    datasets = list(dict.fromkeys(run.dataset for run in runs))
+    logged = log_to_mlflow(
+        runs, per_split, tracking_uri, experiment, report=report_files(paths | figures, datasets)
+    )
     print(paths["main.md"].read_text())
     if "protocols.md" in paths:
         print(paths["protocols.md"].read_text())
     print(
-        f"tables: {', '.join(str(p) for p in paths.values())}\n"
-        f"mlflow: {logged['parents']} parent and {logged['children']} child runs in experiment "
-        f"'{experiment}' at {tracking_uri}"
+        f"tables: {tables_dir} ({len(paths)} files)"
+        + (f"\nfigures: {figures_dir} ({len(figures)} files)" if figures else "")
+        + f"\nmlflow: {logged['parents']} parent and {logged['children']} child runs in "
+        f"experiment '{experiment}' at {tracking_uri}"
     )
-    return paths
+    return paths | figures
+
+
+def _reference(runs: Sequence[RunResult], settings: ReportSettings) -> str:
+    """The protocol the combined table, significance matrices and figures show."""
+    from agiqa.report.compare import reference_protocol
+
+    return reference_protocol(runs, settings) or runs[0].protocol

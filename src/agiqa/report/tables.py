@@ -25,6 +25,7 @@ from agiqa.data.splits import PROTOCOLS
 from agiqa.evaluate.metrics import METRICS
 from agiqa.report.aggregate import ReportSettings
 from agiqa.report.compare import BEST, TIE
+from agiqa.report.names import DisplayNames
 
 DISPLAY_NAMES = {
     "srcc": "SRCC",
@@ -170,9 +171,16 @@ def _check_summary(summary: pd.DataFrame, metrics: Sequence[str]) -> None:
 
 
 def results_caption(
-    summary: pd.DataFrame, settings: ReportSettings, part: str, protocol_types: Mapping[str, str]
+    summary: pd.DataFrame,
+    settings: ReportSettings,
+    part: str,
+    protocol_types: Mapping[str, str],
+    names: DisplayNames | None = None,
 ) -> str:
-    """What a results table shows, how it was computed and what its marks mean."""
+    """What a results table shows, how it was computed and what its marks mean.
+
+    Protocols are named by ``names`` when given (the paper's tables), else by identifier.
+    """
     rows = summary[summary["part"] == part] if "part" in summary else summary
     parts = []
     for protocol in dict.fromkeys(rows["protocol"]):
@@ -180,7 +188,8 @@ def results_caption(
         low, high = int(counts.min()), int(counts.max())
         n = str(low) if low == high else f"{low}–{high}"
         kind = PROTOCOLS.get(protocol_types.get(protocol, protocol))
-        parts.append(f"{protocol}: {n} split{'s' if high > 1 else ''}, {kind.description}")
+        label = names.protocol(protocol) if names is not None else protocol
+        parts.append(f"{label}: {n} split{'s' if high > 1 else ''}, {kind.description}")
     what = "Test results" if part == "test" else "Validation results (selected epoch)"
     tests = {
         "bootstrap": "paired bootstrap over test images resampled within each split, "
@@ -190,7 +199,7 @@ def results_caption(
     return (
         f"{what}: mean ± sample standard deviation (ddof=1) over splits, and in brackets the 95% "
         "confidence interval of the mean (Student t, variance corrected for overlapping "
-        "training sets as in Nadeau and Bengio; correlations clipped to [-1, 1]). Protocols — "
+        "training sets as in Nadeau and Bengio; correlations clipped to [\u22121, 1]). Protocols — "
         + "; ".join(parts)
         + ". "
         "PLCC is computed on the raw predictions; PLCC (logistic) after a monotonically "
@@ -232,10 +241,11 @@ def _latex_caption(caption: str) -> str:
         .replace("–", "--")
         .replace("—", "---")
         .replace("α", r"$\alpha$")
+        .replace("\u2212", r"\ensuremath{-}")
     )
 
 
-def _spans(labels: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
+def spans(labels: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
     """Run-length groups of consecutive equal labels."""
     spans: list[tuple[tuple[str, ...], int]] = []
     for label in labels:
@@ -248,7 +258,7 @@ def _spans(labels: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
 
 def _latex_group_row(labels: list[tuple[str, ...]], lead: int) -> list[str]:
     cells, rules, start = [""] * lead, [], lead + 1
-    for label, width in _spans(labels):
+    for label, width in spans(labels):
         cells.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(label[-1])}}}")
         rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
         start += width
@@ -310,12 +320,20 @@ def _md_text(text: str) -> str:
     return str(text).replace("|", r"\|")
 
 
+def md_number(text: str) -> str:
+    """A real minus sign (U+2212) for Markdown and HTML."""
+    return "\u2212" + text[1:] if text.startswith("-") else text
+
+
 def _md_cell(cell: Cell) -> str:
     if cell.mean is None:
         return "–"
-    mean = {BEST: f"**{cell.mean}**", TIE: f"<u>{cell.mean}</u>"}.get(cell.mark or "", cell.mean)
+    value = md_number(cell.mean)
+    mean = {BEST: f"**{value}**", TIE: f"<u>{value}</u>"}.get(cell.mark or "", value)
     text = mean + (f" ± {cell.std}" if cell.std is not None else "")
-    return text + (f" [{cell.ci[0]}, {cell.ci[1]}]" if cell.ci is not None else "")
+    if cell.ci is None:
+        return text
+    return text + f" [{md_number(cell.ci[0])}, {md_number(cell.ci[1])}]"
 
 
 def to_markdown(grid: Grid) -> str:
@@ -360,11 +378,17 @@ def significance_latex(
     comparisons: pd.DataFrame,
     settings: ReportSettings,
     protocol_types: Mapping[str, str] | None = None,
+    names: DisplayNames | None = None,
+    label: str = "tab:significance",
+    wide: bool = False,
 ) -> str:
     """One p-value matrix per (protocol, dataset, dimension) for the first table metric.
 
-    Upper triangle: paired bootstrap; lower triangle: corrected resampled t-test.
+    Upper triangle: paired bootstrap; lower triangle: corrected resampled t-test. ``names``
+    (the paper's display names) replaces identifiers; ``label`` is the LaTeX label. ``wide``
+    (the paper's version) spans both columns and shrinks a matrix wider than the line.
     """
+    names = names or DisplayNames()
     metric = settings.metrics[0]
     chosen = comparisons[(comparisons["part"] == "test") & (comparisons["metric"] == metric)]
     blocks = []
@@ -376,11 +400,11 @@ def significance_latex(
         lines = [
             r"\begin{tabular}{l" + "c" * len(models) + "}",
             r"\toprule",
-            " & ".join(["", *(latex_escape(m) for m in models)]) + r" \\",
+            " & ".join(["", *(latex_escape(names.model(m)) for m in models)]) + r" \\",
             r"\midrule",
         ]
         for i, row_model in enumerate(models):
-            cells = [latex_escape(row_model)]
+            cells = [latex_escape(names.model(row_model))]
             for j, column_model in enumerate(models):
                 if i == j:
                     cells.append("--")
@@ -395,8 +419,14 @@ def significance_latex(
                 cells.append(r"\textbf{" + text + "}" if value < settings.alpha else text)
             lines.append(" & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
-        label = protocol_label(protocol, protocol_types)
-        title = latex_escape(f"{label} / {dataset} / {dim}")
+        if wide:
+            lines = [
+                r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+                *lines,
+                "}",
+            ]
+        shown = protocol_label(names.protocol(protocol), _renamed(protocol_types, names))
+        title = latex_escape(f"{shown} / {names.dataset(dataset)} / {names.dimension(dim)}")
         blocks.append(r"\par\smallskip\noindent " + title + r"\\" + "\n" + "\n".join(lines))
     caption = (
         f"Two-sided p-values of pairwise {DISPLAY_NAMES[metric]} differences on the test parts. "
@@ -404,13 +434,19 @@ def significance_latex(
         f"({settings.resamples:,} resamples); lower triangle: corrected resampled t-test "
         f"(Nadeau and Bengio). Bold: p < α = {settings.alpha}."
     )
+    environment = "table*" if wide else "table"
     return (
-        "\\begin{table}[t]\n\\centering\n\\caption{"
+        f"\\begin{{{environment}}}[t]\n\\centering\n\\caption{{"
         + _latex_caption(caption)
-        + "}\n\\label{tab:significance}\n"
+        + f"}}\n\\label{{{label}}}\n"
         + "\n".join(blocks)
-        + "\n\\end{table}\n"
+        + f"\n\\end{{{environment}}}\n"
     )
+
+
+def _renamed(protocol_types: Mapping[str, str] | None, names: DisplayNames) -> dict[str, str]:
+    """Protocol types keyed by display name, so labels of renamed protocols keep their kind."""
+    return {names.protocol(p): kind for p, kind in (protocol_types or {}).items()}
 
 
 # --- protocol sensitivity --------------------------------------------------------------------

@@ -11,11 +11,20 @@ result files afterwards. Layout in the experiment:
   (recomputed from the prediction files, as in the tables), the per-epoch history (step = epoch)
   and the small result files as artifacts.
 
+Parent runs also carry the params their children share (everything but the split) and, under
+``report/``, the tables and figures of their dataset and the experiment-wide ones. The experiment
+is tagged as model training (``mlflow.experimentKind``).
+
 Runs are found again by their ``agiqa.key`` tag, so logging the same directories twice reuses the
-runs, and a new split file or code version never overwrites an older run. Metric timestamps come
-from the result files' modification times, which makes re-logged points identical to the stored
-ones (MLflow drops exact duplicates). A child run starts ``seconds`` (the job's wall time) before
-its ``metrics.json`` was written; its parent spans its children.
+runs, and a new split file or code version never overwrites an older run.
+
+Artifact locations are relocatable: MLflow stores absolute ``file://`` URIs, so an experiment
+records its artifact root relative to the database (tag ``agiqa.artifact_root``), and every call
+first rewrites the stored URIs when the store has been moved or copied (``relocate_artifacts``).
+
+Metric timestamps come from the result files' modification times, which makes re-logged points
+identical to the stored ones (MLflow drops exact duplicates). A child run starts ``seconds`` (the
+job's wall time) before its ``metrics.json`` was written; its parent spans its children.
 
 Creating a fresh sqlite store runs database migrations that two processes must not run at once
 (``table _alembic_tmp_... already exists`` breaks the store for good), so every call holds an
@@ -27,7 +36,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +56,9 @@ from agiqa.report.aggregate import RunResult
 
 _logger = logging.getLogger(__name__)
 
+#: Tag value of the experiment kind MLflow's UI shows as model training (not GenAI).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+ARTIFACT_ROOT_TAG = "agiqa.artifact_root"
 ARTIFACTS = ("metrics.json", "config.yaml", "predictions.csv", "val_predictions.csv", "history.csv")
 PARAM_VALUE_LIMIT = 6000
 PARAM_KEY_LIMIT = 250
@@ -60,6 +74,7 @@ def log_to_mlflow(
     tracking_uri: str,
     experiment: str = "agiqa",
     artifact_root: Path | None = None,
+    report: Mapping[str, Sequence[Path]] | None = None,
 ) -> dict[str, Any]:
     """Log runs as parent/child MLflow runs; safe to call again on the same inputs.
 
@@ -71,15 +86,18 @@ def log_to_mlflow(
         experiment: Experiment name, created on first use.
         artifact_root: Artifact location for a new experiment. Defaults to ``artifacts/`` beside a
             SQLite database file (MLflow's default for other backends).
+        report: Tables and figures for the parent runs: dataset -> files, and ``""`` -> files
+            every parent carries.
 
     Returns:
         ``{"parents": n, "children": m, "experiment_id": id, "created": runs new this call}``.
     """
     with _store_lock(tracking_uri), _quiet_loggers():
+        relocate_artifacts(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
         root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
-        experiment_id = ensure_experiment(client, experiment, root)
-        logger = _RunLogger(client, experiment_id, per_split)
+        experiment_id = ensure_experiment(client, experiment, root, sqlite_path(tracking_uri))
+        logger = _RunLogger(client, experiment_id, per_split, report or {})
         groups = _group(runs)
         for key, members in groups.items():
             parent_id = logger.log_parent(key, members)
@@ -148,8 +166,14 @@ def default_artifact_root(tracking_uri: str) -> Path | None:
     return db.parent / "artifacts"
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """Get or create (or restore, if deleted) the experiment; tolerate a concurrent creator."""
+def ensure_experiment(
+    client: MlflowClient, name: str, artifact_root: Path | None, database: Path | None = None
+) -> str:
+    """Get or create (or restore, if deleted) the experiment; tolerate a concurrent creator.
+
+    The experiment is tagged as model training, and, with a SQLite ``database``, with its
+    artifact root relative to the database's folder (what ``relocate_artifacts`` reads).
+    """
     found = client.get_experiment_by_name(name)
     if found is None:
         location = None
@@ -157,14 +181,60 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
             Path(artifact_root).mkdir(parents=True, exist_ok=True)
             location = Path(artifact_root).resolve().as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            experiment_id = client.create_experiment(name, artifact_location=location)
         except MlflowException:
             found = client.get_experiment_by_name(name)  # another process created it first
             if found is None:
                 raise
-    if found.lifecycle_stage == "deleted":
-        client.restore_experiment(found.experiment_id)
-    return found.experiment_id
+            experiment_id = found.experiment_id
+    else:
+        experiment_id = found.experiment_id
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    if database is not None and artifact_root is not None:
+        relative = os.path.relpath(Path(artifact_root).resolve(), database.resolve().parent)
+        client.set_experiment_tag(experiment_id, ARTIFACT_ROOT_TAG, Path(relative).as_posix())
+    return experiment_id
+
+
+def relocate_artifacts(tracking_uri: str) -> int:
+    """Point a moved or copied SQLite store's artifact URIs at the artifacts beside it.
+
+    MLflow keeps absolute ``file://`` URIs. For each experiment tagged with ``agiqa.artifact_root``
+    (its root relative to the database folder), the experiment's location and its runs' artifact
+    URIs are rewritten when they point elsewhere. Returns the number of experiments rewritten.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None or not db.is_file():
+        return 0
+    moved = 0
+    with sqlite3.connect(db) as connection:
+        tagged = connection.execute(
+            "SELECT e.experiment_id, e.artifact_location, t.value FROM experiments e "
+            "JOIN experiment_tags t ON t.experiment_id = e.experiment_id WHERE t.key = ?",
+            (ARTIFACT_ROOT_TAG,),
+        ).fetchall()
+        for experiment_id, current, relative in tagged:
+            expected = (db.resolve().parent / relative).resolve().as_uri()
+            if current == expected:
+                continue
+            _rewrite(connection, experiment_id, current, expected)
+            _logger.info("artifact root of experiment %s moved to %s", experiment_id, expected)
+            moved += 1
+    return moved
+
+
+def _rewrite(connection: sqlite3.Connection, experiment_id: int, old: str, new: str) -> None:
+    connection.execute(
+        "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id)
+    )
+    # Only URIs under the old root: a run given another location by hand keeps it.
+    connection.execute(
+        "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+        "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+        (new, len(old) + 1, experiment_id, len(old), old),
+    )
 
 
 # --- config flattening -----------------------------------------------------------------------
@@ -209,6 +279,14 @@ def _read_config(run_dir: Path) -> dict[str, str]:
     return flatten_config(loaded)
 
 
+def shared_params(configs: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The flattened params every child agrees on (all but the split): the parent's params."""
+    if not configs:
+        return {}
+    first, rest = configs[0], configs[1:]
+    return {k: v for k, v in first.items() if all(c.get(k) == v for c in rest)}
+
+
 # --- run logging -----------------------------------------------------------------------------
 
 
@@ -247,10 +325,17 @@ def _history_metrics(run_dir: Path, timestamp: int) -> list[Metric]:
 class _RunLogger:
     """Finds or creates runs by their ``agiqa.key`` tag and logs into them."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, per_split: pd.DataFrame) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        per_split: pd.DataFrame,
+        report: Mapping[str, Sequence[Path]],
+    ) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.per_split = per_split
+        self.report = report
         self.created = 0
 
     def scores(self, run: RunResult, part: str) -> dict[str, dict[str, float]]:
@@ -307,6 +392,10 @@ class _RunLogger:
                 values[f"test/{dim}/{metric}_mean"] = mean
                 values[f"test/{dim}/{metric}_std"] = std
         self._log_metrics(run_id, [Metric(k, v, timestamp, 0) for k, v in values.items()])
+        self._log_params(run_id, shared_params([_read_config(r.path) for r in members]))
+        for path in [*self.report.get("", ()), *self.report.get(first.dataset, ())]:
+            if Path(path).is_file():
+                self.client.log_artifact(run_id, str(path), f"report/{Path(path).parent.name}")
         self.client.set_terminated(run_id, end_time=timestamp)
         return run_id
 

@@ -6,8 +6,9 @@ Batches are ``(inputs, targets, index)`` where ``inputs`` is either ``{"images",
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +31,16 @@ def normalised_targets(frame: pd.DataFrame, dimensions: Sequence[Dimension]) -> 
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-def load_rgb(path: Path, *, manifest: str, row: int | None) -> Image.Image:
-    """Decode an image fully to 8-bit RGB or raise a DataError naming it and its manifest row.
+#: Identity of ``load_shrunk``'s output for the decoded-image cache: change it whenever the
+#: decoding or resizing below changes, so that no cached image from the old rules is reused.
+SHRINK_DECODER = "pil-draft-bicubic-v1"
 
-    Every PIL mode is converted by the rules of :mod:`agiqa.data.decode` (16-bit scaled, alpha
-    composited on white, ...); a mode without a faithful conversion is refused, never guessed.
-    No other image is ever substituted.
-    """
+
+@contextmanager
+def _decode_errors(path: Path, manifest: str, row: int | None) -> Iterator[None]:
+    """Turn any failure to read or convert ``path`` into a DataError naming it and its row."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
+        yield
     except FileNotFoundError:
         raise DataError(f"image '{path}' does not exist", file=manifest, row=row) from None
     except UnsupportedImage as error:
@@ -59,13 +59,51 @@ def load_rgb(path: Path, *, manifest: str, row: int | None) -> Image.Image:
         ) from None
 
 
+def load_rgb(path: Path, *, manifest: str, row: int | None) -> Image.Image:
+    """Decode an image fully to 8-bit RGB or raise a DataError naming it and its manifest row.
+
+    Every PIL mode is converted by the rules of :mod:`agiqa.data.decode` (16-bit scaled, alpha
+    composited on white, ...); a mode without a faithful conversion is refused, never guessed.
+    No other image is ever substituted.
+    """
+    with _decode_errors(path, manifest, row), Image.open(path) as image:
+        image.load()
+        return to_rgb(image)
+
+
+def shrunk_size(size: tuple[int, int], short_side: int | None) -> tuple[int, int]:
+    """The (width, height) that ``shrink`` gives an image of ``size``."""
+    if short_side is None or min(size) <= short_side:
+        return size
+    scale = short_side / min(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def shrink(image: Image.Image, short_side: int | None) -> Image.Image:
     """Downscale (never upscale) so the short side is at most ``short_side``."""
-    if short_side is None or min(image.size) <= short_side:
-        return image
-    scale = short_side / min(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC)
+    size = shrunk_size(image.size, short_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def load_shrunk(
+    path: Path, short_side: int | None, *, manifest: str, row: int | None
+) -> Image.Image:
+    """``shrink(load_rgb(path), short_side)``, with JPEG's own downscaling doing most of the work.
+
+    A JPEG is decoded in the DCT domain at 1/2, 1/4 or 1/8 scale (PIL ``draft``: the largest
+    reduction that stays at least the target size), then resized bicubically to exactly the size
+    ``shrink`` would give. That skips most of the inverse DCT and of the resize, and differs from
+    the full decode by a few grey levels (the DCT scaling filters differently from bicubic; see
+    tests/test_image_cache.py). Other formats, and images that need no shrinking, are decoded
+    fully and equal ``shrink(load_rgb(...))`` exactly. Errors are load_rgb's.
+    """
+    with _decode_errors(path, manifest, row), Image.open(path) as image:
+        target = shrunk_size(image.size, short_side)
+        if image.format == "JPEG" and target != image.size:
+            image.draft(image.mode, target)  # keeps the mode: to_rgb's rules still apply
+        image.load()
+        rgb = to_rgb(image)
+    return rgb if rgb.size == target else rgb.resize(target, Image.Resampling.BICUBIC)
 
 
 class ManifestImages:
@@ -91,12 +129,27 @@ class ManifestImages:
     def load(self, index: int) -> Image.Image:
         return load_rgb(self.paths[index], manifest=self.manifest_source, row=self.rows[index])
 
-    def preload(self, short_side: int | None, threads: int) -> list[Image.Image]:
-        """Decode every image once (threads overlap the I/O and decoding)."""
+    def load_shrunk(self, index: int, short_side: int | None) -> Image.Image:
+        return load_shrunk(
+            self.paths[index], short_side, manifest=self.manifest_source, row=self.rows[index]
+        )
+
+    def preload(
+        self, short_side: int | None, threads: int, cache_dir: str | Path | None = None
+    ) -> list[Image.Image]:
+        """Every image decoded once and shrunk to ``short_side`` (``load_shrunk``), in row order.
+
+        With ``cache_dir`` (and a ``short_side``), images come from the decoded-image cache
+        shared by every job (agiqa.train.image_cache), and the ones it lacks are decoded and
+        added to it. Threads overlap the I/O, hashing and decoding (PIL releases the GIL).
+        """
+        if cache_dir is not None and short_side is not None:
+            from agiqa.train.image_cache import ImageCache
+
+            cache = ImageCache(cache_dir, short_side, SHRINK_DECODER)
+            return cache.images(self.paths, lambda i: self.load_shrunk(i, short_side), threads)
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            return list(
-                pool.map(lambda i: shrink(self.load(i), short_side), range(len(self.paths)))
-            )
+            return list(pool.map(lambda i: self.load_shrunk(i, short_side), range(len(self.paths))))
 
 
 class ImageTextDataset(Dataset):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,24 @@ class FeatureCache:
         uses_text: bool,
     ) -> dict[str, torch.Tensor]:
         """Features of every row; ``encode_rows(indices)`` runs the encoders on missing rows."""
+        if not image_paths:  # e.g. the validation part of a protocol that has none
+            return {}
         image_keys = [self.hashes.sha256(path) for path in image_paths]
         self.hashes.save()
         text_keys = [text_sha256(prompt) for prompt in prompts]
+        # One job encodes a key's missing rows while the others wait, then read what it wrote:
+        # parallel fold jobs of one model would otherwise all run the encoders at once.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.folder / ".lock")):
+            return self._features(image_keys, text_keys, encode_rows, uses_text)
+
+    def _features(
+        self,
+        image_keys: list[str],
+        text_keys: list[str],
+        encode_rows: Callable[[list[int]], dict[str, torch.Tensor]],
+        uses_text: bool,
+    ) -> dict[str, torch.Tensor]:
         found = {"image": [self.get("image", key) for key in image_keys]}
         if uses_text:
             found["text"] = [self.get("text", key) for key in text_keys]
@@ -110,7 +126,7 @@ class FeatureCache:
             {i for values in found.values() for i, value in enumerate(values) if value is None}
         )
         if missing:
-            log.info("feature cache: encoding %d of %d rows", len(missing), len(image_paths))
+            log.info("feature cache: encoding %d of %d rows", len(missing), len(image_keys))
             encoded = encode_rows(missing)
             self.encoded_rows += len(missing)
             for kind, keys in (("image", image_keys), ("text", text_keys)):
@@ -121,7 +137,7 @@ class FeatureCache:
                     self.put(kind, keys[row], array)
                     found[kind][row] = array
         else:
-            log.info("feature cache: all %d rows cached", len(image_paths))
+            log.info("feature cache: all %d rows cached", len(image_keys))
         return {kind: torch.from_numpy(np.stack(values)) for kind, values in found.items()}
 
 

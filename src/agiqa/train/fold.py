@@ -41,7 +41,7 @@ from agiqa.describe.runner import read_descriptions
 from agiqa.errors import ConfigError, DataError
 from agiqa.evaluate.metrics import compute_metrics
 from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
-from agiqa.models.base import PartData
+from agiqa.models.base import PartData, PredictionDetails
 from agiqa.provenance import file_sha256, provenance
 from agiqa.train import recipe
 from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
@@ -127,6 +127,8 @@ class FoldJob:
     threads: int = 1
     device: str = "auto"
     feature_cache_dir: str = "resources/features"
+    #: Decoded-image cache shared by every job (agiqa.train.image_cache); None: decode per job.
+    image_cache_dir: str | None = None
     #: Table of VLM descriptions (image, description, status) for description-reading models.
     descriptions: str | None = None
     #: The protocol's resolved settings (agiqa.data.splits.Protocol.settings()).
@@ -259,6 +261,9 @@ class FoldTrainer:
                 f"split {job.split} has no validation images to select on", file=job.splits
             )
         self.history: list[dict] = []
+        #: The last evaluation's per-sample (outputs, rows) of each part, for prediction_details.
+        self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.training_data: PartData | None = None
         self.cache: FeatureCache | None = None
         self.datasets = self.build_datasets()
 
@@ -280,17 +285,23 @@ class FoldTrainer:
                 prompts = frame["prompt"].tolist()
                 tokens = self.model.tokenize(prompts, self.descriptions_of(frame))
                 features = self.cached_features(images, prompts, tokens)
+                # Token ids are cheap and may feed a trained prompt encoder: never cached.
+                features["tokens"] = tokens
                 datasets[part, True] = datasets[part, False] = FeatureDataset(features, targets)
+                # Described anyway: calibrate() gets the training part whatever the path.
+                training = training or PartData(part, frame, images, targets, None)
                 continue
             decoded = None
             if self.settings.decode_cache:
-                decoded = images.preload(self.settings.decode_cache_short_side, self.job.threads)
+                short_side = self.settings.decode_cache_short_side
+                decoded = images.preload(short_side, self.job.threads, self.job.image_cache_dir)
             data = PartData(
                 part, frame, images, targets, self.descriptions_of(frame), decoded, training
             )
             training = training or data
             for train in (True, False):
                 datasets[part, train] = self.model.make_dataset(data, train=train)
+        self.training_data = training
         return datasets
 
     def descriptions_of(self, frame: pd.DataFrame) -> list[str] | None:
@@ -365,28 +376,47 @@ class FoldTrainer:
         return recipe.autocast(self.amp, self.device)
 
     @torch.no_grad()
+    def run_outputs(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample outputs of a dataset the model built, in eval mode, and their rows."""
+        self.model.eval()
+        outputs, rows = [], []
+        for inputs, _, index in self.make_loader(dataset, train=False):
+            with self.autocast():
+                pred = self.forward(inputs)
+            outputs.append(pred.float().cpu().numpy())
+            rows.append(np.asarray(index))
+        if not outputs:
+            return np.zeros((0, len(self.dimensions)), dtype=np.float32), np.zeros(0, dtype=int)
+        return np.concatenate(outputs), np.concatenate(rows)
+
+    @torch.no_grad()
     def predict(self, part: str) -> np.ndarray:
         """Normalised predictions for a part, in its row order, clipped to the scale [0, 1].
 
         Clipping is monotone (rank metrics barely change) and keeps RMSE and PLCC on the
         dimension's own scale: a model may output 6.0 on a 0-5 scale, no rater can.
         """
-        self.model.eval()
-        outputs, rows = [], []
-        for inputs, _, index in self.loader(part, train=False):
-            with self.autocast():
-                pred = self.forward(inputs)
-            outputs.append(pred.float().cpu().numpy())
-            rows.append(np.asarray(index))
+        outputs, rows = self.run_outputs(self.datasets[part, False])
+        self.outputs[part] = (outputs, rows)
         n_rows = len(self.parts[part])
-        if not outputs:
+        if not len(rows):
             return np.zeros((n_rows, len(self.dimensions)), dtype=np.float32)
-        predictions = self.model.reduce_predictions(
-            np.concatenate(outputs), np.concatenate(rows), n_rows
-        )
+        predictions = self.model.reduce_predictions(outputs, rows, n_rows)
         if np.isnan(predictions).any():
             raise RuntimeError(f"{type(self.model).__name__} left {part} rows without a prediction")
         return np.clip(predictions, 0.0, 1.0)
+
+    def calibrate(self) -> None:
+        """The model's post-training fit on the training part (AgiqaModel.calibrate)."""
+        if self.training_data is not None:
+            self.model.calibrate(self.training_data, self.run_outputs)
+
+    def details(self, part: str) -> PredictionDetails:
+        """The model's extra columns and metrics for the part's last prediction."""
+        outputs, rows = self.outputs.get(part, (None, None))
+        if outputs is None or not len(rows):
+            return PredictionDetails()
+        return self.model.prediction_details(self.parts[part], outputs, rows)
 
     def evaluate(self, part: str, predictions: np.ndarray) -> dict[str, dict[str, float]]:
         frame = self.parts[part]
@@ -659,12 +689,17 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
     job, out = trainer.job, Path(trainer.job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     test_pred = trainer.predict("test")
-    test_metrics = trainer.evaluate("test", test_pred)
-    prediction_frame(trainer, "test", test_pred).to_csv(out / "predictions.csv", index=False)
+    # Empty (header only) for a split without a test part (cross-dataset training).
+    test_metrics = trainer.evaluate("test", test_pred) if len(test_pred) else {}
+    details = {"test": trainer.details("test")}
+    test_frame = prediction_frame(trainer, "test", test_pred)
+    test_frame.assign(**details["test"].columns).to_csv(out / "predictions.csv", index=False)
     # Empty (header only) for protocols without a validation part.
     val_pred = trainer.predict("val")
     val_metrics = trainer.evaluate("val", val_pred) if len(val_pred) else {}
-    prediction_frame(trainer, "val", val_pred).to_csv(out / VAL_PREDICTIONS, index=False)
+    details["val"] = trainer.details("val")
+    val_frame = prediction_frame(trainer, "val", val_pred).assign(**details["val"].columns)
+    val_frame.to_csv(out / VAL_PREDICTIONS, index=False)
     history = pd.DataFrame(
         trainer.history,
         columns=["epoch", "train_loss", trainer.selection_column, "lr", "seconds"],
@@ -674,10 +709,11 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
     config["model"]["train"] = asdict(trainer.settings)
     config["provenance"] = provenance(job.splits, job.manifest)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    torch.save(
-        {"trained_state": trained_state(trainer.model), "config": config, "best_epoch": best_epoch},
-        out / "checkpoint.pt",
-    )
+    # Self-contained (model entry, dimensions, preprocessing, frozen-weight fingerprint), so
+    # `agiqa score` needs no manifest or config; plain types and tensors for weights_only=True.
+    from agiqa.scoring import checkpoint_payload
+
+    torch.save(checkpoint_payload(trainer, config, best_epoch), out / "checkpoint.pt")
     metrics = {
         "dataset": job.dataset,
         "model": job.model_name,
@@ -699,6 +735,8 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
         "test": test_metrics,
         "val": val_metrics,
     }
+    if any(found.metrics for found in details.values()):
+        metrics["details"] = {part: found.metrics for part, found in details.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
     return metrics
 
@@ -719,6 +757,7 @@ def run_fold(job: FoldJob) -> dict:
         trainer.device,
     )
     best_epoch = trainer.train()
+    trainer.calibrate()
     metrics = write_outputs(trainer, best_epoch, time.perf_counter() - started)
     trainer.resume_path.unlink(missing_ok=True)  # done: a rerun must start afresh
     for dim, values in metrics["test"].items():

@@ -15,6 +15,15 @@ dataset (its own seed, so no image or prompt of the evaluated data is seen):
 - ``kind: vit``: a config-built timm ViT learns to tell which degradations an image carries
   (multi-label, one logit per degradation, on random crops of the ViT's input size), as ImageNet
   classification pretrains the real one.
+- ``kind: mllm``: the tiny Qwen2.5-VL (agiqa.models.mllm.backbone) is trained from scratch, every
+  weight, with next-token cross-entropy on chat turns about the images (``tasks``): ``caption``
+  (``"Describe the flaws of this image."`` -> the degradation caption above), ``quality`` and
+  ``alignment`` (Q-Align-style ratings of this separate dataset's own MOS: "The quality of the
+  image is good.") and ``compare`` (DepictQA's A/B question about two of its images: "The better
+  one is Image A."), as instruction tuning on other IQA data (Q-Instruct, KonIQ, Co-Instruct)
+  teaches a real MLLM these formats; a linear probe on its vision tokens learns the planted
+  degradations meanwhile (the ``vit`` task), then is dropped. The checkpoint is
+  ``{"state_dict", "tiny"}``, loaded through ``backbone.pretrained: <path>``.
 
 The CLIP checkpoint is a ``{"state_dict": ...}`` file that open_clip loads through
 ``backbone.pretrained: <path>``, the code path of real weights; the ViT one is a timm state dict
@@ -27,10 +36,11 @@ import io
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -56,8 +66,11 @@ DEGRADATION_WORDS: dict[str, str] = {
     "pixelate": "pixelated",
 }
 assert set(DEGRADATION_WORDS) == set(DEGRADATIONS)
-KINDS = ("clip", "vit")
+KINDS = ("clip", "vit", "mllm")
 PLANTED = "planted.csv"
+#: What the tiny MLLM stand-in learns to answer (see the module docstring).
+MLLM_TASKS = ("caption", "quality", "alignment", "compare")
+CAPTION_QUESTION = "Describe the flaws of this image."
 
 
 @dataclass(frozen=True)
@@ -164,7 +177,7 @@ def pretrain_stand_in(entry: Mapping[str, Any], out_path: Path) -> float:
     kind = entry.get("kind", "clip")
     if kind not in KINDS:
         raise ConfigError(f"pretrained backbone kind must be one of {KINDS}; got {kind!r}")
-    needed = "arch" if kind == "clip" else "vit"
+    needed = {"clip": "arch", "vit": "vit", "mllm": "mllm"}[kind]
     if needed not in entry:
         raise ConfigError(f"a pretrained backbone of kind {kind} needs '{needed}'")
     data = out_path.with_name(f"{out_path.stem}-data")
@@ -179,7 +192,135 @@ def pretrain_stand_in(entry: Mapping[str, Any], out_path: Path) -> float:
     )
     if kind == "clip":
         return pretrain_clip(str(entry["arch"]), data, out_path, settings)
+    if kind == "mllm":
+        tasks = tuple(entry.get("tasks", MLLM_TASKS))
+        size = int(entry.get("image_size", 64))
+        return pretrain_mllm(entry["mllm"], data, out_path, settings, size, tasks)
     return pretrain_vit(entry["vit"], data, out_path, settings)
+
+
+def mllm_turns(
+    data_root: Path,
+    image_size: int,
+    fill: tuple[int, int, int],
+    tasks: tuple[str, ...],
+    settings: PretrainSettings,
+) -> tuple[list[list], list[list[list[int]]], torch.Tensor]:
+    """The MLLM stand-in's chat turns, grouped by image.
+
+    Returns:
+        ``turns[i]``: the turns about image ``i``, one per task; ``shown[i][t]``: the images turn
+        ``t`` shows, in order; and which planted degradations each image carries
+        ([images, degradations], 0/1).
+    """
+    from agiqa.models.mllm.backbone import Turn, square
+    from agiqa.models.mllm.depictqa import DEFAULT_QUESTIONS
+    from agiqa.models.mllm.deqa import TRAIN_QUESTIONS
+    from agiqa.models.mllm.levels import DEFAULT_TEMPLATES, LEVEL_WORDS
+    from agiqa.models.mllm.soft_labels import hard_level
+
+    unknown = sorted(set(tasks) - set(MLLM_TASKS))
+    if unknown or not tasks:
+        raise ConfigError(f"mllm stand-in tasks must be a non-empty subset of {MLLM_TASKS}")
+    paths, severities = read_planted(data_root)
+    ratings = pd.read_csv(data_root / "data.csv").set_index("name").loc[[p.name for p in paths]]
+    flags = torch.tensor(severities.to_numpy() > settings.severity_threshold, dtype=torch.float)
+    planted_csv = str(data_root / PLANTED)
+    images = [
+        square(load_rgb(path, manifest=planted_csv, row=i + 2), image_size, fill)
+        for i, path in enumerate(paths)
+    ]
+    quality = ratings["mos_quality"].to_numpy(float)
+    rng = np.random.default_rng(settings.seed)
+    turns, shown = [], []
+    for i, row in enumerate(severities.to_dict("records")):
+        mine, seen = [], []
+        if "caption" in tasks:
+            words = caption(row, settings.severity_threshold)
+            mine.append(Turn((images[i],), CAPTION_QUESTION, "", answer=words))
+            seen.append([i])
+        for kind, column in (("quality", "mos_quality"), ("alignment", "mos_align")):
+            if kind not in tasks:
+                continue
+            mos = ratings[column]
+            level = LEVEL_WORDS[hard_level(mos.iloc[i], mos.min(), mos.max())]
+            template = DEFAULT_TEMPLATES[kind]
+            question = template["question"].replace("{prompt}", str(ratings["prompt"].iloc[i]))
+            if kind == "quality":
+                question = TRAIN_QUESTIONS[int(rng.integers(len(TRAIN_QUESTIONS)))]
+            mine.append(Turn((images[i],), question, template["stem"], answer=f" {level}."))
+            seen.append([i])
+        if "compare" in tasks:
+            # DepictQA's question about this image and a random other one, in a random order.
+            other = int(rng.integers(len(images) - 1))
+            other += other >= i
+            pair = [i, other] if rng.random() < 0.5 else [other, i]
+            better = "A" if quality[pair[0]] >= quality[pair[1]] else "B"
+            stem = "The better one is Image"
+            question = DEFAULT_QUESTIONS["quality"]
+            tags = ("Image A:", "Image B:")
+            pictures = (images[pair[0]], images[pair[1]])
+            mine.append(Turn(pictures, question, stem, tags, f" {better}."))
+            seen.append(pair)
+        turns.append(mine)
+        shown.append(seen)
+    return turns, shown, flags
+
+
+def pretrain_mllm(
+    tiny: Mapping[str, Any],
+    data_root: Path,
+    out_path: Path,
+    settings: PretrainSettings = PretrainSettings(),
+    image_size: int = 64,
+    tasks: tuple[str, ...] = MLLM_TASKS,
+) -> float:
+    """Train the tiny MLLM from scratch on chat turns about separate synthetic data.
+
+    Each step takes, for every image of the batch, one of its tasks at random, so an epoch
+    costs one turn per image whatever the number of tasks. Besides the answers'
+    cross-entropy, a linear probe on the mean of each image's vision tokens learns which
+    degradations it carries (the vit stand-in's task): a direct signal that makes the small
+    vision tower useful within a few epochs, as a real MLLM's pretrained CLIP tower already
+    is. The probe is dropped afterwards.
+    """
+    from agiqa.models.mllm.backbone import Prompter, TinySpec, build_tiny, stand_in_state
+    from agiqa.models.mllm.common import encode_turns, message_labels
+
+    torch.manual_seed(settings.seed)
+    spec = TinySpec.from_dict(tiny)
+    model, processor = build_tiny(spec)
+    processor.tokenizer.padding_side = "left"
+    prompter = Prompter(processor)
+    mean = processor.image_processor.image_mean
+    fill = (round(255 * mean[0]), round(255 * mean[1]), round(255 * mean[2]))
+    turns, shown, present = mllm_turns(data_root, image_size, fill, tasks, settings)
+    probe = torch.nn.Linear(spec.hidden_size, len(DEGRADATIONS))
+    tokens: list[torch.Tensor] = []
+    # The vision tower's merged tokens of every image, caught as the model runs.
+    model.model.visual.register_forward_hook(lambda _m, _i, out: tokens.append(out.pooler_output))
+    trained = torch.nn.ModuleDict({"model": model, "probe": probe})
+
+    def step(batch: torch.Tensor) -> torch.Tensor:
+        picks = [int(torch.randint(len(turns[int(i)]), ())) for i in batch]
+        chosen = [turns[int(i)][t] for i, t in zip(batch, picks, strict=True)]
+        images = [j for i, t in zip(batch, picks, strict=True) for j in shown[int(i)][t]]
+        if bool(torch.rand(()) < 0.5):
+            flip = Image.Transpose.FLIP_LEFT_RIGHT
+            chosen = [
+                replace(t, images=tuple(im.transpose(flip) for im in t.images)) for t in chosen
+            ]
+        inputs = encode_turns(processor, prompter, chosen, with_answers=True)
+        labels, _ = message_labels(prompter, chosen, inputs["input_ids"])
+        tokens.clear()
+        answer_loss = model(**inputs, labels=labels, use_cache=False).loss
+        pooled = tokens[0].reshape(len(images), -1, spec.hidden_size).mean(dim=1)
+        probe_loss = F.binary_cross_entropy_with_logits(probe(pooled), present[images])
+        return answer_loss + probe_loss
+
+    loss = _train(trained, step, len(turns), settings, f"mllm {tasks}")
+    _save(stand_in_state(model, spec), out_path)
+    return loss
 
 
 def _train(

@@ -7,8 +7,9 @@ its header-less CSV conversion ``info_<split>.csv`` is read instead. Those CSVs 
 row, so their first row is data (``DALLE2_0000.png``) and is never dropped; only a first row that
 is exactly the header names is taken as a header.
 
-- one dimension ``overall``: the MOS mixes perceptual quality and text-image alignment, so it is
-  of kind ``alignment`` (it needs the prompt); scale [0, 5], no std.
+- one dimension ``overall`` of kind ``overall``: the NTIRE 2024 track rates overall perceptual
+  quality with text-image alignment mixed in, so it is neither a pure ``quality`` nor a pure
+  ``alignment`` score; each model maps it explicitly (docs/methods.md); scale [0, 5], no std.
 - val/test rows are unlabelled (MOS NaN): their scores were never published.
 - ``subset`` = train / val / test; ``generator`` = the name without its ``_NNNN`` suffix
   (``LCM_SDXL``, ``SDXL_Turbo``, ...); identical prompt strings share a ``prompt_group``.
@@ -47,7 +48,7 @@ from agiqa.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 LABELLED_SPLITS = ("train",)
-DIMENSION = Dimension("overall", "alignment", 0.0, 5.0)
+DIMENSION = Dimension("overall", "overall", 0.0, 5.0)
 GENERATOR = re.compile(r"^(.+)_\d+\.[^.]+$")
 LAYOUT = (
     "<root>/info_train.xlsx (name | prompt | mos), <root>/info_val.xlsx and "

@@ -11,8 +11,9 @@ config entry:
   values are the group ids as written. Without a ``generator`` column, the generator is
   ``unknown`` (noted in the manifest).
 - ``dimensions``: rated dimension name -> ``{column, kind, low, high, std}``. ``column`` (default:
-  the dimension's name) holds the MOS; ``kind`` is ``quality`` (image alone) or ``alignment``
-  (needs the prompt); ``[low, high]`` is the native scale, and a score outside it is an error;
+  the dimension's name) holds the MOS; ``kind`` is ``quality`` (image alone), ``alignment``
+  (needs the prompt) or ``overall`` (one score mixing both; each model states how it maps it,
+  docs/methods.md); ``[low, high]`` is the native scale, and a score outside it is an error;
   ``std`` optionally names a column of per-image standard deviations. At least one dimension.
 - ``images``: sub-folder of the root holding the images (default: the root); manifest paths
   start with it.

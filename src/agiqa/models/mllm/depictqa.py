@@ -1,0 +1,377 @@
+"""``depictqa_compare``: DepictQA-style comparative assessment (methods.md 4 and 9.4).
+
+Training: LoRA-tune the MLLM on pairs of the training part. The user turn shows "Image A:" <image>
+"Image B:" <image> and asks "Which image has better quality, Image A or Image B?" (alignment and
+overall dimensions: a variant that quotes each image's generation prompt); the assistant answers
+"The better one is Image A." (or B). The A/B token gets a soft cross-entropy (KL) to the
+Thurstone probability that A is better, ``Phi((mu_A - mu_B) / sqrt(sigma_A^2 + sigma_B^2))``;
+the other answer tokens get next-token cross-entropy (``token_weight``). Which image is shown
+first is drawn at random per pair.
+
+Scoring: each image is compared with K anchor images of the training part, chosen per dimension
+(seeded, one per training-MOS quantile stratum, so they span the training range), in both orders
+(``symmetric``, to cancel position bias); its score is the mean probability that it wins. That
+win rate maps to the dimension's scale through a monotone (isotonic) fit of win rate to MOS on
+the training part only, run once after training (``calibrate``). The anchors (images, prompts,
+descriptions) and the fit are buffers, so a checkpoint scores new images without the dataset.
+
+Reasoning (optional): when the model entry names a describer, the answer first describes both
+images with the describer's texts ("Image A: <description>\\nImage B: <description>\\n") and
+then concludes; those tokens are trained with the cross-entropy. At scoring the reasoning slot
+holds the describer's descriptions of the two images (not generated text).
+
+Differences from DepictQA: a native transformers MLLM (paper preset Qwen2.5-VL) instead of a
+frozen CLIP + Vicuna with a trained projector; soft preference targets from MOS and std instead
+of text answers; no reference image; the score is the win rate against training anchors (DepictQA
+votes against same-reference images); a monotone fit on training data maps it to the scale.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.optimize import isotonic_regression
+from torch.utils.data import Dataset
+
+from agiqa.data.manifest import Dimension
+from agiqa.errors import ConfigError
+from agiqa.models.base import MODELS, PartData, RunDataset
+from agiqa.models.mllm.backbone import Turn
+from agiqa.models.mllm.common import (
+    MllmModel,
+    PlanDataset,
+    Sample,
+    rows_mean,
+    spread,
+    training_part,
+)
+from agiqa.models.mllm.losses import soft_kl, thurstone_probability
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUESTIONS = {
+    "quality": "Which image has better quality, Image A or Image B?",
+    "alignment": (
+        'Image A was generated from the prompt "{prompt_a}" and Image B from the prompt '
+        '"{prompt_b}". Which image matches its prompt better, Image A or Image B?'
+    ),
+    "overall": (
+        'Image A was generated from the prompt "{prompt_a}" and Image B from the prompt '
+        '"{prompt_b}". Which image is better overall, for its quality and for how well it '
+        "matches its prompt, Image A or Image B?"
+    ),
+}
+#: DepictQA's LoRA (r 16, alpha 16, dropout 0.1 on the attention projections; here on every
+#: linear layer of the language model, like deqa).
+DEFAULT_LORA = {"r": 16, "alpha": 16, "dropout": 0.1}
+#: Knots of the stored monotone map from win rate to the normalised scale.
+CALIBRATION_KNOTS = 32
+#: Bytes kept per anchor prompt or description (UTF-8, NUL-padded in a uint8 buffer).
+TEXT_BYTES = 1024
+
+
+def quantile_anchors(mos: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` rows, one drawn at random from each equal-size stratum of MOS order."""
+    if len(mos) < count:
+        raise ConfigError(f"{count} anchors need at least {count} training images; got {len(mos)}")
+    order = np.argsort(mos, kind="stable")
+    rng = np.random.default_rng(seed)
+    return np.array([int(rng.choice(stratum)) for stratum in np.array_split(order, count)])
+
+
+def _encode_text(text: str) -> torch.Tensor:
+    raw = text.encode("utf-8")[:TEXT_BYTES]
+    return torch.tensor(list(raw) + [0] * (TEXT_BYTES - len(raw)), dtype=torch.uint8)
+
+
+def _decode_text(raw: torch.Tensor) -> str:
+    data = bytes(raw.tolist()).rstrip(b"\0")
+    return data.decode("utf-8", errors="ignore")
+
+
+def monotone_knots(win: np.ndarray, target: np.ndarray, knots: int) -> tuple[np.ndarray, ...]:
+    """Isotonic fit of ``target`` on ``win``, sampled at ``knots`` evenly spaced win rates."""
+    values, inverse = np.unique(win, return_inverse=True)
+    sums = np.bincount(inverse, weights=target)
+    counts = np.bincount(inverse)
+    fitted = isotonic_regression(sums / counts, weights=counts, increasing=True).x
+    if len(values) == 1:
+        return np.linspace(0.0, 1.0, knots), np.full(knots, fitted[0])
+    x = np.linspace(values[0], values[-1], knots)
+    return x, np.interp(x, values, fitted)
+
+
+@MODELS.register("depictqa_compare")
+class DepictqaCompare(MllmModel):
+    """Pairwise A/B preference of a LoRA-tuned MLLM, scored against training anchors.
+
+    Args:
+        dimensions: The dataset's rated dimensions.
+        backbone: ``BackboneSpec`` keys.
+        lora: ``{r, alpha, dropout}`` (default DepictQA's 16, 16, 0.1).
+        train_vision: Also train the vision tower.
+        questions: ``{kind: question}`` over ``DEFAULT_QUESTIONS`` (``{prompt_a}``,
+            ``{prompt_b}`` quote the generation prompts).
+        stem: The assistant's answer up to the A/B token.
+        answers: The two answer words (each one token after the stem).
+        tags: The text before each image.
+        anchors: K, anchors per dimension.
+        anchor_seed: Seed of the anchor draw.
+        symmetric: Score both orders (image first, anchor first) and average.
+        calibration_rows: Training images the monotone fit uses (a seeded sample; None: all).
+        token_weight: Weight of the cross-entropy on the non-A/B answer tokens.
+    """
+
+    uses_descriptions = True
+
+    def __init__(
+        self,
+        dimensions: Sequence[Dimension],
+        backbone: Mapping[str, Any] | None = None,
+        lora: Mapping[str, Any] | None = None,
+        train_vision: bool = False,
+        questions: Mapping[str, str] | None = None,
+        stem: str = "The better one is Image",
+        answers: Sequence[str] = ("A", "B"),
+        tags: Sequence[str] = ("Image A:", "Image B:"),
+        anchors: int = 8,
+        anchor_seed: int = 0,
+        symmetric: bool = True,
+        calibration_rows: int | None = None,
+        token_weight: float = 1.0,
+    ) -> None:
+        lora = {**DEFAULT_LORA, **dict(lora or {})}
+        super().__init__(dimensions, backbone, lora, train_vision)
+        self.questions = self._questions(questions)
+        if isinstance(answers, str) or len(answers) != 2 or len(tags) != 2:
+            raise ConfigError("answers and tags must each be two strings (for A and B)")
+        if not isinstance(anchors, int) or anchors < 1:
+            raise ConfigError(f"anchors must be a positive integer; got {anchors!r}")
+        self.stem, self.tags = stem, (str(tags[0]), str(tags[1]))
+        self.answers = (str(answers[0]), str(answers[1]))
+        self.answer_ids = self.choice_ids(stem, self.answers)
+        self.anchor_count, self.anchor_seed = anchors, int(anchor_seed)
+        self.symmetric = bool(symmetric)
+        self.calibration_rows = calibration_rows
+        self.token_weight = float(token_weight)
+        n_dims, size = len(self.dimensions), self.spec.image_size
+        self.register_buffer(
+            "anchor_images", torch.zeros(n_dims, anchors, size, size, 3, dtype=torch.uint8)
+        )
+        self.register_buffer(
+            "anchor_texts", torch.zeros(n_dims, anchors, 2, TEXT_BYTES, dtype=torch.uint8)
+        )
+        self.register_buffer("anchor_rows", torch.full((n_dims, anchors), -1, dtype=torch.long))
+        self.register_buffer("anchor_mos", torch.zeros(n_dims, anchors, dtype=torch.float64))
+        knots = torch.linspace(0, 1, CALIBRATION_KNOTS, dtype=torch.float64).repeat(n_dims, 1)
+        self.register_buffer("calibration_x", knots.clone())
+        self.register_buffer("calibration_y", knots.clone())
+
+    def _questions(self, questions: Mapping[str, str] | None) -> dict[str, str]:
+        given = dict(questions or {})
+        unknown = sorted(set(given) - set(DEFAULT_QUESTIONS))
+        if unknown:
+            raise ConfigError(
+                f"questions: unknown kinds {unknown} (known: {list(DEFAULT_QUESTIONS)})"
+            )
+        return {**DEFAULT_QUESTIONS, **{k: str(v) for k, v in given.items()}}
+
+    # --- turns -----------------------------------------------------------------------------
+
+    def turn(
+        self,
+        column: int,
+        first: tuple[Image.Image, str, str],
+        second: tuple[Image.Image, str, str],
+        answer: int | None = None,
+    ) -> Turn:
+        """A/B question about (image, prompt, description) pairs; reasoning when both have one."""
+        question = self.questions[self.dimensions[column].kind]
+        question = question.replace("{prompt_a}", first[1]).replace("{prompt_b}", second[1])
+        stem = self.stem
+        if first[2] and second[2]:
+            stem = f"{self.tags[0]} {first[2]}\n{self.tags[1]} {second[2]}\n{self.stem}"
+        text = None if answer is None else f" {self.answers[answer]}."
+        return Turn((first[0], second[0]), question, stem, self.tags, text)
+
+    # --- anchors ---------------------------------------------------------------------------
+
+    def set_anchors(self, part: PartData) -> None:
+        """Draw the anchors of every dimension from the training part and keep them in buffers."""
+        images = self.images_of(part)
+        descriptions = part.descriptions or [""] * len(part.frame)
+        prompts = part.frame["prompt"].astype(str).tolist()
+        for column, dim in enumerate(self.dimensions):
+            mos = part.frame[dim.mos_column].to_numpy(float)
+            rows = quantile_anchors(mos, self.anchor_count, self.anchor_seed + column)
+            if bool((self.anchor_rows[column] == torch.from_numpy(rows)).all()):
+                continue  # the same part again (val, test, calibration): already stored
+            for k, row in enumerate(rows):
+                pixels = np.asarray(images[int(row)].convert("RGB"), dtype=np.uint8)
+                self.anchor_images[column, k] = torch.from_numpy(pixels.copy())
+                self.anchor_texts[column, k, 0] = _encode_text(prompts[row])
+                self.anchor_texts[column, k, 1] = _encode_text(descriptions[row])
+            self.anchor_rows[column] = torch.from_numpy(rows)
+            self.anchor_mos[column] = torch.from_numpy(mos[rows])
+
+    def anchor(self, column: int, k: int) -> tuple[Image.Image, str, str]:
+        pixels = self.anchor_images[column, k].cpu().numpy()
+        texts = self.anchor_texts[column, k].cpu()
+        return Image.fromarray(pixels), _decode_text(texts[0]), _decode_text(texts[1])
+
+    # --- data ------------------------------------------------------------------------------
+
+    def make_dataset(self, data: PartData, train: bool) -> Dataset:
+        part = training_part(data)
+        if part is not None:
+            self.set_anchors(part)
+        if train:
+            return self.pair_dataset(data)
+        return self.anchor_dataset(data, range(len(data.frame)))
+
+    def _items(self, data: PartData) -> tuple[Any, list[str], list[str]]:
+        prompts = data.frame["prompt"].astype(str).tolist()
+        return self.images_of(data), prompts, data.descriptions or [""] * len(prompts)
+
+    def pair_dataset(self, data: PartData) -> Dataset:
+        """One item per (row, dimension) with a random partner of the training part."""
+        n_rows = len(data.frame)
+        if n_rows < 2:
+            raise ConfigError("depictqa_compare trains on pairs: it needs at least 2 images")
+        images, prompts, descriptions = self._items(data)
+        mos = [data.frame[dim.mos_column].to_numpy(float) for dim in self.dimensions]
+        std = [
+            data.frame[dim.std_column].fillna(0.0).to_numpy(float)
+            if dim.std_column in data.frame
+            else np.zeros(n_rows)
+            for dim in self.dimensions
+        ]
+
+        def build(plan: tuple[int, int]) -> Sample:
+            row, column = plan
+            partner = int(torch.randint(n_rows - 1, ()).item())
+            partner += partner >= row
+            first, second = (row, partner) if torch.rand(()) < 0.5 else (partner, row)
+            preference = thurstone_probability(
+                mos[column][first], mos[column][second], std[column][first], std[column][second]
+            )
+            answer = 0 if preference >= 0.5 else 1
+            turn = self.turn(
+                column,
+                (images[first], prompts[first], descriptions[first]),
+                (images[second], prompts[second], descriptions[second]),
+                answer,
+            )
+            target = {"preference": preference, "partner": float(partner)}
+            return Sample(row, column, turn, self.answer_ids, answer, target)
+
+        plans = [(row, column) for row in range(n_rows) for column in range(len(self.dimensions))]
+        return PlanDataset(plans, build)
+
+    def anchor_dataset(
+        self, data: PartData, rows: Sequence[int], skip: np.ndarray | None = None
+    ) -> Dataset:
+        """Samples (row, dimension, anchor, order) comparing each row with the stored anchors.
+
+        ``skip[row, column, k]`` leaves out comparisons of an image with itself (calibration).
+        """
+        if bool((self.anchor_rows < 0).any()):
+            raise ConfigError(
+                "depictqa_compare has no anchors: build its datasets from a split (the training "
+                "part draws them) or load a trained checkpoint"
+            )
+        images, prompts, descriptions = self._items(data)
+        anchors = {
+            (c, k): self.anchor(c, k)
+            for c in range(len(self.dimensions))
+            for k in range(self.anchor_count)
+        }
+        orders = (0, 1) if self.symmetric else (0,)
+        plans = [
+            (row, column, k, order)
+            for row in rows
+            for column in range(len(self.dimensions))
+            for k in range(self.anchor_count)
+            for order in orders
+            if skip is None or not skip[row, column, k]
+        ]
+
+        def build(plan: tuple[int, int, int, int]) -> Sample:
+            row, column, k, order = plan
+            own = (images[row], prompts[row], descriptions[row])
+            pair = (own, anchors[column, k]) if order == 0 else (anchors[column, k], own)
+            sample = Sample(row, column, self.turn(column, *pair), self.answer_ids)
+            sample.target = {"order": float(order)}
+            return sample
+
+        return PlanDataset(plans, build)
+
+    def collate(self, samples: list[Sample]) -> tuple[dict[str, Any], Any, torch.Tensor]:
+        inputs, targets, rows = super().collate(samples)
+        if samples[0].answer is None:
+            # Evaluation: which side the evaluated image is on travels with the inputs.
+            inputs["orders"] = targets["order"].long()
+        return inputs, targets, rows
+
+    # --- forward, loss ---------------------------------------------------------------------
+
+    def forward_batch(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Training: [B, 3] (log p(A), log p(B), CE); evaluation: the evaluated image's win
+        probability at its sample's column, NaN elsewhere ([B, n_dims])."""
+        if "labels" in inputs:
+            return self.answer_outputs(inputs)
+        probabilities = self.choice_probabilities(inputs)
+        batch = torch.arange(len(probabilities), device=probabilities.device)
+        win = probabilities[batch, inputs["orders"]]
+        return spread(win[:, None], inputs["columns"], len(self.dimensions))
+
+    def loss(self, predictions: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Soft cross-entropy (KL) to the Thurstone preference + token_weight x CE."""
+        preference = targets["preference"]
+        soft = torch.stack([preference, 1 - preference], dim=1)
+        kl = soft_kl(predictions[:, :2], soft)
+        return (kl + self.token_weight * predictions[:, 2]).mean()
+
+    # --- scale -----------------------------------------------------------------------------
+
+    def win_rates(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+        return rows_mean(outputs, rows, n_rows, 1)[..., 0]
+
+    def reduce_predictions(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+        """Mean win rate per row and dimension through the calibrated monotone map."""
+        win = self.win_rates(outputs, rows, n_rows)
+        predictions = np.empty_like(win)
+        for column in range(len(self.dimensions)):
+            x = self.calibration_x[column].cpu().numpy()
+            y = self.calibration_y[column].cpu().numpy()
+            predictions[:, column] = np.interp(win[:, column], x, y)
+        return predictions.astype(np.float32)
+
+    def calibrate(self, training: PartData, run: RunDataset) -> None:
+        """Fit win rate -> normalised MOS (isotonic) on the training part, per dimension."""
+        n_rows = len(training.frame)
+        rows = np.arange(n_rows)
+        if self.calibration_rows is not None and self.calibration_rows < n_rows:
+            pick = np.random.default_rng(self.anchor_seed).choice(
+                n_rows, self.calibration_rows, replace=False
+            )
+            rows = np.sort(pick)
+        skip = np.zeros((n_rows, len(self.dimensions), self.anchor_count), dtype=bool)
+        for column in range(len(self.dimensions)):
+            for k, row in enumerate(self.anchor_rows[column].tolist()):
+                skip[row, column, k] = True  # an anchor against itself says nothing
+        outputs, out_rows = run(self.anchor_dataset(training, rows, skip))
+        win = self.win_rates(outputs, out_rows, n_rows)
+        for column in range(len(self.dimensions)):
+            known = np.isfinite(win[rows, column])
+            x, y = monotone_knots(
+                win[rows, column][known], training.targets[rows, column][known], CALIBRATION_KNOTS
+            )
+            self.calibration_x[column] = torch.from_numpy(x)
+            self.calibration_y[column] = torch.from_numpy(y)
+        log.info("calibrated win rate -> scale on %d training images", len(rows))

@@ -1,0 +1,581 @@
+"""Score new images with a trained fold checkpoint: ``agiqa score`` and ``agiqa.load``.
+
+A fold job's ``checkpoint.pt`` is self-contained (``checkpoint_payload``): it holds the trained
+parameters, the resolved model entry, the dimensions (name, kind, native scale range) and the
+preprocessing, so scoring needs no manifest and no config. Weights the model does not train are
+not copied; they are referenced:
+
+- pretrained backbones by name (``openai``, ``Salesforce/blip-itm-base-coco``), loaded the
+  standard way (open_clip, transformers, timm caches);
+- weight files named in the entry (the stand-in backbones of ``pretrained_backbones``,
+  ``results/<experiment>/backbones/<name>.pt``; an ImageReward state dict) by their path and
+  sha256. The scorer looks them up at that path (relative to the folder it runs in, normally the
+  project root) or in ``weights_dir``, and refuses a file whose sha256 differs;
+- randomly initialised frozen weights by the job's seed.
+
+Whatever their source, the frozen tensors are checked against a sha256 recorded at training time,
+so a checkpoint never scores with other weights than it was trained with.
+
+Scoring runs the model's own evaluation path (``make_dataset(train=False)``, ``collate``,
+``forward_batch``, ``reduce_predictions``), clips to [0, 1] and maps each dimension back to its
+native scale, exactly as the fold job's ``predict``; the same images give the same numbers as the
+job's ``predictions.csv``. Given a protocol's model folder (``runs/<protocol>/<dataset>/<model>``)
+the scorer averages the folds' checkpoints (an ensemble).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import pickle
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from agiqa.data.decode import UnsupportedImage, to_rgb
+from agiqa.data.manifest import Dimension
+from agiqa.errors import AgiqaError
+from agiqa.provenance import file_sha256
+
+if TYPE_CHECKING:
+    from agiqa.models import AgiqaModel
+    from agiqa.train.fold import FoldTrainer
+
+log = logging.getLogger(__name__)
+
+FORMAT = "agiqa-checkpoint"
+VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+#: Image files ``agiqa score`` picks up from a folder.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Images decoded at a time; bounds memory when scoring thousands of images.
+CHUNK_IMAGES = 512
+
+ImageInput = str | Path | Image.Image
+
+
+class ScoringError(AgiqaError):
+    """A checkpoint that cannot be scored with, or bad scoring input."""
+
+
+# --- writing (called by the fold job) ---------------------------------------------------------
+
+
+def checkpoint_payload(trainer: FoldTrainer, config: dict, best_epoch: int | None) -> dict:
+    """What ``checkpoint.pt`` holds: plain types and tensors only (``weights_only=True`` loads).
+
+    Args:
+        trainer: The fold trainer after training (best epoch restored).
+        config: The run's resolved config (``config.yaml``, with provenance).
+        best_epoch: The selected epoch (None for models that do not train).
+    """
+    from agiqa.train.fold import trained_state
+
+    state = trained_state(trainer.model)
+    model_config = copy.deepcopy(config["model"])
+    name = model_config.pop("name")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "trained_state": state,
+        "config": config,
+        "best_epoch": best_epoch,
+        "model": {"name": name, "entry": model_config},
+        "dimensions": [
+            {"name": d.name, "kind": d.kind, "low": float(d.low), "high": float(d.high)}
+            for d in trainer.dimensions
+        ],
+        "preprocessing": preprocessing_of(trainer),
+        "frozen": frozen_fingerprint(trainer.model, set(state)),
+        "weight_files": referenced_files(model_config),
+        "seed": int(trainer.job.seed),
+        "uses_descriptions": bool(type(trainer.model).uses_descriptions),
+    }
+
+
+def preprocessing_of(trainer: FoldTrainer) -> dict:
+    """How the job turned an image file into the model's input at evaluation time.
+
+    Frozen-feature models encode images as decoded; the others see the decoded-image cache,
+    shrunk to ``decode_cache_short_side`` when the cache is on.
+    """
+    from agiqa.train.data import SHRINK_DECODER
+
+    settings = trainer.settings
+    short_side = None
+    if trainer.cache is None and settings.decode_cache:
+        short_side = settings.decode_cache_short_side
+    return {
+        "decode": "agiqa.data.decode.to_rgb (8-bit RGB, transparency over white)",
+        # agiqa.train.data.load_shrunk's identity: its JPEG draft decoding changes pixels.
+        "decoder": SHRINK_DECODER,
+        "short_side": short_side,
+        "transform": repr(trainer.model.image_transform(train=False)),
+    }
+
+
+def frozen_fingerprint(model: torch.nn.Module, trained: set[str]) -> dict:
+    """sha256 over every state tensor the checkpoint does not carry (the frozen weights)."""
+    digest = hashlib.sha256()
+    count = 0
+    for name, tensor in sorted(model.state_dict().items()):
+        if name in trained:
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+        count += 1
+    return {"sha256": digest.hexdigest(), "tensors": count}
+
+
+def referenced_files(entry: Any, where: str = "") -> list[dict]:
+    """Weight files a model entry names (string values that are existing files), with sha256."""
+    found: list[dict] = []
+    if isinstance(entry, dict):
+        for key, value in entry.items():
+            if key != "train":
+                found += referenced_files(value, f"{where}{key}.")
+    elif isinstance(entry, str) and entry and Path(entry).is_file():
+        found.append({"slot": where.rstrip("."), "path": entry, "sha256": file_sha256(entry)})
+    return found
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def checkpoint_files(source: str | Path) -> list[Path]:
+    """The checkpoint(s) behind ``source``: a file, a run folder, or a protocol's model folder.
+
+    A model folder (``runs/<protocol>/<dataset>/<model>``) gives every ``split*/checkpoint.pt``
+    in it, in split order: the folds' ensemble.
+    """
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if (path / CHECKPOINT).is_file():
+        return [path / CHECKPOINT]
+    members = sorted(path.glob(f"split*/{CHECKPOINT}"), key=_split_number)
+    if not members:
+        raise ScoringError(
+            f"{path}: no {CHECKPOINT} here, nor in split*/ below it (give a checkpoint file, a "
+            "run folder runs/<protocol>/<dataset>/<model>/split<k>, or the model folder above "
+            "the splits for an ensemble)"
+        )
+    return members
+
+
+def _split_number(path: Path) -> tuple[int, str]:
+    name = path.parent.name.removeprefix("split")
+    return (int(name), "") if name.isdigit() else (1 << 30, name)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True`` (never unpickles code) and check its format."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ScoringError(f"{path}: no such checkpoint") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ScoringError(f"{path}: not a loadable agiqa checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ScoringError(
+            f"{path}: written by an older agiqa without the model entry, dimensions and "
+            "preprocessing inside; rerun its training job to score with it"
+        )
+    if payload.get("version", 0) > VERSION:
+        raise ScoringError(
+            f"{path}: checkpoint version {payload['version']} is newer than this agiqa"
+        )
+    return payload
+
+
+def resolve_weight_files(
+    payload: dict, weights_dir: str | Path | None, source: Path
+) -> dict[str, str]:
+    """Recorded weight-file path -> the file to load here, checked by sha256."""
+    resolved = {}
+    for ref in payload.get("weight_files", []):
+        candidates = [Path(ref["path"])]
+        if weights_dir is not None:
+            candidates.append(Path(weights_dir) / Path(ref["path"]).name)
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ScoringError(
+                f"{source}: the model's {ref['slot']} loads the weight file '{ref['path']}' "
+                f"(sha256 {ref['sha256'][:12]}…), which is not here. Run from the folder that "
+                "path is relative to (the project root), or pass --weights-dir with a folder "
+                f"holding {Path(ref['path']).name}; a stand-in backbone is rebuilt with "
+                f"`snakemake {ref['path']}`."
+            )
+        if file_sha256(found) != ref["sha256"]:
+            raise ScoringError(
+                f"{source}: {found} is not the weight file the model was trained with "
+                f"(sha256 differs from {ref['sha256'][:12]}…)"
+            )
+        resolved[ref["path"]] = str(found)
+    return resolved
+
+
+def _replace_paths(entry: Any, paths: dict[str, str]) -> Any:
+    if isinstance(entry, dict):
+        return {k: _replace_paths(v, paths) for k, v in entry.items()}
+    return paths.get(entry, entry) if isinstance(entry, str) else entry
+
+
+def _seed(seed: int) -> None:
+    # The fold job seeds before building: randomly initialised frozen weights come out the same.
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_from_checkpoint(
+    payload: dict, source: Path, weights_dir: str | Path | None = None
+) -> AgiqaModel:
+    """The trained model of a checkpoint, on the CPU, in eval mode, its frozen weights checked."""
+    from agiqa.models import build_model
+
+    entry = dict(payload["model"]["entry"])
+    entry.pop("display_name", None)
+    entry = _replace_paths(entry, resolve_weight_files(payload, weights_dir, source))
+    dimensions = dimensions_of(payload)
+    _seed(int(payload.get("seed", 0)))
+    model = build_model(entry, dimensions)
+    missing = [k for k in payload["trained_state"] if k not in model.state_dict()]
+    if missing:
+        raise ScoringError(f"{source}: parameters {missing[:5]} do not exist in the built model")
+    model.load_state_dict(payload["trained_state"], strict=False)
+    found = frozen_fingerprint(model, set(payload["trained_state"]))
+    if found["sha256"] != payload["frozen"]["sha256"]:
+        raise ScoringError(
+            f"{source}: the frozen weights loaded here differ from those the model was trained "
+            f"with ({found['tensors']} tensors, sha256 {found['sha256'][:12]}…, expected "
+            f"{payload['frozen']['sha256'][:12]}…): another backbone release or cache?"
+        )
+    return model.eval()
+
+
+def dimensions_of(payload: dict) -> tuple[Dimension, ...]:
+    return tuple(
+        Dimension(d["name"], d["kind"], float(d["low"]), float(d["high"]))
+        for d in payload["dimensions"]
+    )
+
+
+# --- images and prompts -----------------------------------------------------------------------
+
+
+def image_name(image: ImageInput, index: int) -> str:
+    """The ``image`` column of a result row: the path as given, a PIL image's file name, or
+    ``image<k>`` for an image made in memory."""
+    if isinstance(image, Image.Image):
+        return str(getattr(image, "filename", "") or f"image{index}")
+    return str(image)
+
+
+def decode(image: ImageInput, short_side: int | None) -> Image.Image:
+    """8-bit RGB shrunk to ``short_side``, as the fold job's decoded-image cache holds it.
+
+    A path goes through the job's own ``load_shrunk`` (a large JPEG is decoded at reduced
+    scale, then resized), so its pixels are the job's. A PIL image is converted and resized
+    from its full decode: for a JPEG larger than ``short_side`` that differs by a few grey
+    levels, so pass paths to reproduce a fold's predictions exactly.
+    """
+    from agiqa.train.data import load_shrunk, shrink
+
+    if isinstance(image, Image.Image):
+        try:
+            return shrink(to_rgb(image), short_side)
+        except UnsupportedImage as error:
+            raise ScoringError(f"image {image_name(image, 0)}: {error}") from None
+    try:
+        return load_shrunk(Path(image), short_side, manifest="scoring input", row=None)
+    except AgiqaError as error:
+        raise ScoringError(str(error)) from None
+
+
+def expand_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and the image files of any folder (sorted by name)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ScoringError(f"{path}: no such image file or folder")
+    if not found:
+        raise ScoringError(f"no images in {[str(p) for p in paths]}")
+    return found
+
+
+def prompts_from_csv(path: str | Path, images: Sequence[Path]) -> tuple[list[str], list[str]]:
+    """Prompts (and descriptions, "" where none) of ``images`` from a CSV with columns
+    ``image``, ``prompt`` and optionally ``description``; rows match the path as given, else the
+    file name."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in ("image", "prompt"):
+        if column not in table.columns:
+            raise ScoringError(f"{path}: no column '{column}' (columns: {list(table.columns)})")
+    by_path = dict(zip(table["image"], table.index, strict=False))
+    by_name = dict(zip(table["image"].map(lambda s: Path(s).name), table.index, strict=False))
+    rows = []
+    for image in images:
+        row = by_path.get(str(image), by_name.get(Path(image).name))
+        if row is None:
+            raise ScoringError(f"{path}: no row for image '{image}'")
+        rows.append(row)
+    descriptions = table["description"] if "description" in table.columns else None
+    prompts = [table.at[r, "prompt"] for r in rows]
+    return prompts, [descriptions.at[r] if descriptions is not None else "" for r in rows]
+
+
+def _per_image(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
+    if value is None or isinstance(value, str):
+        return None if value is None else [value] * n
+    values = [str(v) for v in value]
+    if len(values) != n:
+        raise ScoringError(f"{len(values)} {what} for {n} images")
+    return values
+
+
+class _Decoded:
+    """The image source a model's dataset reads: images already decoded in memory."""
+
+    def __init__(self, names: list[str], images: list[Image.Image]) -> None:
+        self.paths = names
+        self.images = images
+
+    def load(self, index: int) -> Image.Image:
+        return self.images[index]
+
+
+# --- the scorer -------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorer:
+    """A trained model (or the folds' ensemble) that scores images on the native scales.
+
+    Use ``agiqa.load`` to make one.
+    """
+
+    model: AgiqaModel
+    states: list[dict[str, torch.Tensor]]
+    members: list[Path]
+    dimensions: tuple[Dimension, ...]
+    short_side: int | None
+    batch_size: int
+    device: torch.device
+    amp: torch.dtype | None
+    model_name: str
+
+    @property
+    def ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    def describe(self) -> str:
+        """One line saying what scores: a checkpoint, or an average of N fold checkpoints."""
+        if not self.ensemble:
+            return f"{self.model_name}: {self.members[0]}"
+        return (
+            f"{self.model_name}: average of {len(self.members)} fold checkpoints "
+            f"({', '.join(str(m) for m in self.members)})"
+        )
+
+    def score(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompts: str | Sequence[str] | None = None,
+        descriptions: str | Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """One row per image: ``image`` and one column per dimension on its native scale.
+
+        Args:
+            images: Paths or PIL images (one or a sequence).
+            prompts: The generation prompt, one for all images or one per image. Without it,
+                dimensions of kind ``alignment`` or ``overall`` (which need the prompt) are NaN
+                and models that read the prompt see an empty one.
+            descriptions: VLM descriptions for models that read them (one or one per image).
+            batch_size: Images per forward pass (default: the model's ``eval_batch_size``).
+        """
+        if isinstance(images, str | Path | Image.Image):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ScoringError("no images to score")
+        texts = _per_image(prompts, len(images), "prompts")
+        notes = _per_image(descriptions, len(images), "descriptions")
+        names = [image_name(image, i) for i, image in enumerate(images)]
+        chunks = []
+        for start in range(0, len(images), CHUNK_IMAGES):
+            stop = start + CHUNK_IMAGES
+            chunks.append(
+                self._predict(
+                    images[start:stop],
+                    names[start:stop],
+                    texts[start:stop] if texts else None,
+                    notes[start:stop] if notes else None,
+                    batch_size or self.batch_size,
+                )
+            )
+        return self._table(names, np.concatenate(chunks), prompts_given=texts is not None)
+
+    def _predict(
+        self,
+        images: list[ImageInput],
+        names: list[str],
+        prompts: list[str] | None,
+        descriptions: list[str] | None,
+        batch_size: int,
+    ) -> np.ndarray:
+        """Normalised predictions, [len(images), len(dimensions)], averaged over members."""
+        from agiqa.models.base import PartData
+
+        decoded = [decode(image, self.short_side) for image in images]
+        frame = pd.DataFrame({"image": names, "prompt": prompts or [""] * len(images)})
+        if type(self.model).uses_descriptions:
+            descriptions = descriptions or [""] * len(images)
+        else:
+            descriptions = None
+        targets = np.zeros((len(images), len(self.dimensions)), dtype=np.float32)
+        data = PartData(
+            "score", frame, _Decoded(names, decoded), targets, descriptions, decoded, None
+        )
+        dataset = self.model.make_dataset(data, train=False)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, collate_fn=self.model.collate
+        )
+        total = np.zeros((len(images), len(self.dimensions)), dtype=np.float64)
+        for state in self.states:
+            self.model.load_state_dict(state, strict=False)
+            total += self._forward(loader, len(images))
+        return total / len(self.states)
+
+    @torch.no_grad()
+    def _forward(self, loader: DataLoader, n_rows: int) -> np.ndarray:
+        # The fold trainer's predict, step by step: same hooks, same clipping.
+        from agiqa.train import recipe
+
+        self.model.eval()
+        outputs, rows = [], []
+        for inputs, _, index in loader:
+            with recipe.autocast(self.amp, self.device):
+                pred = self.model.forward_batch(_to(inputs, self.device))
+            outputs.append(pred.float().cpu().numpy())
+            rows.append(np.asarray(index))
+        predictions = self.model.reduce_predictions(
+            np.concatenate(outputs), np.concatenate(rows), n_rows
+        )
+        if np.isnan(predictions).any():
+            raise ScoringError(f"{type(self.model).__name__} left images without a prediction")
+        return np.clip(predictions, 0.0, 1.0)
+
+    def _table(self, names: list[str], normalised: np.ndarray, prompts_given: bool) -> pd.DataFrame:
+        table = pd.DataFrame({"image": names})
+        for column, dim in enumerate(self.dimensions):
+            values = dim.denormalise(normalised[:, column].astype(np.float64))
+            if not prompts_given and dim.kind != "quality":
+                values = np.full(len(names), np.nan)  # needs the prompt it was generated from
+            table[dim.name] = values
+        return table
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
+def _device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ScoringError(f"device '{requested}' asked for, but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+def _same_model(payloads: list[dict], members: list[Path]) -> None:
+    """An ensemble averages folds of one configuration: same entry, dimensions, frozen weights."""
+    first = payloads[0]
+    for payload, member in zip(payloads[1:], members[1:], strict=True):
+        for key in ("model", "dimensions", "preprocessing", "frozen"):
+            if payload[key] != first[key]:
+                raise ScoringError(
+                    f"{member}: its {key} differs from {members[0]}'s; an ensemble averages the "
+                    "folds of one model configuration"
+                )
+
+
+def _check_decoder(preprocessing: dict, source: Path) -> None:
+    """Warn when this agiqa shrinks images differently from the one that trained the model."""
+    from agiqa.train.data import SHRINK_DECODER
+
+    recorded = preprocessing.get("decoder", SHRINK_DECODER)
+    if preprocessing.get("short_side") is not None and recorded != SHRINK_DECODER:
+        log.warning(
+            "%s: trained with image decoder %s, scoring with %s: large images may score "
+            "slightly differently",
+            source,
+            recorded,
+            SHRINK_DECODER,
+        )
+
+
+def load(
+    checkpoint: str | Path,
+    device: str = "cpu",
+    weights_dir: str | Path | None = None,
+    batch_size: int | None = None,
+) -> Scorer:
+    """A scorer from a checkpoint file, a run folder, or a protocol's model folder (ensemble).
+
+    Args:
+        checkpoint: ``checkpoint.pt``, its run folder, or ``runs/<protocol>/<dataset>/<model>``
+            to average every fold's checkpoint.
+        device: ``cpu``, ``cuda[:N]`` or ``auto``.
+        weights_dir: A folder holding weight files the model names (stand-in backbones) when
+            they are not at their recorded paths.
+        batch_size: Images per forward pass (default: the model's ``eval_batch_size``).
+
+    Raises:
+        ScoringError: a checkpoint without the self-contained content, a missing or different
+            weight file, or frozen weights that differ from training's.
+    """
+    members = checkpoint_files(checkpoint)
+    payloads = [read_checkpoint(m) for m in members]
+    _same_model(payloads, members)
+    first = payloads[0]
+    _check_decoder(first["preprocessing"], members[0])
+    model = build_from_checkpoint(first, members[0], weights_dir)
+    target = _device(device)
+    model.to(target)
+    from agiqa.train import recipe
+
+    train = first["model"]["entry"].get("train") or {}
+    return Scorer(
+        model=model,
+        states=[p["trained_state"] for p in payloads],
+        members=members,
+        dimensions=dimensions_of(first),
+        short_side=first["preprocessing"]["short_side"],
+        batch_size=int(batch_size or train.get("eval_batch_size", 64)),
+        device=target,
+        amp=recipe.amp_dtype(train.get("amp", "bf16"), target),
+        model_name=str(first["model"]["name"]),
+    )
