@@ -1,6 +1,6 @@
 """The ImageNet probe: random-init backbones on the CPU, real MobileNetV2 weights when seeded.
 
-No network: sockets are blocked (``no_network`` from test_weights).
+No network: sockets are blocked (``no_network`` from conftest.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from agiqa.train.fold import run_fold
 from agiqa.weights import WeightsUnavailableError
 from shared_data import AGIQA_3K, need
 from test_train import job, prepare
-from test_weights import hub, no_network, packaged, seeded  # noqa: F401
+from test_weights import hub, packaged, seeded  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("no_network")
 
 QUALITY = Dimension("quality", "quality", 0, 5)
 ALIGN = Dimension("align", "alignment", 0, 5)
@@ -200,7 +202,7 @@ def test_bad_config_is_refused(entry: dict, message: str) -> None:
 
 def test_uncached_imagenet_weights_fail_fast_offline(
     hub: Path,  # noqa: F811
-    no_network: list[object],  # noqa: F811
+    no_network: list[object],
 ) -> None:
     with pytest.raises(WeightsUnavailableError, match="agiqa weights seed"):
         build_model({"type": "imagenet_probe"}, BOTH)  # default: mobilenet_v2 IMAGENET1K_V1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import socket
 from pathlib import Path
 
 import open_clip
@@ -36,18 +35,7 @@ STEM = (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every socket connection attempt is recorded and refused."""
-    attempts: list[object] = []
-
-    def refuse(self: socket.socket, address: object) -> None:
-        attempts.append(address)
-        raise OSError(f"network disabled in tests: {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def residual(dims: tuple[Dimension, ...] = BOTH, **kwargs: object) -> AgiqaModel:

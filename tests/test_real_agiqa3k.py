@@ -17,7 +17,9 @@ from agiqa.data.readers import read_dataset
 from agiqa.data.splits import Protocol, make_splits, write_splits
 from agiqa.train.fold import FoldJob, run_fold
 from shared_data import AGIQA_3K, need
-from test_weights import hub, no_network, packaged, seeded  # noqa: F401
+from test_weights import hub, packaged, seeded  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("no_network")
 
 #: The first prompts of data.csv (about 10 images each, from the 6 generators): 1,489 images,
 #: half of the dataset.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -34,18 +33,7 @@ PINNED = MOBILENET_V2_IMAGENET1K_V1
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every socket connection attempt is recorded and refused."""
-    attempts: list[object] = []
-
-    def refuse(self: socket.socket, address: object) -> None:
-        attempts.append(address)
-        raise OSError(f"network disabled in tests: {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture()
