@@ -137,7 +137,7 @@ class TinySpec:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any] | None) -> TinySpec:
-        values = _known_keys(cls, entry, "backbone.tiny")
+        values = known_keys(cls, entry, "backbone.tiny")
         if values.get("full_attention_blocks") is not None:
             values["full_attention_blocks"] = tuple(values["full_attention_blocks"])
         return cls(**values)
@@ -201,7 +201,7 @@ class BackboneSpec:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any] | None) -> BackboneSpec:
-        spec = cls(**_known_keys(cls, entry, "backbone"))
+        spec = cls(**known_keys(cls, entry, "backbone"))
         if spec.dtype not in DTYPES:
             raise ConfigError(f"backbone.dtype must be one of {sorted(DTYPES)}; got {spec.dtype!r}")
         if not isinstance(spec.image_size, int) or spec.image_size < 16:
@@ -226,7 +226,8 @@ class BackboneSpec:
         return self.name
 
 
-def _known_keys(cls: type, entry: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+def known_keys(cls: type, entry: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """``entry`` as a dict, after refusing keys that are not fields of the dataclass ``cls``."""
     entry = dict(entry or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(entry) - known)
@@ -521,7 +522,7 @@ class LoraSpec:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any] | None) -> LoraSpec:
-        spec = cls(**_known_keys(cls, entry, "lora"))
+        spec = cls(**known_keys(cls, entry, "lora"))
         if not isinstance(spec.r, int) or isinstance(spec.r, bool) or spec.r < 1:
             raise ConfigError(f"lora.r must be a positive integer; got {spec.r!r}")
         if not 0 <= spec.dropout < 1:

@@ -30,7 +30,7 @@ formula gives at mu = 3 exactly is replaced (``soft_labels``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, PartData
-from agiqa.models.mllm.backbone import Turn
+from agiqa.models.mllm.backbone import Turn, known_keys
 from agiqa.models.mllm.common import PlanDataset, Sample, format_question
 from agiqa.models.mllm.levels import LEVEL_WORDS, LevelModel
 from agiqa.models.mllm.losses import (
@@ -85,12 +85,7 @@ class LossWeights:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any] | None) -> LossWeights:
-        entry = dict(entry or {})
-        unknown = sorted(set(entry) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(
-                f"loss_weights: unknown keys {unknown} (known: rank, next_token, softkl)"
-            )
+        entry = known_keys(cls, entry, "loss_weights")
         weights = cls(**{k: float(v) for k, v in entry.items()})
         if min(weights.rank, weights.next_token, weights.softkl) < 0:
             raise ConfigError(f"loss_weights must be non-negative; got {weights}")
@@ -107,11 +102,7 @@ class LabelSettings:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any] | None) -> LabelSettings:
-        entry = dict(entry or {})
-        unknown = sorted(set(entry) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"soft_labels: unknown keys {unknown}")
-        settings = cls(**entry)
+        settings = cls(**known_keys(cls, entry, "soft_labels"))
         if settings.density not in DENSITIES:
             raise ConfigError(f"soft_labels.density must be one of {DENSITIES}")
         return settings
