@@ -92,3 +92,43 @@ def test_a_lease_sets_cuda_visible_devices_and_releases(
     again = acquire_gpu(tmp_path, wait_seconds=5, poll=0.05)
     assert again.index == "5"
     again.release()
+
+
+def test_a_training_job_holds_its_lease_while_it_runs_and_logs_a_preemption_as_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functools import partial
+    from types import SimpleNamespace
+
+    from agiqa import steps
+    from agiqa.train import fold, gpu
+
+    monkeypatch.setenv("AGIQA_GPU_DEVICES", "5")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    lease_here = partial(gpu.acquire_gpu, tmp_path / "locks", wait_seconds=0.2, poll=0.05)
+    monkeypatch.setattr(gpu, "acquire_gpu", lease_here)
+    seen: list[str] = []
+
+    def preempted_run(job: object) -> None:
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+        with pytest.raises(TimeoutError):  # the job holds the only GPU
+            lease_here()
+        raise fold.Preempted("SIGTERM after epoch 3")
+
+    monkeypatch.setattr(fold, "run_fold", preempted_run)
+    log_file = tmp_path / "job.log"
+    with pytest.raises(fold.Preempted):
+        steps.train_job(lambda: SimpleNamespace(device="cuda"), gpu=None, log_file=log_file)
+    assert seen == ["5"]
+    text = log_file.read_text()
+    assert "SIGTERM after epoch 3: the rerun resumes" in text and "step failed" not in text
+    lease_here().release()  # released when the job stopped
+
+    def no_lease(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a CPU job took a GPU lease")
+
+    monkeypatch.setattr(gpu, "acquire_gpu", no_lease)
+    monkeypatch.setattr(fold, "run_fold", lambda job: seen.append(job.device))
+    steps.train_job(lambda: SimpleNamespace(device="cpu"), gpu=None, log_file=log_file)
+    assert seen == ["5", "cpu"]

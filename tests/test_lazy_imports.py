@@ -1,7 +1,11 @@
-"""A fold job imports only its own model's libraries (per-job start-up, docs/performance.md)."""
+"""A fold job imports only its own model's libraries, and the workflow's parse none of them.
+
+Per-job start-up and the paper dry run's time depend on it (docs/performance.md).
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,6 +28,28 @@ def test_a_probe_job_does_not_import_the_other_models_libraries() -> None:
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+#: What the workflow imports at parse time, then its check of every model entry of the paper grid.
+PARSE = """
+import json, sys
+import yaml
+import agiqa.cross_dataset, agiqa.describe.workflow, agiqa.pipeline, agiqa.report.aggregate
+from agiqa.config_checks import check_config
+with open("config/paper.yaml") as config:
+    check_config(yaml.safe_load(config))
+heavy = ("open_clip", "transformers", "peft", "timm", "torchvision", "scipy", "openai", "mlflow")
+print(json.dumps({"heavy": [m for m in heavy if m in sys.modules], "modules": sorted(sys.modules)}))
+"""
+
+
+def test_the_workflow_parse_checks_every_model_without_their_libraries() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PARSE], capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(result.stdout)
+    assert loaded["heavy"] == []
+    assert set(MODEL_MODULES.values()) <= set(loaded["modules"])  # every entry was checked
 
 
 def test_every_lazy_type_registers_itself() -> None:

@@ -114,7 +114,9 @@ def test_fit_returns_none_when_curve_fit_raises(monkeypatch: pytest.MonkeyPatch)
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Optimal parameters not found")
 
-    monkeypatch.setattr(metrics.optimize, "curve_fit", boom)
+    from scipy import optimize
+
+    monkeypatch.setattr(optimize, "curve_fit", boom)
     assert fit_logistic4(np.arange(5.0), np.arange(5.0)) is None
 
 

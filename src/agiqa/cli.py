@@ -245,25 +245,22 @@ def train(
     log_file: Annotated[Path | None, typer.Option("--log")] = None,
 ) -> None:
     """Run one fold job exactly as the workflow would (its inputs must exist)."""
-    from agiqa.logs import configure_logging
     from agiqa.pipeline import fold_job
-    from agiqa.train.fold import Preempted, run_fold
-    from agiqa.train.gpu import acquire_gpu
+    from agiqa.steps import train_job
+    from agiqa.train.fold import Preempted
 
-    configure_logging(log_file)
-    try:
-        job = fold_job(
+    def make_job():
+        return fold_job(
             load_config(configfile), protocol, dataset, model, split_index, threads=threads
         )
-        lease = acquire_gpu() if job.device != "cpu" else None
-        run_fold(job)
+
+    try:
+        train_job(make_job, gpu=None, log_file=log_file)
     except AgiqaError as error:
         fail(error)
     except Preempted as stop:
         err.print(f"{stop}: rerun the same command to resume")
         raise typer.Exit(code=75) from None  # EX_TEMPFAIL: try again
-    if lease is not None:
-        lease.release()
 
 
 @app.command()

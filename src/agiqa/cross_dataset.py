@@ -522,15 +522,9 @@ def predict_step(
 ) -> dict:
     """Score B with A's checkpoint (leasing a GPU first when the rule asks for one)."""
     from agiqa.steps import job_log
-    from agiqa.train.gpu import acquire_gpu
+    from agiqa.train.gpu import gpu_lease
 
-    with job_log(log_file):
-        # Before CUDA starts; held until the scoring is done.
-        lease = acquire_gpu() if gpu else None
-        try:
-            metrics = run_predict(predict_job(config, dataset, model, test, threads=threads))
-        finally:
-            if lease is not None:
-                lease.release()
+    with job_log(log_file), gpu_lease(gpu):  # leased before CUDA starts
+        metrics = run_predict(predict_job(config, dataset, model, test, threads=threads))
         log.info("%s on %s -> %s: %s", model, dataset, test, sorted(metrics["dimensions"]))
         return metrics

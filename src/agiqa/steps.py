@@ -9,28 +9,57 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agiqa.errors import AgiqaError
 from agiqa.logs import configure_logging
+
+if TYPE_CHECKING:
+    from agiqa.train.fold import FoldJob
 
 log = logging.getLogger("agiqa.steps")
 
 
 @contextmanager
-def job_log(log_file: str | Path | None) -> Iterator[None]:
-    """Log to the job's file (stderr without one); an error is logged there, then raised."""
+def job_log(
+    log_file: str | Path | None, resumable: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Log to the job's file (stderr without one); an error is logged there, then raised.
+
+    ``resumable`` errors (a preempted training job) are logged as such, not as failures.
+    """
     configure_logging(log_file)
     try:
         yield
+    except resumable as stop:
+        log.warning("%s: the rerun resumes from the last epoch's checkpoint", stop)
+        raise
     except AgiqaError as error:  # bad input: the message names the file and row
         log.error("%s", error)
         raise
     except Exception:
         log.exception("step failed")
         raise
+
+
+def train_job(
+    make_job: Callable[[], FoldJob], *, gpu: bool | None, log_file: str | Path | None
+) -> None:
+    """One training job (a fold, or a cross-dataset model) as the workflow runs it.
+
+    Logs to ``log_file``, leases a GPU before CUDA starts (``gpu`` None: when the job's device
+    is not the CPU) and runs ``run_fold``; a preemption is logged as resumable and re-raised.
+    """
+    from agiqa.train.fold import Preempted, run_fold
+    from agiqa.train.gpu import gpu_lease
+
+    with job_log(log_file, resumable=(Preempted,)):
+        job = make_job()
+        with gpu_lease(job.device != "cpu" if gpu is None else gpu):
+            run_fold(job)
 
 
 def _write_json(data: dict, out: str | Path) -> None:

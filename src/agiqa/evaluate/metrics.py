@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
 
 _logger = logging.getLogger(__name__)
 
@@ -62,18 +61,24 @@ def _as_arrays(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def srcc(pred: np.ndarray, target: np.ndarray) -> float:
     """Spearman rank-order correlation coefficient."""
+    from scipy import stats
+
     pred, target = _as_arrays(pred, target)
     return float(stats.spearmanr(pred, target).statistic)
 
 
 def krcc(pred: np.ndarray, target: np.ndarray) -> float:
     """Kendall rank correlation coefficient (tau-b, which accounts for ties)."""
+    from scipy import stats
+
     pred, target = _as_arrays(pred, target)
     return float(stats.kendalltau(pred, target, variant="b").statistic)
 
 
 def plcc(pred: np.ndarray, target: np.ndarray) -> float:
     """Pearson linear correlation coefficient on the raw predictions (no fit)."""
+    from scipy import stats
+
     pred, target = _as_arrays(pred, target)
     return float(stats.pearsonr(pred, target).statistic)
 
@@ -189,6 +194,8 @@ def fit_logistic(
         The fit, or ``None`` when there are no more points than parameters, or the fit fails (the
         caller decides what a failed fit means).
     """
+    from scipy import optimize
+
     pred, target = _as_arrays(pred, target)
     family = _family(kind)
     guess, lower, upper = family.setup(pred, target)
@@ -241,6 +248,8 @@ def logistic_metrics(
     When the fit fails (or maps everything to one value) both are NaN and a warning is logged:
     falling back to the raw values would silently report a different metric under this name.
     """
+    from scipy import stats
+
     pred, target = _as_arrays(pred, target)
     fit = fit_logistic(pred, target, kind)
     if fit is None:
@@ -335,6 +344,8 @@ def mean_confidence_interval(
     different splits overlap, so their scores are not independent and the plain interval would be
     too narrow. NaN bounds when there are fewer than 2 values or any NaN.
     """
+    from scipy import stats
+
     array = np.asarray(values, dtype=np.float64)
     if array.size < 2 or np.isnan(array).any():
         return math.nan, math.nan

@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from agiqa.evaluate.metrics import fit_logistic
 
@@ -183,6 +182,8 @@ def corrected_resampled_t(
     differences: Sequence[float], test_train_ratio: float
 ) -> tuple[float, float]:
     """Nadeau and Bengio's corrected resampled t-test on per-split differences: (t, p)."""
+    from scipy import stats
+
     d = np.asarray(differences, dtype=np.float64)
     if d.size < 2 or not np.all(np.isfinite(d)):
         return math.nan, math.nan

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, default_collate
 
 from agiqa.data.manifest import Dimension
 from agiqa.registry import Registry
-from agiqa.train.data import ImageTextDataset, ManifestImages
+from agiqa.train.data import Decoded, ImageTextDataset, ManifestImages
 
 
 @dataclass
@@ -34,7 +34,7 @@ class PartData:
     targets: np.ndarray
     descriptions: list[str] | None
     #: Images decoded once and kept in memory (None when the decode cache is off).
-    decoded: list[Image.Image] | None = None
+    decoded: Decoded | None = None
     training: PartData | None = None
 
 

@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import open_clip
 import torch
 from PIL import Image
 from torch import nn
-from torchvision import transforms as T
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import AgiqaError, ConfigError
@@ -41,9 +40,19 @@ from agiqa.models.base import AgiqaModel
 TINY_ARCH = "agiqa-tiny-clip"
 CONFIG_DIR = Path(__file__).with_name("clip_configs")
 
-# Registering twice would only rescan, but keep the search path list clean on re-import.
-if TINY_ARCH not in open_clip.list_models():
-    open_clip.add_model_config(CONFIG_DIR)
+
+def open_clip_module() -> ModuleType:
+    """open_clip with agiqa's model configs registered, imported on first use.
+
+    Imported here rather than at the top: it takes 2-3 s (it loads torchvision and
+    transformers), and the workflow imports this module to check model entries at parse time.
+    """
+    import open_clip
+
+    # Registering twice would only rescan, but keep the search path list clean.
+    if TINY_ARCH not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
 
 
 class BackboneUnavailableError(AgiqaError):
@@ -85,6 +94,8 @@ class _ToRGB:
 
 def train_transform(preprocess_cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """RandomResizedCrop(scale 0.8-1) + horizontal flip with the checkpoint's mean/std."""
+    from torchvision import transforms as T
+
     interpolation = (
         T.InterpolationMode.BILINEAR
         if preprocess_cfg.get("interpolation") == "bilinear"
@@ -138,6 +149,7 @@ def load_clip(
     image_size: int | None = None,
 ) -> ClipBundle:
     """Create an open_clip model, its transforms and tokenizer (fp32, on the CPU)."""
+    open_clip = open_clip_module()
     config = BackboneConfig(arch, pretrained, cache_dir, offline, image_size)
     tag_cfg = _pretrained_cfg(config)
     with _hub_offline(offline):
@@ -166,6 +178,7 @@ def load_clip(
 
 def _pretrained_cfg(config: BackboneConfig) -> dict[str, Any]:
     """The open_clip tag entry; ConfigError on an unknown arch, tag or checkpoint file."""
+    open_clip = open_clip_module()
     has_schema = config.arch.startswith(("hf-hub:", "local-dir:"))
     if not has_schema and config.arch not in open_clip.list_models():
         raise ConfigError(f"unknown open_clip architecture '{config.arch}'")

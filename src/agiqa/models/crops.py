@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import functional as TF
 
-from agiqa.train.data import ManifestImages
+from agiqa.train.data import Decoded, ManifestImages
 
 
 def upscale_to(image: Image.Image, size: int) -> Image.Image:
@@ -92,6 +91,8 @@ class NativeCrop:
         elif corner is None:
             corner = ((image.height - self.size) // 2, (image.width - self.size) // 2)
         top, left = corner
+        from torchvision.transforms import functional as TF  # imported once, on first use
+
         crop = TF.to_tensor(image.crop((left, top, left + self.size, top + self.size)))
         return TF.normalize(TF.hflip(crop) if flip else crop, self.mean, self.std)
 
@@ -121,7 +122,7 @@ class CropGridDataset(Dataset):
         stride: int,
         tokens: torch.Tensor,
         targets: np.ndarray,
-        decoded: list[Image.Image] | None = None,
+        decoded: Decoded | None = None,
     ) -> None:
         self.images = images
         self.crop = crop
@@ -144,10 +145,10 @@ class CropGridDataset(Dataset):
         return inputs, self.targets[row], row
 
     def _image(self, row: int) -> Image.Image:
-        if self.decoded is not None:
-            return self.decoded[row]
+        # Samples of a row are consecutive when evaluating: make its PIL image once.
         if self._last is None or self._last[0] != row:
-            self._last = (row, self.images.load(row))
+            image = self.decoded[row] if self.decoded is not None else self.images.load(row)
+            self._last = (row, image)
         return self._last[1]
 
     def _size(self, row: int) -> tuple[int, int]:

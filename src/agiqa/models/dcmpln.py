@@ -86,23 +86,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, PartData
-from agiqa.models.clip_backbone import ClipModel, _ToRGB, train_transform
+from agiqa.models.clip_backbone import ClipModel, _ToRGB, open_clip_module, train_transform
 from agiqa.models.crops import CropGridDataset, NativeCrop, mean_by_row
+
+if TYPE_CHECKING:
+    from open_clip.transformer import VisionTransformer
 
 QUALITY_CLASSES = ("good photo", "bad photo")
 #: The proxy's auxiliary class names (methods.md 9.2).
@@ -124,8 +124,10 @@ MAIN_KINDS = ("quality", "overall")
 
 def check_backbone(clip: nn.Module) -> tuple[int, int]:
     """Refuse backbones the prompted encoders cannot run; return (vision, text) block counts."""
+    from open_clip.transformer import VisionTransformer
+
     visual = getattr(clip, "visual", None)
-    if not isinstance(clip, open_clip.CLIP) or not isinstance(visual, VisionTransformer):
+    if not isinstance(clip, open_clip_module().CLIP) or not isinstance(visual, VisionTransformer):
         raise ConfigError(
             "dcmpln needs open_clip's CLIP class with native ViT image and text transformers; "
             f"this backbone is {type(clip).__name__} with a {type(visual).__name__} image tower"
@@ -188,6 +190,8 @@ def encode_text_prompted(
     Returns:
         [R, embed_dim] unnormalised text features, pooled at the EOT token.
     """
+    from open_clip.transformer import text_global_pool  # loaded by the backbone already
+
     cast_dtype = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(tokens).to(cast_dtype)
     n_prompts = layer_prompts[0].shape[-2] if layer_prompts else 0
@@ -507,6 +511,8 @@ class Dcmpln(ClipModel):
         config = {**self.clip.visual.preprocess_cfg, "mean": mean, "std": std}
         if train:
             return train_transform(config)
+        from torchvision import transforms as T
+
         size = self.crop_size
         return T.Compose(
             [

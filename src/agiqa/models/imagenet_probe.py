@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision
 from PIL import Image
 from torch import nn
-from torchvision import transforms as T
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
@@ -103,6 +101,8 @@ class Preprocess:
 
     def transform(self, augment: bool) -> Callable[[Image.Image], torch.Tensor]:
         """The eval transform, or RandomResizedCrop(scale 0.8-1) + flip when ``augment``."""
+        from torchvision import transforms as T  # 2 s to import: only when a job needs it
+
         interpolation = T.InterpolationMode(self.interpolation)
         geometry: list[Callable[..., Any]] = [
             T.Resize(self.resize, interpolation=interpolation),
@@ -125,6 +125,8 @@ def load_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
 
 
 def _torchvision_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
+    import torchvision
+
     try:
         weights_enum = torchvision.models.get_model_weights(spec.name)
     except ValueError:

@@ -95,16 +95,13 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
@@ -123,6 +120,9 @@ from agiqa.models.scva_parts import (
     csf_filter,
     csf_weights,
 )
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 # BLIP (like CLIP) was trained with these statistics.
 BLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -198,6 +198,9 @@ class ScvaTransform:
         return f"ScvaTransform({settings})"
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
         image = image.convert("RGB")
         whole = TF.resize(
             TF.to_tensor(image),
@@ -214,6 +217,8 @@ class ScvaTransform:
         return torch.stack([_pad_to(part, side) for part in [*crops, whole]])
 
     def _crops(self, image: torch.Tensor) -> list[torch.Tensor]:
+        from torchvision.transforms import functional as TF
+
         height, width = image.shape[-2:]
         if self.train:
             out = []
@@ -714,6 +719,7 @@ def _blip_from_transformers(config: dict[str, Any]) -> tuple[nn.Module, nn.Modul
 def build_vit(config: Mapping[str, Any] | None) -> tuple[VisionTransformer, tuple[list, list]]:
     """timm ViT and its own normalisation (mean, std) from a ``vit`` config."""
     import timm
+    from timm.models.vision_transformer import VisionTransformer
 
     config = dict(config or TINY_VIT)
     if "name" not in config:

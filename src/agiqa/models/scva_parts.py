@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
@@ -223,6 +222,8 @@ def hungarian_align(prompt: torch.Tensor, description: torch.Tensor) -> torch.Te
     The published ``TokenAligner``: all positions take part (padding too), the matching is
     computed without gradient, and the gradient flows through the gathered tokens.
     """
+    from scipy.optimize import linear_sum_assignment
+
     with torch.no_grad():
         similarity = F.normalize(prompt.float(), dim=-1) @ F.normalize(
             description.float(), dim=-1

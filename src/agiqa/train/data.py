@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 from agiqa.data.decode import UnsupportedImage, to_rgb
 from agiqa.data.manifest import Dimension, resolve_image
 from agiqa.errors import DataError
+from agiqa.train.fixed_transform import FixedTransform
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, int]
 
@@ -106,6 +108,36 @@ def load_shrunk(
     return rgb if rgb.size == target else rgb.resize(target, Image.Resampling.BICUBIC)
 
 
+class DecodedImages:
+    """Images decoded once, held as RGB ``[height, width, 3]`` uint8 arrays.
+
+    Items are PIL images (made on access, about 0.1 ms) for the models' PIL transforms;
+    ``array`` gives the stored array to paths that work on pixels directly.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+        self.arrays = list(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> Image.Image:
+        return Image.fromarray(self.arrays[index])
+
+    def array(self, index: int) -> np.ndarray:
+        return self.arrays[index]
+
+
+#: Decoded images as the trainer (DecodedImages) or the scoring API (a list) holds them.
+Decoded = DecodedImages | Sequence[Image.Image]
+
+
+def decoded_array(decoded: Decoded, index: int) -> np.ndarray:
+    if isinstance(decoded, DecodedImages):
+        return decoded.array(index)
+    return np.asarray(decoded[index].convert("RGB"))
+
+
 class ManifestImages:
     """Paths of a manifest part's images, with the manifest rows that errors should name."""
 
@@ -136,7 +168,7 @@ class ManifestImages:
 
     def preload(
         self, short_side: int | None, threads: int, cache_dir: str | Path | None = None
-    ) -> list[Image.Image]:
+    ) -> DecodedImages:
         """Every image decoded once and shrunk to ``short_side`` (``load_shrunk``), in row order.
 
         With ``cache_dir`` (and a ``short_side``), images come from the decoded-image cache
@@ -147,13 +179,23 @@ class ManifestImages:
             from agiqa.train.image_cache import ImageCache
 
             cache = ImageCache(cache_dir, short_side, SHRINK_DECODER)
-            return cache.images(self.paths, lambda i: self.load_shrunk(i, short_side), threads)
+            decode = partial(self.load_shrunk, short_side=short_side)
+            return DecodedImages(cache.images(self.paths, decode, threads))
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            return list(pool.map(lambda i: self.load_shrunk(i, short_side), range(len(self.paths))))
+
+            def decode_array(index: int) -> np.ndarray:
+                return np.asarray(self.load_shrunk(index, short_side))
+
+            return DecodedImages(list(pool.map(decode_array, range(len(self.paths)))))
 
 
 class ImageTextDataset(Dataset):
-    """Decoded (or decoded-once, cached) images, their prompt tokens and targets."""
+    """Decoded (or decoded-once, cached) images, their prompt tokens and targets.
+
+    With ``decoded`` images and a deterministic transform (agiqa.train.fixed_transform), the
+    transform's resize and crop run once per image here, not at every epoch; the items are
+    the same tensors either way.
+    """
 
     def __init__(
         self,
@@ -161,20 +203,30 @@ class ImageTextDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         tokens: torch.Tensor,
         targets: np.ndarray,
-        decoded: list[Image.Image] | None = None,
+        decoded: Decoded | None = None,
     ) -> None:
         self.images = images
         self.transform = transform
         self.tokens = tokens
         self.targets = torch.from_numpy(targets)
         self.decoded = decoded
+        self.fixed = FixedTransform.parse(transform) if decoded is not None else None
+        self.pixels: list[torch.Tensor] = []
+        if self.fixed is not None and decoded is not None:
+            arrays = (decoded_array(decoded, i) for i in range(len(decoded)))
+            self.pixels = [self.fixed.pixels(array) for array in arrays]
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> Batch:
+    def image(self, index: int) -> torch.Tensor:
+        if self.fixed is not None:
+            return self.fixed.tensor(self.pixels[index])
         image = self.decoded[index] if self.decoded is not None else self.images.load(index)
-        inputs = {"images": self.transform(image), "tokens": self.tokens[index]}
+        return self.transform(image)
+
+    def __getitem__(self, index: int) -> Batch:
+        inputs = {"images": self.image(index), "tokens": self.tokens[index]}
         return inputs, self.targets[index], index
 
 

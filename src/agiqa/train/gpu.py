@@ -19,6 +19,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -101,3 +103,17 @@ def acquire_gpu(
             )
         log.info("all %d GPUs leased by other jobs; waiting", len(devices))
         time.sleep(poll)
+
+
+@contextmanager
+def gpu_lease(wanted: bool) -> Iterator[GpuLease | None]:
+    """A GPU leased for the block (``acquire_gpu``) and released after it; none when not wanted.
+
+    Enter it before anything starts CUDA: the lease sets ``CUDA_VISIBLE_DEVICES``.
+    """
+    lease = acquire_gpu() if wanted else None
+    try:
+        yield lease
+    finally:
+        if lease is not None:
+            lease.release()

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from scipy.optimize import isotonic_regression
 from torch.utils.data import Dataset
 
 from agiqa.data.manifest import Dimension
@@ -96,6 +95,8 @@ def _decode_text(raw: torch.Tensor) -> str:
 
 def monotone_knots(win: np.ndarray, target: np.ndarray, knots: int) -> tuple[np.ndarray, ...]:
     """Isotonic fit of ``target`` on ``win``, sampled at ``knots`` evenly spaced win rates."""
+    from scipy.optimize import isotonic_regression
+
     values, inverse = np.unique(win, return_inverse=True)
     sums = np.bincount(inverse, weights=target)
     counts = np.bincount(inverse)

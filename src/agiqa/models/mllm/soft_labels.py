@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import norm
 
 #: Level scores in the order of the level words (excellent ... bad).
 LEVEL_SCORES = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
@@ -60,6 +59,8 @@ def two_level_label(mu: float) -> np.ndarray:
 
 def gaussian_levels(mu: float, sigma: float, density: str = "pdf") -> np.ndarray:
     """Step 2: the uncorrected Gaussian values at the five levels."""
+    from scipy.stats import norm
+
     if density == "pdf":
         return norm.pdf(LEVEL_SCORES, loc=mu, scale=sigma)
     if density == "cdf":
