@@ -78,12 +78,16 @@ def test_cpu_only_machines_and_slurm_allocations_take_no_lease(
     assert not list(tmp_path.iterdir())
 
 
-def test_a_lease_sets_cuda_visible_devices_and_releases(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture()
+def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with GPU 5 only, outside SLURM."""
     monkeypatch.setenv("AGIQA_GPU_DEVICES", "5")
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.mark.usefixtures("one_gpu")
+def test_a_lease_sets_cuda_visible_devices_and_releases(tmp_path: Path) -> None:
     lease = acquire_gpu(tmp_path, wait_seconds=0.2, poll=0.05)
     assert lease.index == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
     with pytest.raises(TimeoutError):
@@ -94,6 +98,7 @@ def test_a_lease_sets_cuda_visible_devices_and_releases(
     again.release()
 
 
+@pytest.mark.usefixtures("one_gpu")
 def test_a_training_job_holds_its_lease_while_it_runs_and_logs_a_preemption_as_resumable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,9 +108,6 @@ def test_a_training_job_holds_its_lease_while_it_runs_and_logs_a_preemption_as_r
     from agiqa import steps
     from agiqa.train import fold, gpu
 
-    monkeypatch.setenv("AGIQA_GPU_DEVICES", "5")
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     lease_here = partial(gpu.acquire_gpu, tmp_path / "locks", wait_seconds=0.2, poll=0.05)
     monkeypatch.setattr(gpu, "acquire_gpu", lease_here)
     seen: list[str] = []

@@ -247,9 +247,9 @@ def train(
     """Run one fold job exactly as the workflow would (its inputs must exist)."""
     from agiqa.pipeline import fold_job
     from agiqa.steps import train_job
-    from agiqa.train.fold import Preempted
+    from agiqa.train.fold import FoldJob, Preempted
 
-    def make_job():
+    def make_job() -> FoldJob:
         return fold_job(
             load_config(configfile), protocol, dataset, model, split_index, threads=threads
         )
