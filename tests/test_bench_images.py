@@ -59,3 +59,14 @@ def test_transforms_give_model_ready_tensors() -> None:
     assert clip.dtype == torch.float32 and raw.dtype == torch.uint8
     with pytest.raises(ConfigError):
         image_transform("bogus", 16)
+
+
+def test_model_bench_looks_for_stand_ins_where_the_workflow_writes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = Path("config/config.yaml").resolve()  # experiment: demo
+    monkeypatch.chdir(tmp_path)  # no stand-in trained here
+    args = ["bench", "--model", "dcmpln", "--tiny", "--configfile", str(config)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2  # a configuration error
+    assert "results/demo/backbones/tiny-clip-synthetic.pt is missing" in result.output

@@ -162,17 +162,20 @@ def pretrain_backbone(
     configfile: Annotated[Path, typer.Option(help="config with that entry")] = Path(
         "config/config.yaml"
     ),
-    out: Annotated[Path | None, typer.Option(help="default: results/backbones/NAME.pt")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="default: results/<experiment>/backbones/NAME.pt")
+    ] = None,
 ) -> None:
     """Stand-in backbone pretraining on separate synthetic data (offline demos and tests)."""
     from agiqa.logs import configure_logging
-    from agiqa.pipeline import Layout
+    from agiqa.pipeline import layout_of
     from agiqa.train.stand_in import pretrain_stand_in
 
     configure_logging()
-    out = out or Path(Layout().backbone(name))
     try:
-        entries = load_config([configfile]).get("pretrained_backbones") or {}
+        config = load_config([configfile])
+        out = out or Path(layout_of(config).backbone(name))  # where the workflow expects it
+        entries = config.get("pretrained_backbones") or {}
         if name not in entries:
             raise ConfigError(f"{configfile}: no pretrained_backbones entry {name!r}")
         loss = pretrain_stand_in(entries[name], out)
@@ -445,13 +448,14 @@ def _bench_model(
 ) -> list:
     """``agiqa bench --model``: the fold trainer against the plain fp32 reference loop."""
     from agiqa.bench import run_bench
-    from agiqa.pipeline import Layout, model_entry, stand_in_backbones, with_stand_in_weights
+    from agiqa.pipeline import layout_of, model_entry, stand_in_backbones, with_stand_in_weights
     from agiqa.train.fold import TrainSettings
 
     default = Path("config") / ("config.yaml" if tiny else "paper.yaml")
     config = load_config([configfile or default])
     entry = dict(model_entry(config, model))
-    for weights in map(Layout().backbone, stand_in_backbones(config, entry)):
+    # The paths with_stand_in_weights gives the entry: the config's own results folder.
+    for weights in map(layout_of(config).backbone, stand_in_backbones(config, entry)):
         if not Path(weights).is_file():
             raise ConfigError(f"{weights} is missing: make it with `snakemake {weights}`")
     entry = with_stand_in_weights(config, entry)
