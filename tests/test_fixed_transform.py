@@ -81,6 +81,7 @@ def test_dataset_items_are_the_same_with_or_without_the_fixed_path(tmp_path) -> 
     fixed = ImageTextDataset(images, transform, tokens, targets, decoded)
     from_files = ImageTextDataset(images, transform, tokens, targets)
     assert fixed.fixed is not None and from_files.fixed is None
+    assert fixed.pixels == [None] * len(names)  # nothing made before it is used
     for index in range(len(names)):
         (got, _, row), (expected, _, _) = fixed[index], from_files[index]
         assert row == index
@@ -89,3 +90,5 @@ def test_dataset_items_are_the_same_with_or_without_the_fixed_path(tmp_path) -> 
     # The items are fresh tensors: a model writing into one changes no later epoch.
     fixed[0][0]["images"].zero_()
     assert torch.equal(fixed[0][0]["images"], from_files[0][0]["images"])
+    fixed.prepare()  # what a loader with workers gets: every crop made once, up front
+    assert all(pixels is not None for pixels in fixed.pixels)

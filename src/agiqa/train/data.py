@@ -193,8 +193,8 @@ class ImageTextDataset(Dataset):
     """Decoded (or decoded-once, cached) images, their prompt tokens and targets.
 
     With ``decoded`` images and a deterministic transform (agiqa.train.fixed_transform), the
-    transform's resize and crop run once per image here, not at every epoch; the items are
-    the same tensors either way.
+    transform's resize and crop run once per image (on first access, or all at once by
+    ``prepare``), not at every epoch; the items are the same tensors either way.
     """
 
     def __init__(
@@ -211,17 +211,32 @@ class ImageTextDataset(Dataset):
         self.targets = torch.from_numpy(targets)
         self.decoded = decoded
         self.fixed = FixedTransform.parse(transform) if decoded is not None else None
-        self.pixels: list[torch.Tensor] = []
-        if self.fixed is not None and decoded is not None:
-            arrays = (decoded_array(decoded, i) for i in range(len(decoded)))
-            self.pixels = [self.fixed.pixels(array) for array in arrays]
+        #: Each image's fixed crop, made on first access (or by ``prepare``).
+        self.pixels: list[torch.Tensor | None] = [None] * len(decoded or ())
 
     def __len__(self) -> int:
         return len(self.targets)
 
+    def prepare(self) -> None:
+        """Make every image's fixed crop now: loader workers then inherit them all.
+
+        Without it, worker processes would make the crops in their own copies at every epoch.
+        """
+        if self.fixed is not None:
+            for index in range(len(self.pixels)):
+                self.fixed_pixels(index)
+
+    def fixed_pixels(self, index: int) -> torch.Tensor:
+        pixels = self.pixels[index]
+        if pixels is None:
+            assert self.fixed is not None and self.decoded is not None
+            pixels = self.fixed.pixels(decoded_array(self.decoded, index))
+            self.pixels[index] = pixels
+        return pixels
+
     def image(self, index: int) -> torch.Tensor:
         if self.fixed is not None:
-            return self.fixed.tensor(self.pixels[index])
+            return self.fixed.tensor(self.fixed_pixels(index))
         image = self.decoded[index] if self.decoded is not None else self.images.load(index)
         return self.transform(image)
 

@@ -345,6 +345,8 @@ class FoldTrainer:
         workers = self.settings.num_workers
         if workers is None:  # one loader worker per job thread on GPU; the CPU needs them all
             workers = self.job.threads if self.device.type == "cuda" else 0
+        if workers and isinstance(dataset, ImageTextDataset):
+            dataset.prepare()  # before the workers fork, so that they share the crops
         return DataLoader(
             dataset,
             batch_size=self.settings.batch_size if train else self.settings.eval_batch_size,
