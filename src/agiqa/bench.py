@@ -34,6 +34,7 @@ from agiqa.data.splits import Protocol, make_splits, read_split, write_splits
 from agiqa.data.synthetic import generate
 from agiqa.errors import ConfigError
 from agiqa.models import build_model
+from agiqa.models.base import PartData
 from agiqa.train.data import ImageTextDataset, ManifestImages, normalised_targets
 from agiqa.train.fold import (
     FoldJob,
@@ -102,7 +103,11 @@ def time_ours(job: FoldJob, epochs: int) -> BenchResult:
 
 
 def time_reference(job: FoldJob, epochs: int) -> BenchResult:
-    """A plain loop: decode from disk every step, full forward, fp32, no workers, no caches."""
+    """A plain loop: decode from disk every step, full forward, fp32, no workers, no caches.
+
+    It draws the model's own training samples (``make_dataset``: SCVA's two crops per image,
+    for instance), so both paths do the same work per image.
+    """
     manifest = Manifest.load(job.manifest)
     frame = split_parts(manifest, read_split(job.splits, job.split), job.splits)["train"]
     batch_size = TrainSettings.from_config(job.model_config.get("train")).batch_size
@@ -111,17 +116,16 @@ def time_reference(job: FoldJob, epochs: int) -> BenchResult:
     model = build_model(job.model_config, manifest.dimensions)
     device = choose_device(job.device, type(model).uses_gpu)
     model.to(device).train()
-    dataset = ImageTextDataset(
-        ManifestImages(frame, job.root, manifest.source),
-        model.image_transform(train=True),
-        model.tokenize(frame["prompt"].tolist()),
-        normalised_targets(frame, manifest.dimensions),
-    )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    descriptions = [""] * len(frame) if type(model).uses_descriptions else None  # as the job's
+    images = ManifestImages(frame, job.root, manifest.source)
+    targets = normalised_targets(frame, manifest.dimensions)
+    data = PartData("train", frame, images, targets, descriptions)  # nothing decoded ahead
+    dataset = model.make_dataset(data, train=True)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=model.collate)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     for _ in range(epochs):
         for inputs, targets, _ in loader:
-            pred = model(inputs["images"].to(device), inputs["tokens"].to(device))
+            pred = model.forward_batch({k: v.to(device) for k, v in inputs.items()})
             loss = model.loss(pred, targets.to(device))
             optimizer.zero_grad()
             loss.backward()
