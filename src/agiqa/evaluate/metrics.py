@@ -31,6 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# scipy is imported inside the functions that use it: it takes about 0.8 s, and the workflow
+# imports this module while it parses (docs/performance.md, "Dry run").
+
 _logger = logging.getLogger(__name__)
 
 METRICS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse", "rmse_logistic")
