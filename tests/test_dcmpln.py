@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 import agiqa.models.dcmpln  # registers "dcmpln"
 from agiqa.data.manifest import Dimension
@@ -24,7 +23,7 @@ from agiqa.models.dcmpln import (
     encode_image_prompted,
     encode_text_prompted,
 )
-from agiqa.train.data import ManifestImages
+from agiqa.train.data import DecodedImages, ManifestImages
 
 QUALITY = Dimension("quality", "quality", 0, 5)
 AUTHENTICITY = Dimension("authenticity", "quality", 0, 100)
@@ -358,7 +357,7 @@ def native_part(sizes: list[tuple[int, int]]) -> PartData:
     frame = pd.DataFrame({"image": [f"{i}.png" for i in range(len(sizes))], "prompt": "a cube"})
     images = ManifestImages(frame, "/nonexistent-root", "manifest.csv")
     rng = np.random.default_rng(0)
-    decoded = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+    decoded = DecodedImages([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes])
     targets = np.array([[0.2, 0.4], [0.6, 0.8]], dtype=np.float32)[: len(sizes)]
     return PartData("test", frame, images, targets, None, decoded)
 

@@ -17,7 +17,7 @@ from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import PartData, build_model, trainable_parameter_count
 from agiqa.models.scva_parts import CsfPooling, hungarian_align
-from agiqa.train.data import ManifestImages
+from agiqa.train.data import DecodedImages, ManifestImages
 
 DIMS = (Dimension("quality", "quality", 0.0, 5.0), Dimension("align", "alignment", 0.0, 5.0))
 WORDS = "a an the of on one two three four red green blue circle circles square squares picture"
@@ -197,7 +197,7 @@ def part(n: int, size: tuple[int, int] = (64, 48)) -> PartData:
     frame = pd.DataFrame({"image": [f"{i}.png" for i in range(n)], "prompt": ["a red circle"] * n})
     images = ManifestImages(frame, "/nonexistent-root", "manifest.csv")
     targets = np.linspace(0, 1, n, dtype=np.float32)[:, None].repeat(2, axis=1)
-    decoded = [image(i, size) for i in range(n)]
+    decoded = DecodedImages([np.asarray(image(i, size)) for i in range(n)])
     return PartData("train", frame, images, targets, None, decoded)
 
 

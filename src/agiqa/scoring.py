@@ -48,6 +48,7 @@ from agiqa.provenance import file_sha256
 
 if TYPE_CHECKING:
     from agiqa.models import AgiqaModel
+    from agiqa.train.data import DecodedImages
     from agiqa.train.fold import FoldTrainer
 
 log = logging.getLogger(__name__)
@@ -352,7 +353,7 @@ def _per_image(value: str | Sequence[str] | None, n: int, what: str) -> list[str
 class _Decoded:
     """The image source a model's dataset reads: images already decoded in memory."""
 
-    def __init__(self, names: list[str], images: list[Image.Image]) -> None:
+    def __init__(self, names: list[str], images: DecodedImages) -> None:
         self.paths = names
         self.images = images
 
@@ -442,8 +443,9 @@ class Scorer:
     ) -> np.ndarray:
         """Normalised predictions, [len(images), len(dimensions)], averaged over members."""
         from agiqa.models.base import PartData
+        from agiqa.train.data import DecodedImages
 
-        decoded = [decode(image, self.short_side) for image in images]
+        decoded = DecodedImages([np.asarray(decode(image, self.short_side)) for image in images])
         frame = pd.DataFrame({"image": names, "prompt": prompts or [""] * len(images)})
         if type(self.model).uses_descriptions:
             descriptions = descriptions or [""] * len(images)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, default_collate
 
 from agiqa.data.manifest import Dimension
 from agiqa.registry import Registry
-from agiqa.train.data import Decoded, ImageTextDataset, ManifestImages
+from agiqa.train.data import DecodedImages, ImageTextDataset, ManifestImages
 
 
 @dataclass
@@ -34,7 +34,7 @@ class PartData:
     targets: np.ndarray
     descriptions: list[str] | None
     #: Images decoded once and kept in memory (None when the decode cache is off).
-    decoded: Decoded | None = None
+    decoded: DecodedImages | None = None
     training: PartData | None = None
 
 

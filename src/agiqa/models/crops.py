@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from agiqa.train.data import Decoded, ManifestImages
+from agiqa.train.data import DecodedImages, ManifestImages
 
 
 def upscale_to(image: Image.Image, size: int) -> Image.Image:
@@ -122,7 +122,7 @@ class CropGridDataset(Dataset):
         stride: int,
         tokens: torch.Tensor,
         targets: np.ndarray,
-        decoded: Decoded | None = None,
+        decoded: DecodedImages | None = None,
     ) -> None:
         self.images = images
         self.crop = crop
@@ -154,7 +154,8 @@ class CropGridDataset(Dataset):
     def _size(self, row: int) -> tuple[int, int]:
         """(width, height) from the decoded image, or from the file header (no decoding)."""
         if self.decoded is not None:
-            return self.decoded[row].size
+            height, width = self.decoded.array(row).shape[:2]
+            return width, height
         try:
             with Image.open(self.images.paths[row]) as image:
                 return image.size

@@ -128,16 +128,6 @@ class DecodedImages:
         return self.arrays[index]
 
 
-#: Decoded images as the trainer (DecodedImages) or the scoring API (a list) holds them.
-Decoded = DecodedImages | Sequence[Image.Image]
-
-
-def decoded_array(decoded: Decoded, index: int) -> np.ndarray:
-    if isinstance(decoded, DecodedImages):
-        return decoded.array(index)
-    return np.asarray(decoded[index].convert("RGB"))
-
-
 class ManifestImages:
     """Paths of a manifest part's images, with the manifest rows that errors should name."""
 
@@ -203,7 +193,7 @@ class ImageTextDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         tokens: torch.Tensor,
         targets: np.ndarray,
-        decoded: Decoded | None = None,
+        decoded: DecodedImages | None = None,
     ) -> None:
         self.images = images
         self.transform = transform
@@ -212,7 +202,7 @@ class ImageTextDataset(Dataset):
         self.decoded = decoded
         self.fixed = FixedTransform.parse(transform) if decoded is not None else None
         #: Each image's fixed crop, made on first access (or by ``prepare``).
-        self.pixels: list[torch.Tensor | None] = [None] * len(decoded or ())
+        self.pixels: list[torch.Tensor | None] = [None] * (0 if decoded is None else len(decoded))
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -230,7 +220,7 @@ class ImageTextDataset(Dataset):
         pixels = self.pixels[index]
         if pixels is None:
             assert self.fixed is not None and self.decoded is not None
-            pixels = self.fixed.pixels(decoded_array(self.decoded, index))
+            pixels = self.fixed.pixels(self.decoded.array(index))
             self.pixels[index] = pixels
         return pixels
 
