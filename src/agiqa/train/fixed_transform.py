@@ -13,7 +13,6 @@ augmentations, a custom step) returns None from ``parse``: that dataset keeps th
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,31 +21,27 @@ import numpy as np
 import torch
 from PIL import Image
 
+# Steps are recognised by their exact class (module, name): a subclass may add randomness, and
+# matching names instead of importing torchvision keeps it out of jobs that never load it.
+_TV = "torchvision.transforms.transforms"
+COMPOSE, RESIZE, CENTRE_CROP = (_TV, "Compose"), (_TV, "Resize"), (_TV, "CenterCrop")
+PIL_TO_TENSOR, NORMALIZE = (_TV, "PILToTensor"), (_TV, "Normalize")
+#: ``ToTensor`` and its subclasses that behave as ``ToTensor`` on a PIL image.
+TO_TENSOR = {(_TV, "ToTensor"), ("open_clip.transform", "MaybeToTensor")}
 #: Steps that only convert a PIL image to RGB: decoded-cache images are RGB already.
-_RGB_STEPS = {("agiqa.models.clip_backbone", "_ToRGB"), ("open_clip.transform", "MaybeConvertMode")}
-#: ``ToTensor`` subclasses that behave as ``ToTensor`` on a PIL image.
-_TO_TENSOR_STEPS = {("open_clip.transform", "MaybeToTensor")}
+RGB_STEPS = {("agiqa.models.clip_backbone", "_ToRGB"), ("open_clip.transform", "MaybeConvertMode")}
 
 
-def _identity(step: object) -> tuple[str, str]:
+def _kind(step: object) -> tuple[str, str]:
     return type(step).__module__, type(step).__qualname__
 
 
-def _is_rgb_step(step: object) -> bool:
-    return _identity(step) in _RGB_STEPS and getattr(step, "mode", "RGB") == "RGB"
-
-
-def _is_to_tensor(step: object) -> bool:
-    from torchvision import transforms as T
-
-    return type(step) is T.ToTensor or _identity(step) in _TO_TENSOR_STEPS
-
-
-def _is_geometry(step: object) -> bool:
-    """A torchvision Resize or CenterCrop (exact types: a subclass may add randomness)."""
-    from torchvision import transforms as T
-
-    return type(step) in (T.Resize, T.CenterCrop)
+def _is_prefix_step(step: object) -> bool:
+    """Resize, CenterCrop, or a conversion to RGB."""
+    kind = _kind(step)
+    return kind in (RESIZE, CENTRE_CROP) or (
+        kind in RGB_STEPS and getattr(step, "mode", "RGB") == "RGB"
+    )
 
 
 @dataclass(frozen=True)
@@ -72,31 +67,31 @@ class FixedTransform:
         Supported: ``Compose`` of Resize/CenterCrop/RGB-conversion steps, then ``ToTensor``
         (optionally followed by one ``Normalize``) or ``PILToTensor``.
         """
-        if "torchvision.transforms" not in sys.modules:
-            return None  # no torchvision transform exists; importing it costs 2 s per job
-        from torchvision import transforms as T
-
-        if type(transform) is not T.Compose:
+        if _kind(transform) != COMPOSE:
             return None
-        steps: Sequence[object] = transform.transforms
-        prefix = [s for s in steps if _is_geometry(s) or _is_rgb_step(s)]
+        steps: Sequence[object] = transform.transforms  # type: ignore[attr-defined]
+        prefix = [s for s in steps if _is_prefix_step(s)]
         rest = list(steps[len(prefix) :])
         if steps[: len(prefix)] != prefix or not rest:
             return None
-        geometry = tuple(s for s in prefix if _is_geometry(s))
-        if len(rest) == 1 and type(rest[0]) is T.PILToTensor:
+        geometry = tuple(s for s in prefix if _kind(s) in (RESIZE, CENTRE_CROP))
+        if len(rest) == 1 and _kind(rest[0]) == PIL_TO_TENSOR:
             return cls(geometry, as_float=False)
-        if not _is_to_tensor(rest[0]):
+        if _kind(rest[0]) not in TO_TENSOR:
             return None
         if len(rest) == 1:
             return cls(geometry, as_float=True)
         normalise = rest[1]
-        if len(rest) != 2 or type(normalise) is not T.Normalize:
+        if len(rest) != 2 or _kind(normalise) != NORMALIZE:
             return None
+        mean, std = normalise.mean, normalise.std  # type: ignore[attr-defined]
         dtype = torch.get_default_dtype()
-        mean = torch.as_tensor(normalise.mean, dtype=dtype).view(-1, 1, 1)
-        std = torch.as_tensor(normalise.std, dtype=dtype).view(-1, 1, 1)
-        return cls(geometry, as_float=True, mean=mean, std=std)
+        return cls(
+            geometry,
+            as_float=True,
+            mean=torch.as_tensor(mean, dtype=dtype).view(-1, 1, 1),
+            std=torch.as_tensor(std, dtype=dtype).view(-1, 1, 1),
+        )
 
     def pixels(self, array: np.ndarray) -> torch.Tensor:
         """An RGB ``[height, width, 3]`` uint8 image -> its uint8 ``[3, h, w]`` crop.
@@ -121,9 +116,7 @@ class FixedTransform:
 
 def _apply(step: Callable, array: np.ndarray) -> np.ndarray:
     """One geometric step on an RGB array, by slicing where that gives the same pixels."""
-    from torchvision import transforms as T
-
-    if isinstance(step, T.CenterCrop):
+    if _kind(step) == CENTRE_CROP:
         sliced = _centre_crop(array, step)
         if sliced is not None:
             return sliced
