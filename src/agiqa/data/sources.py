@@ -13,10 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from agiqa.describe.credentials import url_credentials
 from agiqa.errors import ConfigError
 
 # Where archives for hosts that need a login or a browser must be put by hand.
 DOWNLOADS_DIR = "resources/downloads"
+DOWNLOAD_CREDENTIALS_HINT = (
+    "Download the archive yourself and put it in resources/downloads/ under its file name (the "
+    "next run verifies and extracts it), or use a URL without user info or tokens"
+)
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,11 @@ def sources_for(
     sources = SOURCES[name]
     if url is None and sha256 is None:
         return sources
+    if url is not None and (problem := url_credentials(url)):
+        raise ConfigError(
+            f"the download URL of '{name}' carries credentials ({problem}); it would be written "
+            f"to logs. {DOWNLOAD_CREDENTIALS_HINT}"
+        )
     archives = [i for i, s in enumerate(sources) if s.kind == "archive"] or list(
         range(len(sources))
     )

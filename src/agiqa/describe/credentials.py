@@ -75,31 +75,36 @@ def url_credentials(value: str) -> str | None:
     return f"query parameter '{names[0]}'" if names else None
 
 
-def check_no_credentials(entry: Mapping[str, Any], owner: str = "describer") -> None:
-    """Raise ConfigError when a describer entry holds a credential (see the module docs).
+def check_no_credentials(
+    entry: Mapping[str, Any], owner: str = "describer", hint: str = HINT, names: bool = True
+) -> None:
+    """Raise ConfigError when a config entry holds a credential (see the module docs).
 
     Args:
-        entry: The describer's config entry.
+        entry: The describer's config entry (or any config section, or the whole config).
         owner: How the message names the entry, e.g. ``describer 'doubao'``.
+        hint: What the message tells the user to do instead.
+        names: Also refuse credential-like key names (describer entries; model settings such as
+            ``next_token`` would look like one).
     """
-    _check(owner, entry, "")
+    _check(owner, entry, "", hint, names)
 
 
-def _check(owner: str, value: Any, where: str) -> None:
+def _check(owner: str, value: Any, where: str, hint: str, names: bool = True) -> None:
     if isinstance(value, Mapping):
         for key, inner in value.items():
             path = f"{where}.{key}" if where else str(key)
-            if is_credential_name(str(key)):
+            if names and is_credential_name(str(key)):
                 raise ConfigError(
                     f"{owner}: '{path}' looks like a credential and is not "
-                    f"accepted in the config; {HINT}"
+                    f"accepted in the config; {hint}"
                 )
-            _check(owner, inner, path)
+            _check(owner, inner, path, hint, names)
     elif isinstance(value, (list, tuple)):
         for index, inner in enumerate(value):
-            _check(owner, inner, f"{where}[{index}]")
+            _check(owner, inner, f"{where}[{index}]", hint, names)
     elif isinstance(value, str) and (problem := url_credentials(value)):
         raise ConfigError(
             f"{owner}: the URL in '{where}' carries credentials ({problem}); "
-            f"remove them from the URL and {HINT}"
+            f"remove them from the URL and {hint}"
         )

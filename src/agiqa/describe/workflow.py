@@ -51,7 +51,24 @@ def describers(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             check_patterns(entry.get("failure_patterns"))
         except ValueError as error:
             raise ConfigError(f"describer '{name}': {error}") from None
+        _check_options(name, entry)
     return dict(entries)
+
+
+def _check_options(name: str, entry: Mapping[str, Any]) -> None:
+    """Every key of the entry is a job setting or an option of its backend (``modle:`` fails
+    the dry run, not the job)."""
+    from agiqa.describe.backends import BACKENDS
+    from agiqa.describe.backends.base import parse_options
+    from agiqa.describe.runner import split_entry
+
+    owner = f"describer '{name}'"
+    backend, _, options = split_entry(entry, owner)
+    try:
+        options_class = BACKENDS.get(backend).Options
+    except ConfigError as error:
+        raise ConfigError(f"{owner}: {error}") from None
+    parse_options(options_class, options, owner)
 
 
 def describer_entry(config: Mapping[str, Any], describer: str) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,19 @@ class AgiqaModel(nn.Module):
         if not dimensions:
             raise ValueError("a model needs at least one rated dimension")
         self.dimensions = tuple(dimensions)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Check a config entry's settings without building anything (no weights read, no
+        heavy library imported): the workflow calls it at parse time, so a misspelt nested key
+        or choice fails the dry run instead of the job. ``settings`` are the constructor's
+        keyword arguments with their defaults filled in.
+
+        Subclasses run the parsers their constructor runs on the same values.
+
+        Raises:
+            ConfigError: Naming the setting.
+        """
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image -> CHW float tensor; ``train`` selects the augmenting variant."""

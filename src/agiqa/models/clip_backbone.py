@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -76,7 +76,17 @@ class BackboneConfig:
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ConfigError(f"backbone: unknown keys {unknown} (known: {sorted(known)})")
-        return cls(**entry)
+        config = cls(**entry)
+        for name in ("arch", "pretrained", "cache_dir"):
+            value = getattr(config, name)
+            if not isinstance(value, str | None) or (name == "arch" and not value):
+                raise ConfigError(f"backbone.{name} must be a name or path; got {value!r}")
+        if not isinstance(config.offline, bool):
+            raise ConfigError(f"backbone.offline must be true or false; got {config.offline!r}")
+        size = config.image_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+            raise ConfigError(f"backbone.image_size must be an integer >= 16; got {size!r}")
+        return config
 
     @property
     def description(self) -> str:
@@ -155,6 +165,14 @@ def load_clip(
     with _hub_offline(offline):
         if offline and tag_cfg:
             _require_cached_url(config, tag_cfg)
+        if tag_cfg:  # cached files against the fetch record, before anything reads them
+            from agiqa.weights import verify_open_clip
+            from agiqa.weights_record import WeightsNotRecordedError
+
+            try:
+                verify_open_clip(arch, str(pretrained), tag_cfg, cache_dir)
+            except WeightsNotRecordedError as error:
+                raise BackboneUnavailableError(_load_failure(config, error)) from None
         try:
             model, _, eval_transform = open_clip.create_model_and_transforms(
                 arch,
@@ -163,6 +181,7 @@ def load_clip(
                 force_image_size=image_size,
                 # open_clip only warns when OpenAI weights meet a GELU config; they need QuickGELU
                 force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                weights_only=True,
             )
         except (RuntimeError, FileNotFoundError, OSError) as error:
             raise BackboneUnavailableError(_load_failure(config, error)) from error
@@ -326,6 +345,11 @@ class ClipModel(AgiqaModel):
         self.backbone_name = config.description
         # The text tower only runs when some dimension needs the prompt.
         self.uses_text = any(self.reads_prompt(dim.kind) for dim in self.dimensions)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        BackboneConfig.from_dict(settings.get("backbone"))
 
     @classmethod
     def reads_prompt(cls, kind: str) -> bool:

@@ -185,18 +185,22 @@ class ClipResidual(ClipModel):
             raise ConfigError(f"loss_weights must be non-negative, sum > 0: {dict(loss_weights)}")
         return weights
 
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        parse_freeze(settings.get("freeze"))
+        _pair(settings.get("alignment_hidden", ()))
+        if not isinstance(settings.get("clamp", False), bool):
+            raise ConfigError(f"clamp must be true or false; got {settings['clamp']!r}")
+        weights = settings.get("loss_weights")
+        if weights is not None and not isinstance(weights, Mapping):
+            raise ConfigError(f"loss_weights must map dimension names to weights; got {weights!r}")
+
     def _freeze(self, freeze: dict[str, Any]) -> None:
-        mode = freeze.pop("mode", "none")
-        layers = freeze.pop("layers", None)
-        if freeze:
-            raise ConfigError(f"freeze: unknown keys {sorted(freeze)} (known: mode, layers)")
-        if mode not in FREEZE_MODES:
-            raise ConfigError(f"freeze.mode must be one of {FREEZE_MODES}; got {mode!r}")
+        mode, layers = parse_freeze(freeze)
         if mode == "full":
             self.clip.requires_grad_(False)
         elif mode == "partial":
-            if layers is None:
-                raise ConfigError("freeze.mode 'partial' needs freeze.layers")
             freeze_first_blocks(self.clip, layers)
         # Parameters forward never touches would get no gradient: keep them out of the optimiser.
         for name, parameter in self.clip.named_parameters():
@@ -205,7 +209,22 @@ class ClipResidual(ClipModel):
                 parameter.requires_grad_(False)
 
 
+def parse_freeze(freeze: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """``freeze: {mode, layers}`` as (mode, layers); the depth is checked against the backbone
+    when it is built (``freeze_first_blocks``)."""
+    freeze = dict(freeze or {})
+    mode = freeze.pop("mode", "none")
+    layers = freeze.pop("layers", None)
+    if freeze:
+        raise ConfigError(f"freeze: unknown keys {sorted(freeze)} (known: mode, layers)")
+    if mode not in FREEZE_MODES:
+        raise ConfigError(f"freeze.mode must be one of {FREEZE_MODES}; got {mode!r}")
+    if mode == "partial" and layers is None:
+        raise ConfigError("freeze.mode 'partial' needs freeze.layers")
+    return mode, layers
+
+
 def _pair(hidden: Sequence[int]) -> tuple[int, int]:
-    if len(hidden) != 2:
-        raise ConfigError(f"alignment_hidden needs two widths; got {list(hidden)}")
+    if isinstance(hidden, str) or not isinstance(hidden, Sequence) or len(hidden) != 2:
+        raise ConfigError(f"alignment_hidden needs two widths; got {hidden!r}")
     return int(hidden[0]), int(hidden[1])

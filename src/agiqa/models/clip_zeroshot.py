@@ -54,14 +54,20 @@ class ClipZeroShot(ClipModel):
         overall_quality_weight: float = 0.5,
     ) -> None:
         super().__init__(dimensions, dict(backbone or {}))
-        weight = overall_quality_weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
-            raise ConfigError(f"overall_quality_weight must be in [0, 1]; got {weight!r}")
-        self.overall_quality_weight = float(weight)
+        self.check_settings(locals())
+        self.overall_quality_weight = float(overall_quality_weight)
         self.clip.requires_grad_(False)
         self.train(False)
         pairs = _antonym_pairs(quality_prompts)
         self.register_buffer("antonyms", self._encode_pairs(pairs), persistent=False)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        weight = settings.get("overall_quality_weight")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise ConfigError(f"overall_quality_weight must be in [0, 1]; got {weight!r}")
+        _antonym_pairs(settings.get("quality_prompts", DEFAULT_QUALITY_PROMPTS))
 
     def train(self, mode: bool = True) -> ClipZeroShot:
         # Nothing trains, so the backbone always runs as at inference (no dropout, fixed stats).

@@ -446,9 +446,8 @@ class Dcmpln(ClipModel):
         normalisation: str = "imagenet",
     ) -> None:
         super().__init__(dimensions, dict(backbone or {}))
-        _check_hyperparameters(n_ctx, mpa_dim, mpa_heads, adapter_reduction, adapter_ratio)
-        _check_inputs(visual_prompt_sets, input_transform, test_stride, normalisation)
-        self.aux_weight = _non_negative("aux_weight", aux_weight)
+        self.check_settings(locals())
+        self.aux_weight = float(aux_weight)
         self.clip.requires_grad_(False)
         self.prompt_depth = _resolve_depth(prompt_depth, check_backbone(self.clip))
         self.n_ctx = n_ctx
@@ -570,6 +569,25 @@ class Dcmpln(ClipModel):
         # Deeper layers: each row takes its branch's prompt (0 main, 1 aux).
         per_layer += [torch.stack(layer.text)[self.row_branch] for layer in layers[1:]]
         return encode_text_prompted(self.clip, self.class_tokens, per_layer)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        get = settings.get
+        _check_hyperparameters(
+            get("n_ctx"), get("mpa_dim"), get("mpa_heads"),
+            get("adapter_reduction"), get("adapter_ratio"),
+        )  # fmt: skip
+        _check_inputs(
+            get("visual_prompt_sets"), get("input_transform"), get("test_stride"),
+            get("normalisation"),
+        )  # fmt: skip
+        _non_negative("aux_weight", get("aux_weight"))
+        depth = get("prompt_depth")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)):
+            raise ConfigError(f"prompt_depth must be an integer or null; got {depth!r}")
+        _class_pair(get("quality_classes"))
+        _class_pair(get("alignment_classes"))
 
     def _class_tokens(self, classes: Sequence[str]) -> torch.Tensor:
         """[2, context_length] tokens of ``"X ... X <class>."`` for a [positive, negative] pair."""

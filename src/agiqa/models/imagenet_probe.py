@@ -36,7 +36,8 @@ from torch import nn
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, AgiqaModel
-from agiqa.weights import WeightsUnavailableError, require_cached
+from agiqa.weights import WeightsUnavailableError, load_hub_weights, require_cached, verify_timm
+from agiqa.weights_record import weights_only_loads
 
 SOURCES = ("torchvision", "timm")
 # torchvision's ImageNet preprocessing (ImageClassification defaults), for random-init backbones.
@@ -143,7 +144,6 @@ def _torchvision_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
                 f"backbone.weights {spec.weights!r} is not a weights of {spec.name} "
                 f"(known: {', '.join(weights_enum.__members__)})"
             ) from None
-        require_cached(weights.url)  # an offline machine must fail here, not in a download
         meta = weights.transforms()
         preprocess = Preprocess(
             resize=int(meta.resize_size[0]),
@@ -152,7 +152,14 @@ def _torchvision_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
             std=tuple(meta.std),
             interpolation=meta.interpolation.value,
         )
-    model = torchvision.models.get_model(spec.name, weights=weights)
+    if weights is None:
+        model = torchvision.models.get_model(spec.name, weights=None)
+    else:
+        # An offline machine fails here, not in a download; the file is hash-checked first.
+        model = load_hub_weights(
+            require_cached(weights.url),
+            lambda: torchvision.models.get_model(spec.name, weights=weights),
+        )
     _drop_classifier(model)
     return model, preprocess
 
@@ -170,7 +177,10 @@ def _timm_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
     import timm  # imported here: only timm backbones need it
 
     try:
-        model = timm.create_model(spec.name, pretrained=spec.pretrained, num_classes=0)
+        if spec.pretrained:
+            verify_timm(spec.name)  # the cached files against the fetch record, before loading
+        with weights_only_loads():
+            model = timm.create_model(spec.name, pretrained=spec.pretrained, num_classes=0)
     except RuntimeError as error:
         if "Unknown model" in str(error):
             raise ConfigError(f"unknown timm model {spec.name!r}") from None
@@ -289,6 +299,14 @@ class ImageNetProbe(AgiqaModel):
         if freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        _check_head(settings.get("freeze"), settings.get("hidden"), settings.get("dropout"))
+        BackboneSpec.from_dict(settings.get("backbone"))
+        if settings.get("prompt_encoder") is not None:
+            BowSettings.from_dict(settings["prompt_encoder"])
 
     def train(self, mode: bool = True) -> ImageNetProbe:
         super().train(mode)

@@ -120,6 +120,7 @@ from agiqa.models.scva_parts import (
     csf_filter,
     csf_weights,
 )
+from agiqa.weights_record import WeightsNotRecordedError, verify_hf_repo, weights_only_loads
 
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
@@ -163,6 +164,12 @@ TINY_VIT: dict[str, Any] = {
 _SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()/&"
 BLIP_SOURCES = ("config", "transformers", "imagereward")
+#: The keys of a ``blip`` entry beside ``source``, per source (see the builders below).
+BLIP_KEYS = {
+    "config": ("config", "vocab_file"),
+    "transformers": ("name_or_path", "local_files_only", "cache_dir"),
+    "imagereward": ("checkpoint", "tokenizer", "vision_heads", "text_heads"),
+}
 CROP_TRAINING = ("per_crop", "averaged")
 NORMALISATIONS = ("matched", "swapped")
 
@@ -344,19 +351,7 @@ class Scva(AgiqaModel):
         loss_beta: float = 1.0,
     ) -> None:
         super().__init__(dimensions)
-        _check_positive(
-            dim=dim, neck_channels=neck_channels, max_length=max_length,
-            train_crops=train_crops, test_crops=test_crops, loss_beta=loss_beta,
-        )  # fmt: skip
-        _check_choices(
-            crop_training=(crop_training, CROP_TRAINING),
-            normalisation=(normalisation, NORMALISATIONS),
-            csf_pooling=(csf_pooling, CSF_POOLING),
-            token_alignment=(token_alignment, TOKEN_ALIGNMENT),
-            consistency_pooling=(consistency_pooling, CONSISTENCY_POOLING),
-        )
-        if resize_below is not None:
-            _check_positive(resize_below=resize_below)
+        self.check_settings(locals())
         self.max_length = int(max_length)
         self.train_crops = int(train_crops)
         self.test_crops = int(test_crops)
@@ -405,6 +400,28 @@ class Scva(AgiqaModel):
         betas = [float(loss_beta) / (d.high - d.low) for d in self.dimensions]
         self.register_buffer("loss_betas", torch.tensor(betas), persistent=False)
         self._freeze(dict(freeze or {}))
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        get = settings.get
+        _check_positive(
+            dim=get("dim"), neck_channels=get("neck_channels"), max_length=get("max_length"),
+            train_crops=get("train_crops"), test_crops=get("test_crops"),
+            loss_beta=get("loss_beta"),
+        )  # fmt: skip
+        _check_choices(
+            crop_training=(get("crop_training"), CROP_TRAINING),
+            normalisation=(get("normalisation"), NORMALISATIONS),
+            csf_pooling=(get("csf_pooling"), CSF_POOLING),
+            token_alignment=(get("token_alignment"), TOKEN_ALIGNMENT),
+            consistency_pooling=(get("consistency_pooling"), CONSISTENCY_POOLING),
+        )
+        if get("resize_below") is not None:
+            _check_positive(resize_below=get("resize_below"))
+        check_blip(get("blip"))
+        check_vit(get("vit"))
+        parse_freeze(get("freeze"))
 
     @classmethod
     def without_weights(cls, entry: dict[str, Any]) -> dict[str, Any]:
@@ -552,12 +569,7 @@ class Scva(AgiqaModel):
         return blocks
 
     def _freeze(self, freeze: dict[str, Any]) -> None:
-        fraction = float(freeze.pop("blip_fraction", 0.5))
-        vit_mode = freeze.pop("vit", "none")
-        if freeze:
-            raise ConfigError(f"freeze: unknown keys {sorted(freeze)} (known: blip_fraction, vit)")
-        if not 0.0 <= fraction <= 1.0:
-            raise ConfigError(f"freeze.blip_fraction must be in [0, 1]; got {fraction}")
+        fraction, vit_mode = parse_freeze(freeze)
         text_layers = self.text_encoder.encoder.layer
         vision_layers = self.blip_vision.encoder.layers
         if fraction > 0:
@@ -577,8 +589,7 @@ class Scva(AgiqaModel):
         if mode == "full":
             self.vit.requires_grad_(False)
             return
-        if isinstance(mode, bool) or not isinstance(mode, int) or mode < 0:
-            raise ConfigError(f"freeze.vit must be 'none', 'full' or a block count; got {mode!r}")
+        assert isinstance(mode, int)  # parse_freeze checked it
         if mode > len(self.vit.blocks):
             raise ConfigError(f"freeze.vit {mode} exceeds the {len(self.vit.blocks)} kept blocks")
         for name, parameter in self.vit.named_parameters():
@@ -700,6 +711,11 @@ def _blip_from_transformers(config: dict[str, Any]) -> tuple[nn.Module, nn.Modul
         raise ConfigError(f"blip: unknown keys {sorted(config)} for source 'transformers'")
     if not name:
         raise ConfigError("blip.source 'transformers' needs blip.name_or_path")
+    if not Path(name).is_dir():  # a hub id: its cached files against the fetch record
+        try:
+            verify_hf_repo(str(name), cache_dir, f"BLIP ITM {name}")
+        except WeightsNotRecordedError as error:
+            raise ConfigError(f"cannot load the BLIP ITM checkpoint {name!r}: {error}") from None
     try:
         model = BlipForImageTextRetrieval.from_pretrained(
             name, local_files_only=local_only, cache_dir=cache_dir
@@ -735,8 +751,15 @@ def build_vit(config: Mapping[str, Any] | None) -> tuple[VisionTransformer, tupl
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ConfigError(f"vit.checkpoint {checkpoint} does not exist")
     try:
+        if pretrained:  # the cached files against the fetch record, before timm reads them
+            from agiqa.weights import verify_timm
+
+            verify_timm(str(name))
+    except WeightsNotRecordedError as error:
+        raise ConfigError(f"cannot build the timm ViT {name!r}: {error}") from None
+    try:
         # Offline, a missing cache fails at once instead of retrying the hub for a minute.
-        with _hub_offline(offline and pretrained):
+        with _hub_offline(offline and pretrained), weights_only_loads():
             vit = timm.create_model(
                 name, pretrained=pretrained, checkpoint_path=checkpoint or None, **config
             )
@@ -767,6 +790,53 @@ def load_vit_weights(vit: VisionTransformer, checkpoint: Path) -> None:
     except RuntimeError as error:
         message = f"vit.checkpoint {checkpoint} does not fit the ViT config: {error}"
         raise ConfigError(message) from None
+
+
+def parse_freeze(freeze: Mapping[str, Any] | None) -> tuple[float, str | int]:
+    """``freeze: {blip_fraction, vit}`` as (fraction, vit mode); the block count is checked
+    against the ViT when it is built."""
+    freeze = dict(freeze or {})
+    fraction = freeze.pop("blip_fraction", 0.5)
+    vit_mode = freeze.pop("vit", "none")
+    if freeze:
+        raise ConfigError(f"freeze: unknown keys {sorted(freeze)} (known: blip_fraction, vit)")
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise ConfigError(f"freeze.blip_fraction must be a number in [0, 1]; got {fraction!r}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"freeze.blip_fraction must be in [0, 1]; got {fraction}")
+    valid_count = isinstance(vit_mode, int) and not isinstance(vit_mode, bool) and vit_mode >= 0
+    if vit_mode not in ("none", "full") and not valid_count:
+        raise ConfigError(f"freeze.vit must be 'none', 'full' or a block count; got {vit_mode!r}")
+    return float(fraction), vit_mode
+
+
+def check_blip(blip: Mapping[str, Any] | None) -> None:
+    """A ``blip`` entry's source and its keys (``BLIP_KEYS``), without building anything."""
+    if blip is None:
+        return
+    if not isinstance(blip, Mapping):
+        raise ConfigError(f"blip must be a mapping; got {blip!r}")
+    source = blip.get("source", "config")
+    if source not in BLIP_SOURCES:
+        raise ConfigError(f"blip.source must be one of {BLIP_SOURCES}; got {source!r}")
+    unknown = sorted(set(blip) - {"source", *BLIP_KEYS[source]})
+    if unknown:
+        raise ConfigError(
+            f"blip: unknown keys {unknown} for source '{source}' (known: {BLIP_KEYS[source]})"
+        )
+
+
+def check_vit(vit: Mapping[str, Any] | None) -> None:
+    """A ``vit`` entry's own keys; the rest are timm's, which it checks when it builds."""
+    if vit is None:
+        return
+    if not isinstance(vit, Mapping):
+        raise ConfigError(f"vit must be a mapping; got {vit!r}")
+    for key in ("pretrained", "offline"):
+        if key in vit and not isinstance(vit[key], bool):
+            raise ConfigError(f"vit.{key} must be true or false; got {vit[key]!r}")
+    if ("pretrained" in vit or "offline" in vit) and "name" not in vit:
+        raise ConfigError("vit.pretrained and vit.offline need vit.name (a timm model name)")
 
 
 def _check_positive(**values: float) -> None:

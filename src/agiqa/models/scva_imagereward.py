@@ -258,9 +258,13 @@ def load_strict(
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a local checkpoint file, never unpickling arbitrary objects."""
+    from agiqa.weights_record import verify_weights
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"blip.checkpoint {path} does not exist")
+    # what `agiqa weights fetch` recorded for it, checked before a byte is unpickled
+    verify_weights(path.parent, [path], "ImageReward checkpoint (blip.checkpoint)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
-from agiqa.data.manifest import Manifest
+from agiqa.data.manifest import Dimension, Manifest
 from agiqa.data.readers import agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, generic_csv
 from agiqa.data.readers._common import READERS, ReaderFn
 from agiqa.errors import ConfigError
 
-__all__ = ["READERS", "ReaderFn", "options_from_json", "read_dataset"]
+__all__ = ["READERS", "ReaderFn", "declared_dimensions", "options_from_json", "read_dataset"]
 
 # imported for their registration side effect
 _REGISTERED = (agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, generic_csv)
@@ -41,6 +42,21 @@ def read_dataset(
     manifest = read(Path(root), name, **options)
     manifest.validate()
     return manifest
+
+
+def declared_dimensions(reader: str, options: Mapping[str, object]) -> tuple[str, ...] | None:
+    """The dimension names a reader rates, known without reading a file (None when unknown).
+
+    A reader module declares them as ``DIMENSIONS`` (or one ``DIMENSION``), or, when options
+    define them, with a ``declared_dimensions(options)`` function (the csv reader).
+    """
+    module = inspect.getmodule(READERS.get(reader))
+    from_options = getattr(module, "declared_dimensions", None)
+    if callable(from_options):
+        return from_options(options)
+    declared = getattr(module, "DIMENSIONS", None) or (getattr(module, "DIMENSION", None),)
+    names = tuple(dim.name for dim in declared if isinstance(dim, Dimension))
+    return names or None
 
 
 def options_from_json(text: str | None) -> dict[str, object]:

@@ -23,8 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.io
-from scipy.io.matlab import MatReadError
 
 from agiqa.data.manifest import Dimension, Manifest
 from agiqa.data.readers._common import (
@@ -120,6 +118,9 @@ def _flat_images_only(images: Path) -> bool:
 def load_mat_column(path: Path, variable: str) -> np.ndarray:
     """The ``variable`` of a .mat file as ROWS raw values; wrong file, name or shape is an error."""
     require_file(path, LAYOUT)
+    import scipy.io  # here: the workflow imports the readers at parse time, scipy takes 1 s
+    from scipy.io.matlab import MatReadError
+
     try:
         data = scipy.io.loadmat(path)
     except (MatReadError, ValueError, TypeError, OSError, EOFError, NotImplementedError) as exc:

@@ -150,6 +150,12 @@ def _dimensions(
     return tuple(dims), score_of, std_of
 
 
+def declared_dimensions(options: Mapping[str, object]) -> tuple[str, ...] | None:
+    """The dimension names the ``dimensions`` option defines (``readers.declared_dimensions``)."""
+    dimensions = options.get("dimensions")
+    return tuple(str(name) for name in dimensions) if isinstance(dimensions, Mapping) else None
+
+
 def _dimension(name: str, spec: object) -> tuple[Dimension, str, str | None]:
     where = f"dimensions.{name}"
     if not isinstance(name, str) or not DIMENSION_NAME.match(name):

@@ -275,7 +275,14 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
 def _from_pretrained(spec: BackboneSpec) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from agiqa.weights_record import WeightsNotRecordedError, verify_hf_repo
+
     where = {"cache_dir": spec.cache_dir, "local_files_only": spec.local_files_only}
+    if not Path(spec.name).is_dir():  # a hub id: its cached files against the fetch record
+        try:
+            verify_hf_repo(spec.name, spec.cache_dir, f"multimodal LLM {spec.name}")
+        except WeightsNotRecordedError as error:
+            raise BackboneUnavailableError(_load_failure(spec, error)) from None
     try:
         processor = AutoProcessor.from_pretrained(spec.name, **where)
         model = AutoModelForImageTextToText.from_pretrained(
@@ -300,11 +307,11 @@ def _load_failure(spec: BackboneSpec, error: BaseException) -> str:
     if spec.local_files_only:
         message += (
             " with local_files_only=True: it is not in that cache (or not a native "
-            "image-text-to-text checkpoint). Fetch it once where the hub is reachable, e.g. "
-            f"`hf download {spec.name} --cache-dir {spec.cache_dir or '<cache>'}`, or point "
-            "name at a local folder"
+            "image-text-to-text checkpoint). Fetch it once where the hub is reachable with "
+            "`agiqa weights fetch --configfile <config>` (it records the files' sha256, which "
+            "every load checks), or point name at a local folder"
         )
-    cause = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    cause = str(error).splitlines()[0][:400] if str(error) else type(error).__name__
     return f"{message}. Cause: {cause}"
 
 

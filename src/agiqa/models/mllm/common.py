@@ -39,6 +39,7 @@ from agiqa.models.mllm.backbone import (
     BackboneSpec,
     LoraSpec,
     Prompter,
+    TinySpec,
     Turn,
     add_lora,
     freeze,
@@ -176,6 +177,21 @@ class MllmModel(AgiqaModel):
         else:
             self.mllm = add_lora(loaded.model, LoraSpec.from_dict(lora), bool(train_vision))
             log.info("trainable parameters by dtype: %s", trainable_dtype_report(self.mllm))
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        spec = BackboneSpec.from_dict(settings.get("backbone"))
+        if spec.is_tiny:
+            TinySpec.from_dict(spec.tiny)
+        if settings.get("lora") is not None:
+            LoraSpec.from_dict(settings["lora"])
+        if not isinstance(settings.get("train_vision", False), bool):
+            raise ConfigError(
+                f"train_vision must be true or false; got {settings['train_vision']!r}"
+            )
+        if settings.get("train_vision") and settings.get("lora") is None:
+            raise ConfigError("train_vision needs lora: the model trains adapters or nothing")
 
     @classmethod
     def without_weights(cls, entry: dict[str, Any]) -> dict[str, Any]:

@@ -173,7 +173,18 @@ class DepictqaCompare(MllmModel):
         self.register_buffer("calibration_x", knots.clone())
         self.register_buffer("calibration_y", knots.clone())
 
-    def _questions(self, questions: Mapping[str, str] | None) -> dict[str, str]:
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        cls._questions(settings.get("questions"))
+        answers, tags, anchors = settings["answers"], settings["tags"], settings["anchors"]
+        if isinstance(answers, str) or len(answers) != 2 or len(tags) != 2:
+            raise ConfigError("answers and tags must each be two strings (for A and B)")
+        if isinstance(anchors, bool) or not isinstance(anchors, int) or anchors < 1:
+            raise ConfigError(f"anchors must be a positive integer; got {anchors!r}")
+
+    @staticmethod
+    def _questions(questions: Mapping[str, str] | None) -> dict[str, str]:
         given = dict(questions or {})
         unknown = sorted(set(given) - set(DEFAULT_QUESTIONS))
         if unknown:

@@ -160,6 +160,15 @@ class DeqaScore(LevelModel):
         self.label_settings = LabelSettings.from_dict(soft_labels)
         self.register_buffer("level_scores", torch.tensor(LEVEL_SCORES), persistent=False)
 
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        questions = settings.get("train_questions")
+        if isinstance(questions, str) or not questions:
+            raise ConfigError("train_questions must be a non-empty list of questions")
+        LossWeights.from_dict(settings.get("loss_weights"))
+        LabelSettings.from_dict(settings.get("soft_labels"))
+
     # --- data ------------------------------------------------------------------------------
 
     def make_dataset(self, data: PartData, train: bool) -> Dataset:

@@ -117,10 +117,7 @@ class LevelModel(MllmModel):
         train_vision: bool = False,
     ) -> None:
         super().__init__(dimensions, backbone, lora, train_vision)
-        if isinstance(levels, str) or len(levels) != len(LEVEL_SCORES):
-            raise ConfigError(f"levels must be five words, best first; got {levels!r}")
-        if label_range not in LABEL_RANGES:
-            raise ConfigError(f"label_range must be one of {LABEL_RANGES}; got {label_range!r}")
+        LevelModel.check_settings(locals())
         self.levels = tuple(str(word) for word in levels)
         self.label_range = label_range
         self.templates = resolve_templates(self.dimensions, templates)
@@ -134,6 +131,17 @@ class LevelModel(MllmModel):
         self.register_buffer("label_high", high)
 
     # --- labels ----------------------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        super().check_settings(settings)
+        levels, label_range = settings.get("levels", LEVEL_WORDS), settings.get("label_range")
+        if isinstance(levels, str) or len(levels) != len(LEVEL_SCORES):
+            raise ConfigError(f"levels must be five words, best first; got {levels!r}")
+        if label_range not in LABEL_RANGES:
+            raise ConfigError(f"label_range must be one of {LABEL_RANGES}; got {label_range!r}")
+        every_kind = [Dimension(kind, kind, 0.0, 1.0) for kind in DEFAULT_TEMPLATES]
+        resolve_templates(every_kind, settings.get("templates"))
 
     def fit_label_range(self, data: PartData) -> None:
         """With ``observed``, take the training part's MOS min and max per dimension."""
