@@ -1,6 +1,6 @@
 """Every PIL mode decodes to the RGB a reference computed here, independently, with numpy says.
 
-Each image is written to a real file (PNG, or TIFF where PNG cannot hold the mode), then read
+Each image is written to a real file (PNG, or TIFF or PGM where PNG cannot hold the mode), then read
 back through ``load_rgb`` (training) and ``verify_images`` (the dataset check).
 """
 
@@ -14,7 +14,13 @@ import pytest
 from PIL import Image
 
 from agiqa.data.check import verify_images
-from agiqa.data.decode import UnsupportedImage, to_rgb
+from agiqa.data.decode import (
+    ImageGeometryError,
+    UnsupportedImage,
+    check_geometry,
+    declared_bits,
+    to_rgb,
+)
 from agiqa.data.readers import read_dataset
 from agiqa.errors import DataError
 from agiqa.train.data import load_rgb
@@ -119,9 +125,10 @@ def case_i16_trns() -> tuple[Image.Image, np.ndarray]:
     return image, expected
 
 
-def case_i32() -> tuple[Image.Image, np.ndarray]:
+def case_i_pgm() -> tuple[Image.Image, np.ndarray]:
+    """A 16-bit PGM: PIL reads it as mode I, its maxval declares 16 bits."""
     values = _sixteen()
-    return Image.fromarray(values.astype(np.int32)), scaled_16(values)
+    return Image.fromarray(values.astype(np.uint16)), scaled_16(values)
 
 
 def case_f() -> tuple[Image.Image, np.ndarray]:
@@ -142,7 +149,7 @@ CASES: dict[str, tuple[Callable[[], tuple[Image.Image, np.ndarray]], str, str]] 
     "I;16": (case_i16, "PNG", "I;16"),
     "I;16+tRNS": (case_i16_trns, "PNG", "I;16"),
     "I;16B": (case_i16b, "TIFF", "I;16B"),
-    "I": (case_i32, "TIFF", "I"),
+    "I (16-bit PGM)": (case_i_pgm, "PPM", "I"),
     "F": (case_f, "TIFF", "F"),
 }
 
@@ -185,8 +192,8 @@ def test_little_endian_16_bit_in_memory() -> None:
     [
         (Image.fromarray(np.full((2, 2), 2.0, dtype=np.float32)), ["[2, 2]", "only [0, 1]"]),
         (Image.fromarray(np.full((2, 2), np.nan, dtype=np.float32)), ["NaN"]),
-        (Image.fromarray(np.full((2, 2), 70000, dtype=np.int32)), ["70000", "65535"]),
-        (Image.fromarray(np.full((2, 2), -1, dtype=np.int32)), ["-1"]),
+        (Image.fromarray(np.full((2, 2), 70000, dtype=np.int32)), ["70000", "ambiguous"]),
+        (Image.fromarray(np.full((2, 2), -1, dtype=np.int32)), ["-1", "ambiguous"]),
         (Image.new("HSV", (2, 2)), ["HSV", "supported"]),
     ],
     ids=["F-out-of-range", "F-nan", "I-above-16-bit", "I-negative", "HSV"],
@@ -201,13 +208,16 @@ def test_unconvertible_images_are_refused(image: Image.Image, words: list[str]) 
 def write_dataset(root: Path, images: dict[str, Image.Image]) -> None:
     lines = ["name,prompt,mos_quality,std_quality,mos_align,std_align"]
     for i, (name, image) in enumerate(images.items()):
-        save(image, root / name, "TIFF" if name.endswith(".tif") else "PNG")
+        save(image, root / name, {".tif": "TIFF", ".pgm": "PPM"}.get(Path(name).suffix, "PNG"))
         lines.append(f"{name},prompt {i},2.0,0.1,3.0,0.2")
     (root / "data.csv").write_text("\n".join(lines) + "\n")
 
 
 def test_verification_converts_every_mode_and_names_the_refused(tmp_path: Path) -> None:
-    images = {f"ok_{i}.tif": CASES[name][0]()[0] for i, name in enumerate(CASES)}
+    images = {
+        f"ok_{i}.{'pgm' if fmt == 'PPM' else 'tif'}": build()[0]
+        for i, (build, fmt, _) in enumerate(CASES.values())
+    }
     images["lab_0.tif"] = Image.new("LAB", (4, 4), (50, 10, 20))
     images["float_0.tif"] = Image.fromarray(np.full((4, 4), 3.5, dtype=np.float32))
     write_dataset(tmp_path, images)
@@ -216,7 +226,7 @@ def test_verification_converts_every_mode_and_names_the_refused(tmp_path: Path) 
         verify_images(manifest, tmp_path)
     message = str(caught.value)
     assert caught.value.file == manifest.source
-    assert "2 of 14 images" in message and "2 unsupported" in message
+    assert f"2 of {len(CASES) + 2} images" in message and "2 unsupported" in message
     row = len(CASES) + 2  # header is row 1
     assert f"manifest row {row}: lab_0.tif: cannot be converted to RGB (colour mode LAB" in message
     assert f"manifest row {row + 1}: float_0.tif: cannot be converted to RGB" in message
@@ -230,3 +240,33 @@ def test_load_rgb_names_file_and_row_of_an_unconvertible_image(tmp_path: Path) -
         load_rgb(path, manifest="results/manifests/x.csv", row=17)
     assert caught.value.file == "results/manifests/x.csv" and caught.value.row == 17
     assert str(path) in str(caught.value) and "LAB" in str(caught.value)
+
+
+def test_a_32_bit_tiff_of_8_bit_data_is_refused_not_darkened(tmp_path: Path) -> None:
+    """Hardening II item 7: 0-255 data in a mode I TIFF came out near black (taken as 16-bit)."""
+    path = tmp_path / "eight_in_thirty_two.tif"
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.int32)).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I" and declared_bits(image) == 32
+    with pytest.raises(DataError) as caught:
+        load_rgb(path, manifest="m.csv", row=5)
+    assert caught.value.file == "m.csv" and caught.value.row == 5
+    message = str(caught.value)
+    assert str(path) in message and "values in [0, 252]" in message
+    assert "declares 32 bits per sample" in message and "ambiguous" in message
+
+
+def test_images_beyond_the_size_limits_are_refused_before_decoding(tmp_path: Path) -> None:
+    """Item 11: a 1 x 1,000,000 image passed verification and ran out of memory at scoring;
+    verification, training and scoring now apply the same limits (``check_geometry``)."""
+    path = tmp_path / "strip.png"
+    Image.new("L", (1_000_000, 1)).save(path)
+    with pytest.raises(DataError, match="differ by more than 10x") as caught:
+        load_rgb(path, manifest="m.csv", row=2)
+    assert str(path) in str(caught.value) and caught.value.row == 2
+    with pytest.raises(ImageGeometryError, match="differ by more than 10x"):
+        to_rgb(Image.new("L", (1, 11)))
+    with pytest.raises(ImageGeometryError, match="more than the 100,000,000"):
+        check_geometry((11_000, 10_000))
+    check_geometry((10, 1))  # the limits themselves pass
+    check_geometry((10_000, 10_000))

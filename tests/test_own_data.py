@@ -221,7 +221,7 @@ def test_links_elsewhere_are_refused_unless_allowed(tmp_path: Path) -> None:
     write_3k(root, ["g_0.jpg", "imgs/g_1.jpg"])
     (root / "g_0.jpg").symlink_to(outside)
     (root / "imgs").symlink_to(tmp_path / "elsewhere")  # a linked folder: same rule
-    (tmp_path / "elsewhere" / "g_1.jpg").symlink_to(outside)
+    image(tmp_path / "elsewhere" / "g_1.jpg", (1, 2, 3))
     manifest = read_dataset("agiqa-3k", root)
     with pytest.raises(DataError) as caught:
         verify_images(manifest, root)
@@ -244,6 +244,65 @@ def test_resolve_image_names_the_manifest_row_of_a_refused_link(tmp_path: Path) 
         resolve_image(root, "x.jpg", file="m.csv", row=9)
     assert (caught.value.file, caught.value.row) == ("m.csv", 9)
     assert resolve_image(root, "x.jpg", file="m.csv", row=9, allowed_link_roots=[tmp_path])
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_one_image_under_two_names_is_refused_naming_the_rows(tmp_path: Path, link: str) -> None:
+    """Hardening II item 9: a link inside the root made one image two rows, which a split could
+    put on both sides."""
+    image(tmp_path / "a.jpg")
+    image(tmp_path / "c.jpg", (1, 2, 3))
+    make = os.symlink if link == "symbolic" else os.link
+    make(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    write_3k(tmp_path, ["a.jpg", "c.jpg", "b.jpg"])
+    manifest = read_dataset("agiqa-3k", tmp_path)
+    with pytest.raises(DataError) as caught:
+        verify_images(manifest, tmp_path)
+    message = str(caught.value)
+    assert caught.value.file == manifest.source
+    assert "1 image file(s)" in message and "more than one name" in message
+    assert "manifest row 2 (a.jpg) = manifest row 4 (b.jpg)" in message
+    assert "c.jpg" not in message
+
+
+def test_identical_files_in_a_dvc_cache_are_one_image(tmp_path: Path) -> None:
+    repo, root = dvc_repo(tmp_path)
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    write_3k(root, ["g_0.jpg", "g_1.jpg"])
+    (root / "g_0.jpg").symlink_to(cache / "aa" / "11")
+    (root / "g_1.jpg").symlink_to(cache / "aa" / "11")  # DVC stores identical content once
+    with pytest.raises(DataError, match=r"row 2 \(g_0.jpg\) = manifest row 3 \(g_1.jpg\)"):
+        verify_images(read_dataset("agiqa-3k", root), root)
+
+
+def test_a_metadata_file_linked_from_outside_the_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    image(root / "a.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    outside = write_3k(tmp_path / "elsewhere", ["a.jpg"])
+    (root / "data.csv").symlink_to(outside)
+    with pytest.raises(DataError) as caught:
+        read_dataset("agiqa-3k", root)
+    assert caught.value.file == str(root / "data.csv")
+    assert f"symbolic link (or lies under one) to '{outside.resolve()}'" in str(caught.value)
+    repo, dvc_root = dvc_repo(tmp_path / "dvc")  # a link into the DVC cache is DVC's checkout
+    (repo / ".dvc" / "cache" / "files" / "md5" / "dd").mkdir()
+    cached = write_3k(repo / ".dvc" / "cache" / "files" / "md5" / "dd", ["a.jpg"])
+    image(dvc_root / "a.jpg")
+    (dvc_root / "data.csv").symlink_to(cached)
+    assert list(read_dataset("agiqa-3k", dvc_root).frame["image"]) == ["a.jpg"]
+
+
+def test_verification_applies_the_size_limits_of_training_and_scoring(tmp_path: Path) -> None:
+    image(tmp_path / "ok.jpg")
+    Image.new("RGB", (2_000, 100)).save(tmp_path / "strip.png")
+    write_3k(tmp_path, ["ok.jpg", "strip.png"])
+    with pytest.raises(DataError) as caught:
+        verify_images(read_dataset("agiqa-3k", tmp_path), tmp_path)
+    message = str(caught.value)
+    assert "1 unsupported size" in message
+    assert "manifest row 3: strip.png: unsupported size (2000 x 100 pixels" in message
 
 
 # --- the generic csv reader -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageFile
 from rich.progress import track
 
-from agiqa.data.decode import UnsupportedImage, to_rgb
+from agiqa.data.decode import ImageGeometryError, UnsupportedImage, check_geometry, to_rgb
 from agiqa.data.manifest import Manifest, link_roots, resolve_image
 from agiqa.errors import DataError
 
@@ -99,6 +99,35 @@ def verify_images(
         lines = [f"  manifest row {rows[i]}: {images[i]}: {p.text}" for i, p in failures]
         kinds = Counter(p.kind for _, p in failures)
         raise DataError(_failure_message(lines, kinds, len(images), Path(root)), file=where)
+    _refuse_one_file_under_two_names(Path(root), images, rows, where, allowed_link_roots)
+
+
+def _refuse_one_file_under_two_names(
+    root: Path, images: list[str], rows: list[int], where: str, allowed: Sequence[str | Path]
+) -> None:
+    """Two names of one file (a symbolic or hard link inside the root) are one image, which a
+    split could put on both sides: refused, naming the rows."""
+    names: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        path = resolve_image(root, image, file=where, row=rows[index], allowed_link_roots=allowed)
+        info = path.stat()
+        names.setdefault((info.st_dev, info.st_ino), []).append(index)
+    shared = [indices for indices in names.values() if len(indices) > 1]
+    if not shared:
+        return
+    lines = [
+        "  " + " = ".join(f"manifest row {rows[i]} ({images[i]})" for i in indices)
+        for indices in shared[:SHOWN_FAILURES]
+    ]
+    more = (
+        [f"  ... and {len(shared) - SHOWN_FAILURES:,} more"] if len(shared) > SHOWN_FAILURES else []
+    )
+    raise DataError(
+        f"{len(shared):,} image file(s) under {root} are reachable under more than one name (a "
+        "symbolic or hard link, or identical files that a DVC cache stores once); one image "
+        "could land on both sides of a split. Keep one row per image:\n" + "\n".join(lines + more),
+        file=where,
+    )
 
 
 @dataclass(frozen=True)
@@ -119,8 +148,11 @@ def _image_problem(
         return _Problem("missing", "missing")
     try:
         with Image.open(path) as picture:
+            check_geometry(picture.size)  # the limits training and scoring apply
             picture.load()
             to_rgb(picture)
+    except ImageGeometryError as exc:
+        return _Problem("unsupported size", f"unsupported size ({exc})")
     except UnsupportedImage as exc:
         return _Problem("unsupported", f"cannot be converted to RGB ({exc})")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -8,9 +8,11 @@ clips instead of scaling), so every mode is converted explicitly here:
 - ``CMYK``: R = (255 - C)(255 - K) / 255, likewise G from M and B from Y, rounded (no colour
   management: an embedded ICC profile is ignored).
 - 16-bit greyscale (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``) is scaled by its bit depth:
-  v / 257 rounded, so 0 -> 0, 65535 -> 255 and 257 k -> k exactly. Mode ``I`` (32-bit integer
-  container; what PIL gives for some 16-bit files) is taken as 16-bit data under the same rule
-  when every value is in [0, 65535]; other values have no known bit depth and are refused.
+  v / 257 rounded, so 0 -> 0, 65535 -> 255 and 257 k -> k exactly. Mode ``I`` (a 32-bit
+  integer container) is scaled by the bit depth its file declares: 16 for a PGM/PPM whose
+  maxval exceeds 255 (PIL scales it to 16 bits), by the rule above. A TIFF declaring 32 bits per
+  sample, or an image without a file, has no known scale: 0-255 data read as 16-bit would come
+  out near black, so it is refused, never guessed.
 - ``F`` (32-bit float) is accepted only with every value in [0, 1] (v * 255, rounded): a float
   image could equally hold [0, 255] data, and guessing between the two scales would silently
   change the image, so any value outside [0, 1] (or NaN) is refused.
@@ -20,6 +22,9 @@ clips instead of scaling), so every mode is converted explicitly here:
   transparent pixels is undefined (often black or leftovers of the editor), and viewers and
   rating tools show transparent areas on a light background.
 - Any other mode (``LAB``, ``HSV``, ``I;16S``, ...) is refused with :class:`UnsupportedImage`.
+- Size: more than ``MAX_PIXELS`` pixels, or a long side more than ``MAX_ASPECT`` times the short
+  one, is refused (:class:`ImageGeometryError`) by verification, training and scoring alike,
+  before decoding: resizing a 1 x 1,000,000 image's short side to 224 would need gigabytes.
 
 The integer rules divide by an odd number (255 or 257), so no value falls exactly halfway and
 their results are exact (integer arithmetic, no floating-point approximation).
@@ -40,8 +45,38 @@ SUPPORTED = sorted(SIXTEEN_BIT | ALPHA | KEYED | DIRECT | {"I", "F", "CMYK"})
 MAX_16 = 65535
 
 
+#: The largest image accepted anywhere (verification, training, scoring), and the largest ratio
+#: of its long side to its short side (generated images are at most about 4:1 panoramas).
+MAX_PIXELS = 100_000_000
+MAX_ASPECT = 10.0
+
+
 class UnsupportedImage(ValueError):
     """An image whose mode or values have no faithful 8-bit RGB conversion."""
+
+
+class ImageGeometryError(UnsupportedImage):
+    """An image too large, or too elongated, to resize and score (``check_geometry``)."""
+
+
+def check_geometry(size: tuple[int, int]) -> None:
+    """Refuse an image of ``size`` (width, height) beyond ``MAX_PIXELS`` or ``MAX_ASPECT``.
+
+    Raises:
+        ImageGeometryError: Saying which limit and by how much.
+    """
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageGeometryError(f"{width} x {height} pixels: an empty image")
+    if width * height > MAX_PIXELS:
+        raise ImageGeometryError(
+            f"{width} x {height} pixels: more than the {MAX_PIXELS:,} accepted; downscale it"
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageGeometryError(
+            f"{width} x {height} pixels: its sides differ by more than {MAX_ASPECT:g}x, which no "
+            "model input (a square crop of the resized image) can represent; crop it"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -51,9 +86,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
         UnsupportedImage: an unknown mode, an ``I`` image outside [0, 65535], or an ``F`` image
             outside [0, 1].
     """
+    check_geometry(image.size)
     mode = image.mode
     if mode in SIXTEEN_BIT or mode == "I":
         samples = np.asarray(image).astype(np.int64)
+        if mode == "I":
+            _require_16_bit_declared(image, samples)
         return _grey(_scale_16(samples, mode), _transparent(image, samples))
     if mode == "F":
         return _grey(_scale_float(np.asarray(image, dtype=np.float64)), None)
@@ -85,6 +123,31 @@ def _scale_16(samples: np.ndarray, mode: str) -> np.ndarray:
             " a known scale"
         )
     return _round_div(samples, 257)
+
+
+def declared_bits(image: Image.Image) -> int | None:
+    """Bits per sample a mode ``I`` image's file declares: 16 for a PGM/PPM (PIL scales a maxval
+    above 255 to 16 bits), a TIFF's BitsPerSample; None without a file or a declaration."""
+    if image.format == "PPM":
+        return 16
+    if image.format == "TIFF":
+        bits = getattr(image, "tag_v2", {}).get(258)
+        bits = bits[0] if isinstance(bits, tuple) and bits else bits
+        return int(bits) if isinstance(bits, int) else None
+    return None
+
+
+def _require_16_bit_declared(image: Image.Image, samples: np.ndarray) -> None:
+    bits = declared_bits(image)
+    if bits == 16:
+        return
+    low, high = _range(samples)
+    declared = f"its file declares {bits} bits per sample" if bits else "no bit depth declared"
+    raise UnsupportedImage(
+        f"mode I (32-bit integer) image with values in [{low}, {high}] and {declared}: its scale "
+        "is ambiguous (0-255 data read as 16-bit would come out near black), so it is not "
+        "guessed; save it as an 8-bit or 16-bit image"
+    )
 
 
 def _scale_float(values: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from agiqa.data.decode import UnsupportedImage, to_rgb
+from agiqa.data.decode import ImageGeometryError, UnsupportedImage, check_geometry, to_rgb
 from agiqa.data.manifest import Dimension, resolve_image
 from agiqa.errors import DataError
 from agiqa.train.fixed_transform import FixedTransform
@@ -45,6 +45,8 @@ def _decode_errors(path: Path, manifest: str, row: int | None) -> Iterator[None]
         yield
     except FileNotFoundError:
         raise DataError(f"image '{path}' does not exist", file=manifest, row=row) from None
+    except ImageGeometryError as error:
+        raise DataError(f"image '{path}' is refused: {error}", file=manifest, row=row) from None
     except UnsupportedImage as error:
         raise DataError(
             f"image '{path}' cannot be converted to RGB ({error})", file=manifest, row=row
@@ -69,6 +71,7 @@ def load_rgb(path: Path, *, manifest: str, row: int | None) -> Image.Image:
     No other image is ever substituted.
     """
     with _decode_errors(path, manifest, row), Image.open(path) as image:
+        check_geometry(image.size)  # before decoding: a huge image is refused, not decoded
         image.load()
         return to_rgb(image)
 
@@ -100,6 +103,7 @@ def load_shrunk(
     fully and equal ``shrink(load_rgb(...))`` exactly. Errors are load_rgb's.
     """
     with _decode_errors(path, manifest, row), Image.open(path) as image:
+        check_geometry(image.size)  # before decoding: a huge image is refused, not decoded
         target = shrunk_size(image.size, short_side)
         if image.format == "JPEG" and target != image.size:
             image.draft(image.mode, target)  # keeps the mode: to_rgb's rules still apply

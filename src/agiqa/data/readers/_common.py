@@ -20,7 +20,13 @@ import openpyxl
 import pandas as pd
 from openpyxl.utils.exceptions import InvalidFileException
 
-from agiqa.data.manifest import BASE_COLUMNS, Dimension, Manifest, canonical_image_path
+from agiqa.data.manifest import (
+    BASE_COLUMNS,
+    Dimension,
+    Manifest,
+    canonical_image_path,
+    link_roots,
+)
 from agiqa.errors import ConfigError, DataError
 from agiqa.registry import Registry
 
@@ -46,18 +52,34 @@ class Table:
 # --- locating files ---------------------------------------------------------------------------
 
 
-def require_file(path: Path, layout: str) -> Path:
-    """Return ``path`` if it is a file, else explain what the official layout expects."""
+def require_file(path: Path, layout: str, root: Path) -> Path:
+    """Return ``path`` if it is a file inside ``root``, else explain what the layout expects.
+
+    Raises:
+        DataError: No such file, or a symbolic link to a file outside the root (and outside
+            the DVC cache, where ``dvc checkout`` links files), whose content could change
+            under the dataset without any trace in it.
+    """
     if not path.is_file():
         raise DataError(f"metadata file not found; the official layout is {layout}", file=path)
+    target = path.resolve()
+    allowed = link_roots(root)
+    if not any(target.is_relative_to(folder) for folder in allowed):
+        raise DataError(
+            f"the metadata file is a symbolic link (or lies under one) to '{target}', outside "
+            f"the dataset root {Path(root).resolve()} (and the DVC cache); copy the file into "
+            "the root",
+            file=path,
+        )
     return path
 
 
-def first_existing(candidates: Sequence[Path], layout: str) -> Path:
-    """The first candidate that exists; a DataError on the first (official) one when none does."""
+def first_existing(candidates: Sequence[Path], layout: str, root: Path) -> Path:
+    """The first candidate that exists (inside ``root``, as ``require_file`` checks); a
+    DataError on the first (official) one when none does."""
     for path in candidates:
         if path.is_file():
-            return path
+            return require_file(path, layout, root)
     others = " or ".join(str(p) for p in candidates[1:])
     also = f" (nor its alternative {others})" if others else ""
     raise DataError(

@@ -73,7 +73,9 @@ def read_agiqa1k(
             f"not '{on_conflicting_duplicates}'"
         )
     root = Path(root)
-    path = first_existing([root / "AIGC_MOS_Zscore.xlsx", root / "AIGC_MOS_Zscore.csv"], LAYOUT)
+    path = first_existing(
+        [root / "AIGC_MOS_Zscore.xlsx", root / "AIGC_MOS_Zscore.csv"], LAYOUT, root
+    )
     table = table_with_header(path, ["Image", "Prompt", "MOS"])
     names = image_paths(text_column(table, "Image"), table.rows, path, images)
     prompts = text_column(table, "Prompt")

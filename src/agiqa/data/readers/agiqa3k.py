@@ -56,7 +56,7 @@ def read_agiqa3k(root: Path, dataset: str = "agiqa-3k", *, images: str = "") -> 
         dataset: the manifest's dataset name.
         images: sub-folder of ``root`` holding the images (``""``: beside ``data.csv``).
     """
-    path = require_file(Path(root) / METADATA, LAYOUT)
+    path = require_file(Path(root) / METADATA, LAYOUT, Path(root))
     score_columns = [c for d in DIMENSIONS for c in (d.mos_column, d.std_column)]
     table = table_with_header(path, ["name", "prompt", *score_columns])
     names = image_paths(text_column(table, "name"), table.rows, path, images)

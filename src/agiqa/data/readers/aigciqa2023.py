@@ -75,9 +75,9 @@ def read_aigciqa2023(
     scores: dict[str, list[float]] = {}
     for dim in DIMENSIONS:
         mos_file, std_file = (root / name for name in SCORE_FILES[dim.name])
-        scores[dim.mos_column] = _mos(load_mat_column(mos_file, "MOSz"), dim, mos_file)
-        scores[dim.std_column] = _std(load_mat_column(std_file, "SD"), std_file)
-    prompts = read_prompts(require_file(root / PROMPT_SHEET, LAYOUT))
+        scores[dim.mos_column] = _mos(load_mat_column(mos_file, "MOSz", root), dim, mos_file)
+        scores[dim.std_column] = _std(load_mat_column(std_file, "SD", root), std_file)
+    prompts = read_prompts(require_file(root / PROMPT_SHEET, LAYOUT, root))
     flat = _flat_images_only(root / folder)
     indices = [_row_layout(i) for i in range(ROWS)]
     base = {
@@ -115,9 +115,9 @@ def _flat_images_only(images: Path) -> bool:
     return (images / "allimg").is_dir() and not per_model
 
 
-def load_mat_column(path: Path, variable: str) -> np.ndarray:
+def load_mat_column(path: Path, variable: str, root: Path) -> np.ndarray:
     """The ``variable`` of a .mat file as ROWS raw values; wrong file, name or shape is an error."""
-    require_file(path, LAYOUT)
+    require_file(path, LAYOUT, root)
     import scipy.io  # here: the workflow imports the readers at parse time, scipy takes 1 s
     from scipy.io.matlab import MatReadError
 

@@ -110,7 +110,7 @@ def _read_split(root: Path, split: str, images: str, notes: list[str]) -> _Split
     labelled = split in LABELLED_SPLITS
     columns = ["name", "prompt", "mos"] if labelled else ["name", "prompt"]
     candidates = [root / f"info_{split}.xlsx", root / f"info_{split}.csv"]
-    table = _read_table(first_existing(candidates, LAYOUT), columns, notes)
+    table = _read_table(first_existing(candidates, LAYOUT, root), columns, notes)
     names = image_paths(text_column(table, "name"), table.rows, table.path)
     folder = images_folder(images)
     paths = [f"{folder}/{split}/{n}" if folder else f"{split}/{n}" for n in names]

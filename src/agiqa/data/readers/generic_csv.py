@@ -80,7 +80,7 @@ def read_csv_dataset(
     """
     dims, score_of, std_of = _dimensions(dimensions)
     roles = _columns(columns)
-    path = require_file(Path(root) / _metadata_path(metadata), _layout(metadata, roles))
+    path = require_file(Path(root) / _metadata_path(metadata), _layout(metadata, roles), Path(root))
     required = [*roles.values(), *score_of.values(), *std_of.values()]
     table = table_with_header(path, list(dict.fromkeys(required)))
     names = image_paths(text_column(table, roles["image"]), table.rows, path, images)
