@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -84,3 +86,50 @@ def test_models_list_resolves_presets_and_reports_unbuildable_entries(tmp_path: 
     result = runner.invoke(app, ["models", "list", "--configfile", str(path)])
     assert result.exit_code == 0, result.output
     assert "n/a (cannot load the BLIP ITM checkpoint" in result.stdout
+
+
+# --- errors: one line naming the file, row or key; the traceback only with --debug ------------
+
+
+def test_a_bad_input_is_one_line_and_debug_adds_the_traceback(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_bytes("image,prompt\nx.png,caf\xe9\n".encode("latin-1"))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    args = ["score", "--checkpoint", str(tmp_path), "--images", str(image)]
+    plain = runner.invoke(app, [*args, "--prompts", str(prompts)])
+    assert plain.exit_code == 2
+    assert f"{prompts}, row 2: not a UTF-8 text file" in " ".join(plain.output.split())
+    assert "Traceback" not in plain.output
+    debug = runner.invoke(app, ["--debug", *args, "--prompts", str(prompts)])
+    assert debug.exit_code == 2
+    assert "Traceback (most recent call last)" in debug.output and "read_csv_rows" in debug.output
+    again = runner.invoke(app, [*args, "--prompts", str(prompts)])  # --debug does not stick
+    assert "Traceback" not in again.output
+
+
+def test_an_unanticipated_error_is_one_line_unless_debugging(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agiqa.cli import AgiqaApp
+
+    demo = AgiqaApp()
+
+    @demo.command()
+    def crash() -> None:
+        raise RuntimeError("disk on fire")
+
+    @demo.command()
+    def other() -> None:  # two commands, so `crash` is named on the command line
+        pass
+
+    monkeypatch.setattr(sys, "argv", ["agiqa", "crash"])
+    with pytest.raises(SystemExit) as stopped:
+        demo(["crash"])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "unexpected RuntimeError: disk on fire" in err and "--debug" in err
+    assert "Traceback" not in err
+    monkeypatch.setattr(sys, "argv", ["agiqa", "--debug", "crash"])
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        demo(["crash"])

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import agiqa
 from agiqa.cli import app
+from agiqa.errors import AgiqaError
 from agiqa.scoring import ScoringError, read_checkpoint
 from agiqa.train.fold import run_fold
 from test_train import TINY_BACKBONE, job, prepare, residual_config
@@ -198,3 +199,187 @@ def test_large_jpegs_score_as_the_job_decoded_them(tmp_path: Path) -> None:
     assert payload["preprocessing"]["short_side"] == 128
     predictions, images, prompts = _test_inputs(run, root)
     _assert_same(agiqa.load(run).score(images, prompts), predictions, ["quality", "align"])
+
+
+# --- Hardening II: prompts files, prompts given in Python, crafted checkpoints, huge images ------
+
+
+def write_prompts(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pictures(folder: Path, names: list[str]) -> list[Path]:
+    paths = []
+    for index, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (10 * index, 80, 160)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_prompts_match_paths_as_the_readers_normalise_them(tmp_path: Path) -> None:
+    from agiqa.scoring import prompts_from_csv
+
+    images = pictures(tmp_path, ["a/x.png", "b/x.png", "c/y.png"])
+    table = (
+        "image,prompt,description\n"
+        f"{tmp_path}/a/./x.png,a red cube,\n"
+        f"{tmp_path}\\b\\x.png,a blue sphere,shiny\n"
+        "y.png,a green cone,\n"
+    )
+    prompts, notes = prompts_from_csv(write_prompts(tmp_path / "p.csv", table), images)
+    assert prompts == ["a red cube", "a blue sphere", "a green cone"]
+    assert notes == ["", "shiny", ""]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("image,prompt\nx.png,\ny.png,a cone\n", r"p.csv, row 2: empty 'prompt'"),
+        ("image,prompt\nx.png,a cube\nx.png,a cone\n", r"image 'x.png' has 2 rows \(2, 3\)"),
+        ("image,prompt\n./x.png,a cube\nx.png,a cone\n", r"image 'x.png' has 2 rows \(2, 3\)"),
+        ("image,prompt\nx.png,a cube\n", r"no row for image '.*y.png'"),
+        ("image,text\nx.png,a cube\n", r"p.csv, row 1: missing required column\(s\) \['prompt'\]"),
+    ],
+    ids=["blank-prompt", "duplicate-rows", "duplicate-spellings", "no-row", "no-prompt-column"],
+)
+def test_a_bad_prompts_table_is_refused_naming_file_and_row(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    from agiqa.scoring import prompts_from_csv
+
+    images = pictures(tmp_path, ["x.png", "y.png"])
+    with pytest.raises(AgiqaError, match=message):
+        prompts_from_csv(write_prompts(tmp_path / "p.csv", table), images)
+
+
+def test_one_file_name_in_two_folders_is_not_one_prompt(tmp_path: Path) -> None:
+    from agiqa.scoring import prompts_from_csv
+
+    images = pictures(tmp_path, ["a/x.png", "b/x.png"])
+    path = write_prompts(tmp_path / "p.csv", "image,prompt\nx.png,a red cube\n")
+    with pytest.raises(ScoringError, match=r"'x.png' \(by file name\) matches 2 images"):
+        prompts_from_csv(path, images)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("image,prompt\nx.png,caf\xe9 au lait\n".encode("latin-1"), "row 2: not a UTF-8 text"),
+        (b"", "has no data rows"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a UTF-8 text file"),
+        ('image,prompt\nx.png,"a cube\n', "row 2: malformed CSV"),
+        (None, "no such prompts file"),
+    ],
+    ids=["latin-1", "empty", "binary", "bad-quoting", "missing"],
+)
+def test_an_unreadable_prompts_file_is_one_clear_line(
+    trained: tuple[Path, Path], tmp_path: Path, content: bytes | str | None, message: str
+) -> None:
+    """Item 12: each of these ended in a traceback."""
+    run, _ = trained
+    image = pictures(tmp_path, ["x.png"])[0]
+    path = tmp_path / "p.csv"
+    if content is not None:
+        write_prompts(path, content)
+    args = ["score", "--checkpoint", str(run), "--images", str(image), "--prompts", str(path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and str(path) in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), "", "   ", 3])
+def test_the_api_refuses_a_missing_prompt_instead_of_scoring_its_text(
+    trained: tuple[Path, Path], bad: object
+) -> None:
+    """Item 5: None and NaN were scored as the prompts "None" and "nan"."""
+    run, root = trained
+    _, images, prompts = _test_inputs(run, root)
+    scorer = agiqa.load(run)
+    with pytest.raises(ScoringError, match=r"prompts\[1\] is .*: give a non-empty string"):
+        scorer.score(images[:3], prompts=[prompts[0], bad, prompts[2]])
+    with pytest.raises(ScoringError, match=r"descriptions\[0\] is None"):
+        scorer.score(images[:1], prompts=prompts[:1], descriptions=[None])
+
+
+def crafted(run: Path, tmp_path: Path, edit) -> Path:
+    payload = read_checkpoint(run / "checkpoint.pt")
+    edit(payload)
+    path = tmp_path / "crafted.pt"
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p.pop("preprocessing"), "'preprocessing' must be"),
+        (lambda p: p.update(version="2"), "'version' must be the integer 1; found '2'"),
+        (lambda p: p["dimensions"][0].update(low="a"), "'dimensions' must be"),
+        (lambda p: p["dimensions"][0].update(kind="qualty"), "'dimensions' must be"),
+        (lambda p: p["model"]["entry"].pop("type"), "'model' must be"),
+        (lambda p: p["frozen"].update(sha256=None), "'frozen' must be"),
+        (lambda p: p.update(trained_state=[1, 2]), "'trained_state' must be a mapping"),
+        (
+            lambda p: p["trained_state"].update(
+                {k: torch.full_like(v, float("nan"))
+                 for k, v in p["trained_state"].items() if v.is_floating_point()}
+            ),
+            "finite tensors",
+        ),
+    ],
+    ids=["no-preprocessing", "version-text", "scale-text", "kind", "no-type", "frozen", "state",
+         "nan-weights"],
+)  # fmt: skip
+def test_a_crafted_checkpoint_is_refused_with_what_is_wrong(
+    trained: tuple[Path, Path], tmp_path: Path, edit, message: str
+) -> None:
+    """Item 10: each of these was a KeyError/TypeError/ValueError traceback."""
+    run, root = trained
+    path = crafted(run, tmp_path, edit)
+    with pytest.raises(ScoringError, match=message) as caught:
+        agiqa.load(path)
+    assert str(path) in str(caught.value) and "not a valid agiqa checkpoint" in str(caught.value)
+    _, images, _ = _test_inputs(run, root)
+    result = CliRunner().invoke(
+        app, ["score", "--checkpoint", str(path), "--images", str(images[0])]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_tensor_of_the_wrong_shape_is_named(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    run, _ = trained
+
+    def widen(payload: dict) -> None:
+        name = next(k for k, v in payload["trained_state"].items() if v.ndim == 2)
+        payload["trained_state"][name] = torch.zeros(3, 3)
+        payload["bad"] = name
+
+    path = crafted(run, tmp_path, widen)
+    with pytest.raises(ScoringError, match=r"wrong shape .*\(3, 3\) \(the model's is"):
+        agiqa.load(path)
+    payload = read_checkpoint(run / "checkpoint.pt")
+    payload["model"]["entry"]["frezee"] = {}  # an entry its model cannot take
+    torch.save(payload, tmp_path / "entry.pt")
+    with pytest.raises(ScoringError, match=r"cannot be built: .*unknown setting\(s\) \['frezee'\]"):
+        agiqa.load(tmp_path / "entry.pt")
+
+
+def test_an_image_beyond_the_size_limits_is_refused_at_scoring(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Item 11: a 1 x 1,000,000 image ran out of memory in the resize."""
+    run, _ = trained
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1_000_000, 1)).save(strip)
+    scorer = agiqa.load(run)
+    with pytest.raises(ScoringError, match=r"strip.png' is refused: 1000000 x 1 pixels"):
+        scorer.score([strip])
+    with pytest.raises(ScoringError, match="differ by more than 10x"):
+        scorer.score([Image.new("RGB", (2_000, 10))])

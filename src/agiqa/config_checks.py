@@ -219,24 +219,35 @@ def _check_names(config: dict) -> None:
 
 def check_model_entry(config: dict, name: str) -> None:
     """The entry (and each of its per-dataset presets) binds to its model's constructor."""
-    from agiqa.models import MODELS
-    from agiqa.models.base import PIPELINE_KEYS
     from agiqa.pipeline import model_entry
 
     datasets = [None, *(config["models"][name].get("per_dataset") or {})]
     for dataset in datasets:
         entry = model_entry(config, name, dataset)
-        where = f"models.{name}" + (f".per_dataset.{dataset}" if dataset else "")
-        try:
-            model_class = MODELS.get(entry["type"])
-        except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from None
-        kwargs = {k: v for k, v in entry.items() if k not in PIPELINE_KEYS}
-        _bind(model_class, kwargs, where, entry["type"])
-        try:
-            model_class.check_settings(_with_defaults(model_class, kwargs))
-        except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from None
+        check_entry(entry, f"models.{name}" + (f".per_dataset.{dataset}" if dataset else ""))
+
+
+def check_entry(entry: dict, where: str) -> None:
+    """A model entry binds to its model's constructor and passes its ``check_settings``.
+
+    Raises:
+        ConfigError: ``"<where>: <problem>"``.
+    """
+    from agiqa.models import MODELS
+    from agiqa.models.base import PIPELINE_KEYS
+
+    try:
+        model_class = MODELS.get(entry["type"])
+    except (ConfigError, KeyError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    kwargs = {k: v for k, v in entry.items() if k not in PIPELINE_KEYS}
+    _bind(model_class, kwargs, where, entry["type"])
+    try:
+        model_class.check_settings(_with_defaults(model_class, kwargs))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:  # a value of the wrong shape
+        raise ConfigError(f"{where}: {type(error).__name__}: {error}") from None
 
 
 def _with_defaults(model_class: type, kwargs: dict) -> dict:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import os
 import pickle
+import posixpath
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from torch.utils.data import DataLoader
 
 from agiqa.data.decode import UnsupportedImage, to_rgb
 from agiqa.data.manifest import Dimension
-from agiqa.errors import AgiqaError
+from agiqa.errors import AgiqaError, ConfigError
 from agiqa.provenance import file_sha256
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "agiqa-checkpoint"
+HEX = frozenset("0123456789abcdef")
 VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 #: Image files ``agiqa score`` picks up from a folder.
@@ -193,11 +196,110 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path}: written by an older agiqa without the model entry, dimensions and "
             "preprocessing inside; rerun its training job to score with it"
         )
-    if payload.get("version", 0) > VERSION:
+    version = payload.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise ScoringError(f"{path}: checkpoint version {version} is newer than this agiqa")
+    problem = payload_problem(payload)
+    if problem is not None:
         raise ScoringError(
-            f"{path}: checkpoint version {payload['version']} is newer than this agiqa"
+            f"{path}: not a valid agiqa checkpoint ({problem}); it was damaged or edited: use "
+            "the checkpoint.pt its training job wrote, or rerun that job"
         )
     return payload
+
+
+def payload_problem(payload: dict) -> str | None:
+    """What is wrong with a checkpoint's content (``checkpoint_payload``'s schema), or None."""
+    checks = (
+        ("version", _is_int(payload.get("version")) and payload["version"] == VERSION,
+         f"the integer {VERSION}"),
+        ("trained_state", _tensor_dict(payload.get("trained_state")),
+         "a mapping of parameter names to finite tensors"),
+        ("model", _model_section(payload.get("model")),
+         "{name: <model name>, entry: {type: <registered model type>, ...}}"),
+        ("dimensions", _dimensions_section(payload.get("dimensions")),
+         "a non-empty list of {name, kind, low, high} with a known kind and low < high"),
+        ("preprocessing", _preprocessing_section(payload.get("preprocessing")),
+         "{short_side: null or a positive integer, transform: <text>, ...}"),
+        ("frozen", _frozen_section(payload.get("frozen")),
+         "{sha256: <64 hex digits>, tensors: <count>}"),
+        ("weight_files", _weight_files_section(payload.get("weight_files", [])),
+         "a list of {slot, path, sha256}"),
+        ("seed", _is_int(payload.get("seed", 0)), "an integer"),
+        ("best_epoch", payload.get("best_epoch") is None or _is_int(payload["best_epoch"]),
+         "null or an integer"),
+    )  # fmt: skip
+    for key, valid, expected in checks:
+        if not valid:
+            found = payload.get(key, "<missing>")
+            shown = f"{type(found).__name__}" if key == "trained_state" else repr(found)[:80]
+            return f"'{key}' must be {expected}; found {shown}"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _tensor_dict(state: object) -> bool:
+    if not isinstance(state, dict):
+        return False
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            return False
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return False  # a NaN weight would score every image NaN
+    return True
+
+
+def _model_section(model: object) -> bool:
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        return False
+    entry = model.get("entry")
+    return isinstance(entry, dict) and isinstance(entry.get("type"), str)
+
+
+def _dimensions_section(dimensions: object) -> bool:
+    from agiqa.data.manifest import DIMENSION_KINDS
+
+    if not isinstance(dimensions, list) or not dimensions:
+        return False
+    for dim in dimensions:
+        if not isinstance(dim, dict) or not isinstance(dim.get("name"), str):
+            return False
+        if dim.get("kind") not in DIMENSION_KINDS:
+            return False
+        low, high = dim.get("low"), dim.get("high")
+        if not (_is_number(low) and _is_number(high) and low < high):
+            return False
+    return len({dim["name"] for dim in dimensions}) == len(dimensions)
+
+
+def _preprocessing_section(preprocessing: object) -> bool:
+    if not isinstance(preprocessing, dict) or "short_side" not in preprocessing:
+        return False
+    side = preprocessing["short_side"]
+    return (side is None or (_is_int(side) and side > 0)) and all(
+        isinstance(preprocessing.get(key, ""), str) for key in ("decode", "decoder", "transform")
+    )
+
+
+def _frozen_section(frozen: object) -> bool:
+    if not isinstance(frozen, dict) or not _is_int(frozen.get("tensors")):
+        return False
+    digest = frozen.get("sha256")
+    return isinstance(digest, str) and len(digest) == 64 and all(c in HEX for c in digest)
+
+
+def _weight_files_section(files: object) -> bool:
+    keys = ("slot", "path", "sha256")
+    return isinstance(files, list) and all(
+        isinstance(ref, dict) and all(isinstance(ref.get(k), str) for k in keys) for ref in files
+    )
 
 
 def resolve_weight_files(
@@ -251,10 +353,24 @@ def build_from_checkpoint(
     entry = _replace_paths(entry, resolve_weight_files(payload, weights_dir, source))
     dimensions = dimensions_of(payload)
     _seed(int(payload.get("seed", 0)))
-    model = build_model(entry, dimensions)
-    missing = [k for k in payload["trained_state"] if k not in model.state_dict()]
+    try:
+        model = build_model(entry, dimensions)
+    except ConfigError as error:
+        raise ScoringError(f"{source}: the model entry inside cannot be built: {error}") from None
+    built = model.state_dict()
+    missing = [k for k in payload["trained_state"] if k not in built]
     if missing:
         raise ScoringError(f"{source}: parameters {missing[:5]} do not exist in the built model")
+    shapes = [
+        f"{key} {tuple(value.shape)} (the model's is {tuple(built[key].shape)})"
+        for key, value in payload["trained_state"].items()
+        if tuple(value.shape) != tuple(built[key].shape)
+    ]
+    if shapes:
+        raise ScoringError(
+            f"{source}: trained parameters of the wrong shape for the model its entry builds: "
+            f"{'; '.join(shapes[:3])}; the checkpoint was damaged or edited"
+        )
     model.load_state_dict(payload["trained_state"], strict=False)
     found = frozen_fingerprint(model, set(payload["trained_state"]))
     if found["sha256"] != payload["frozen"]["sha256"]:
@@ -321,32 +437,85 @@ def expand_images(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def prompts_from_csv(path: str | Path, images: Sequence[Path]) -> tuple[list[str], list[str]]:
-    """Prompts (and descriptions, "" where none) of ``images`` from a CSV with columns
-    ``image``, ``prompt`` and optionally ``description``; rows match the path as given, else the
-    file name."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column in ("image", "prompt"):
-        if column not in table.columns:
-            raise ScoringError(f"{path}: no column '{column}' (columns: {list(table.columns)})")
-    by_path = dict(zip(table["image"], table.index, strict=False))
-    by_name = dict(zip(table["image"].map(lambda s: Path(s).name), table.index, strict=False))
-    rows = []
-    for image in images:
-        row = by_path.get(str(image), by_name.get(Path(image).name))
-        if row is None:
-            raise ScoringError(f"{path}: no row for image '{image}'")
-        rows.append(row)
-    descriptions = table["description"] if "description" in table.columns else None
-    prompts = [table.at[r, "prompt"] for r in rows]
-    return prompts, [descriptions.at[r] if descriptions is not None else "" for r in rows]
+    """Prompts (and descriptions, "" where none) of ``images`` from a table with columns
+    ``image``, ``prompt`` and optionally ``description`` (a UTF-8 CSV, or an .xlsx sheet).
+
+    A row matches an image by its path, normalised as the dataset readers do (``./a.png``,
+    ``sub\\a.png``, ``sub/../a.png``), as given or absolute; or by a bare file name when exactly
+    one of the images has that name.
+
+    Raises:
+        ScoringError, DataError: naming the file (and row): a missing, empty, binary, non-UTF-8
+            or malformed file; a missing column; an empty prompt; two rows for one image; a file
+            name that several images share; an image without a row.
+    """
+    from agiqa.data.readers._common import read_rows, table_with_header, text_column
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScoringError(f"{path}: no such prompts file")
+    raw = read_rows(path)  # DataError naming the row: not UTF-8, binary, bad quoting
+    header = [str(cell).strip() for cell in raw[0][1]] if raw else []
+    described = "description" in header
+    table = table_with_header(path, ["image", "prompt", *(["description"] * described)], raw)
+    names = text_column(table, "image")
+    prompts = text_column(table, "prompt")  # an empty prompt is an error, never a prompt ""
+    notes = text_column(table, "description", allow_empty=True) if described else None
+    index = {key: position for position, key in enumerate(map(_path_key, names))}
+    if len(index) < len(names):
+        _refuse_duplicate_rows(path, names, table.rows)
+    chosen = [_row_of(image, index, images, path) for image in images]
+    return (
+        [prompts[i] for i in chosen],
+        [notes[i] if notes is not None else "" for i in chosen],
+    )
 
 
-def _per_image(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
-    if value is None or isinstance(value, str):
-        return None if value is None else [value] * n
-    values = [str(v) for v in value]
+def _path_key(name: str) -> str:
+    """A path as the readers compare names: ``/`` separators, no ``.`` or ``a/..`` segments."""
+    return posixpath.normpath(str(name).strip().replace("\\", "/"))
+
+
+def _refuse_duplicate_rows(path: Path, names: list[str], rows: list[int]) -> None:
+    seen: dict[str, list[int]] = {}
+    for name, row in zip(names, rows, strict=True):
+        seen.setdefault(_path_key(name), []).append(row)
+    key, lines = next((k, r) for k, r in seen.items() if len(r) > 1)
+    raise ScoringError(
+        f"{path}: image '{key}' has {len(lines)} rows ({', '.join(map(str, lines))}); give each "
+        "image one row (which prompt would be right is not for the scorer to guess)"
+    )
+
+
+def _row_of(image: Path, index: dict[str, int], images: Sequence[Path], path: Path) -> int:
+    for key in (_path_key(str(image)), _path_key(os.path.abspath(image))):
+        if key in index:
+            return index[key]
+    if image.name in index:
+        namesakes = [str(other) for other in images if other.name == image.name]
+        if len(namesakes) > 1:
+            raise ScoringError(
+                f"{path}: the row for '{image.name}' (by file name) matches {len(namesakes)} "
+                f"images ({', '.join(namesakes[:3])}); write their paths in the image column"
+            )
+        return index[image.name]
+    raise ScoringError(f"{path}: no row for image '{image}' (by its path or file name)")
+
+
+def _per_image(
+    value: str | Sequence[str] | None, n: int, what: str, blank_ok: bool = False
+) -> list[str] | None:
+    """One text per image; None when no text is given. A missing entry (None, NaN, not a
+    string) or, for prompts, a blank one is an error: never scored as the text "None"."""
+    if value is None:
+        return None
+    values = [value] * n if isinstance(value, str) else list(value)
     if len(values) != n:
         raise ScoringError(f"{len(values)} {what} for {n} images")
+    expected = 'a string ("" for none)' if blank_ok else f"a non-empty string, or {what}=None"
+    for position, text in enumerate(values):
+        if not isinstance(text, str) or (not blank_ok and not text.strip()):
+            raise ScoringError(f"{what}[{position}] is {text!r}: give {expected}")
     return values
 
 
@@ -417,7 +586,7 @@ class Scorer:
         if not images:
             raise ScoringError("no images to score")
         texts = _per_image(prompts, len(images), "prompts")
-        notes = _per_image(descriptions, len(images), "descriptions")
+        notes = _per_image(descriptions, len(images), "descriptions", blank_ok=True)
         names = [image_name(image, i) for i, image in enumerate(images)]
         chunks = []
         for start in range(0, len(images), CHUNK_IMAGES):

@@ -202,6 +202,9 @@ def build_model(config: dict, dimensions: Sequence[Dimension]) -> AgiqaModel:
     """Build a model from its config entry ``{type: NAME, train: {...}, **kwargs}``."""
     # The pipeline's own keys (describer, trained dimensions, training recipe) are not the
     # model's constructor arguments.
+    from agiqa.config_checks import check_entry
+
+    check_entry(config, f"model '{config.get('type')}'")  # a ConfigError, not a TypeError
     kwargs = {k: v for k, v in config.items() if k not in PIPELINE_KEYS}
     model_class = MODELS.get(config["type"])
     return model_class(dimensions, **kwargs)
