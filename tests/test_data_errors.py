@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import re
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +196,65 @@ def test_agiqa1k_garbled_xlsx(tmp_path: Path) -> None:
     path = tmp_path / "AIGC_MOS_Zscore.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a workbook")
     expect_error("agiqa-1k", tmp_path, path, None, "not a readable .xlsx")
+
+
+def rewrite_sheet(path: Path, edit: Callable[[str], str]) -> Path:
+    """Edit the first worksheet's XML inside an .xlsx (what a crafted or stale file holds)."""
+    with zipfile.ZipFile(path) as archive:
+        parts = {info.filename: archive.read(info) for info in archive.infolist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = edit(parts[sheet].decode()).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    return path
+
+
+def forty_rows() -> list[list[object]]:
+    return [[f"deepai_{i}_0_0_0.jpg", f"bird {i}, x, y, anime style", 2.0] for i in range(40)]
+
+
+def test_a_stale_sheet_dimension_hides_no_row(tmp_path: Path) -> None:
+    """Hardening II item 6: a <dimension> of A1:C21 read 20 of the 40 data rows."""
+    path = write_xlsx(tmp_path / "AIGC_MOS_Zscore.xlsx", [HEADER_1K, *forty_rows()])
+    rewrite_sheet(
+        path, lambda xml: re.sub(r'<dimension ref="[^"]+"', '<dimension ref="A1:C21"', xml)
+    )
+    assert 'ref="A1:C21"' in zipfile.ZipFile(path).read("xl/worksheets/sheet1.xml").decode()
+    assert len(read_dataset("agiqa-1k", tmp_path).frame) == 40
+
+
+def test_a_sheet_declaring_a_million_wide_rows_is_refused_not_expanded(tmp_path: Path) -> None:
+    """Item 6: 7 KB that declares A1:XFD1048576 and holds its last cell kept the reader busy for
+    over 5 minutes (a million rows padded to 16,384 columns); now the row count stops it."""
+    path = write_xlsx(tmp_path / "AIGC_MOS_Zscore.xlsx", [HEADER_1K, *ROWS_1K])
+    far = '<row r="1048576"><c r="XFD1048576" t="n"><v>1</v></c></row></sheetData>'
+    rewrite_sheet(
+        path,
+        lambda xml: re.sub(
+            r'<dimension ref="[^"]+"', '<dimension ref="A1:XFD1048576"', xml
+        ).replace("</sheetData>", far),
+    )
+    assert path.stat().st_size < 8_000
+    expect_error("agiqa-1k", tmp_path, path, 500_001, "goes on past row 500,000")
+
+
+def test_a_cell_far_right_of_the_table_is_refused(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "AIGC_MOS_Zscore.xlsx", [HEADER_1K, *ROWS_1K])
+    wide = '<row r="3"><c r="A3" t="inlineStr"><is><t>x</t></is></c><c r="XFD3"><v>1</v></c></row>'
+    rewrite_sheet(path, lambda xml: re.sub(r'<row r="3".*?</row>', wide, xml))
+    expect_error("agiqa-1k", tmp_path, path, 3, "column 16,384", "beyond the 1,000 columns")
+
+
+def test_a_workbook_that_unpacks_too_large_is_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agiqa.data.readers import _common
+
+    path = write_xlsx(tmp_path / "AIGC_MOS_Zscore.xlsx", [HEADER_1K, *ROWS_1K])
+    unpacked = sum(i.file_size for i in zipfile.ZipFile(path).infolist())
+    monkeypatch.setattr(_common, "XLSX_MAX_UNCOMPRESSED", unpacked - 1)
+    expect_error("agiqa-1k", tmp_path, path, None, f"unpacks to {unpacked:,} bytes")
 
 
 def test_agiqa1k_bad_option(tmp_path: Path) -> None:

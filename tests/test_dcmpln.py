@@ -196,9 +196,15 @@ def test_prompts_act_in_every_prompted_layer() -> None:
             assert not torch.allclose(encode_text_prompted(model.clip, tokens, changed), base_text)
 
 
-@pytest.mark.parametrize("depth", [0, TEXT_BLOCKS + 1, VISION_BLOCKS + 1, -1, True, 1.5, "2"])
+@pytest.mark.parametrize("depth", [0, TEXT_BLOCKS + 1, VISION_BLOCKS + 1, -1])
 def test_prompt_depth_beyond_the_towers_is_a_config_error(depth: object) -> None:
     with pytest.raises(ConfigError, match=r"\[1, 2\].*vision 3, text 2"):
+        dcmpln(prompt_depth=depth)
+
+
+@pytest.mark.parametrize("depth", [True, 1.5, "2"])
+def test_a_prompt_depth_that_is_no_integer_fails_before_the_build(depth: object) -> None:
+    with pytest.raises(ConfigError, match="prompt_depth must be an integer or null"):
         dcmpln(prompt_depth=depth)
 
 

@@ -133,18 +133,68 @@ def read_csv_rows(path: Path) -> _RawRows:
     return out
 
 
+#: What a metadata workbook may make the reader do. The official sheets have fewer than 25,000
+#: rows and 20 columns; a crafted 7 KB sheet can declare a million rows of 16,384 columns.
+XLSX_MAX_ROWS = 500_000
+XLSX_MAX_COLUMNS = 1_000
+XLSX_MAX_UNCOMPRESSED = 256 * 1024 * 1024
+
+
 def read_xlsx_rows(path: Path) -> _RawRows:
-    """All non-blank rows of the first worksheet with their sheet row numbers."""
+    """All non-blank rows of the first worksheet with their sheet row numbers.
+
+    Every row the sheet holds is read, whatever range its ``<dimension>`` declares (a stale one
+    would hide rows), and the work is bounded: a workbook whose parts unpack to more than
+    ``XLSX_MAX_UNCOMPRESSED`` bytes, a row beyond ``XLSX_MAX_ROWS`` or a cell beyond column
+    ``XLSX_MAX_COLUMNS`` is refused before it is expanded.
+    """
+    _check_xlsx_size(path)
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
         raise DataError(f"not a readable .xlsx workbook ({exc})", file=path) from None
     try:
         sheet = book.worksheets[0]
-        rows = sheet.iter_rows(min_row=1, values_only=True)
-        return [(n, _trim(r)) for n, r in enumerate(rows, start=1) if not _is_blank(r)]
+        sheet.reset_dimensions()  # read the rows that are there, not the declared range
+        out: _RawRows = []
+        for number, cells in enumerate(sheet.iter_rows(min_row=1, values_only=True), start=1):
+            if number > XLSX_MAX_ROWS:
+                raise DataError(
+                    f"the sheet goes on past row {XLSX_MAX_ROWS:,}, more than a metadata table "
+                    "holds; remove the rows or cells below the table",
+                    file=path,
+                    row=number,
+                )
+            if len(cells) > XLSX_MAX_COLUMNS:
+                raise DataError(
+                    f"a cell in column {len(cells):,}, beyond the {XLSX_MAX_COLUMNS:,} columns a "
+                    "metadata table may have; remove the cells right of the table",
+                    file=path,
+                    row=number,
+                )
+            if not _is_blank(cells):
+                out.append((number, _trim(cells)))
+        return out
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise DataError(f"not a readable .xlsx workbook ({exc})", file=path) from None
     finally:
         book.close()
+
+
+def _check_xlsx_size(path: Path) -> None:
+    """Refuse a workbook whose parts unpack to more than ``XLSX_MAX_UNCOMPRESSED`` (zipfile
+    never unpacks more than a member declares, so the declared sizes bound the work)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"not a readable .xlsx workbook ({exc})", file=path) from None
+    if total > XLSX_MAX_UNCOMPRESSED:
+        raise DataError(
+            f"the workbook unpacks to {total:,} bytes, more than the {XLSX_MAX_UNCOMPRESSED:,} "
+            "a metadata table needs; save the table alone (or as CSV)",
+            file=path,
+        )
 
 
 def read_rows(path: Path) -> _RawRows:
