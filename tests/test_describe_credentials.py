@@ -85,7 +85,11 @@ def test_ordinary_entries_pass() -> None:
         "datasets": ["agiqa-3k"],
     }
     check_no_credentials(entry)
-    assert describe_params({"describers": {"d": entry}}, "d")["api_key_env"] == "ARK_API_KEY"
+    # every key must also be a job setting or an option of the backend (min_new_tokens is not)
+    with pytest.raises(ConfigError, match="unknown option"):
+        describe_params({"describers": {"d": entry}}, "d")
+    known = {k: v for k, v in entry.items() if k not in ("min_new_tokens", "instruction")}
+    assert describe_params({"describers": {"d": known}}, "d")["api_key_env"] == "ARK_API_KEY"
     for url in ("file:///data/answers.csv", "http://127.0.0.1:8000/v1", "mailto:a@b.c"):
         assert url_credentials(url) is None, url
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 
 from agiqa.describe.backends import Backend, BackendContext, ImageItem, Reply
-from agiqa.describe.failures import DEFAULT_FAILURE_PATTERNS, FailurePatterns
+from agiqa.describe.failures import DEFAULT_FAILURE_PATTERNS, FailurePatterns, script_of
 from agiqa.describe.fake_server import (
     ERROR_TEXT,
     REFUSAL_TEXT,
@@ -230,5 +230,75 @@ def test_published_error_literal_fails_through_the_same_patterns(tmp_path: Path)
     # the describer's own patterns apply to published texts as well
     custom = {**entry, "failure_patterns": ["compression error"]}
     summary = run_describe(custom, dataset="mine", out=out, root=images_root, reader="agiqa-3k")
-    assert (summary.described, summary.failed) == (2, 1)
-    assert table(out).set_index("image").loc["a.jpg", "status"] == "failed"
+    assert (summary.described, summary.failed) == (1, 2)
+    frame = table(out).set_index("image")
+    assert frame.loc["a.jpg", "status"] == "failed"
+    # the shape checks hold whatever the patterns: "Error" is no description
+    assert "too short to be a description" in frame.loc["b.jpg", "error"]
+
+
+# --- Hardening II item 4: replies shaped nothing like a description --------------------------
+
+GARBAGE = [
+    "\ufeffError",
+    "**Error**",
+    "[ERROR] upstream timeout",
+    '{"error": {"message": "quota exceeded", "type": "insufficient_quota"}}',
+    '{"error": "bad gat',  # an envelope cut off mid-way
+    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    "</h1></center><hr><center>nginx</center></body></html>",
+    "502 Bad Gateway",
+    "null",
+    "N/A",
+    "\x00\x00\x00\x00 a red car on a wet street at night",
+    '{"foo": 1}',
+    "I apologize, but I cannot provide a description of this image.",
+    "抱歉，我无法描述这张图片。",
+    "这是一张红色汽车停在雨夜街道上的照片，画面清晰，色彩饱和，光线柔和，细节丰富。",
+    "Lo siento, no puedo describir esta imagen.",
+    "No puedo ayudar con esa solicitud.",
+]
+
+
+SHAPE_ONLY = [GARBAGE[i] for i in (3, 4, 5, 7, 8, 9, 10, 13)]
+
+
+@pytest.mark.parametrize("text", GARBAGE)
+def test_a_reply_that_is_no_description_is_refused(text: str) -> None:
+    failures = FailurePatterns(None, script_of(TEMPLATES["content_first"].user))
+    assert failures.reason(text) is not None
+
+
+@pytest.mark.parametrize("text", SHAPE_ONLY)
+def test_the_shape_checks_hold_without_any_pattern(text: str) -> None:
+    """``failure_patterns: []`` turns the patterns off, not the shape of a description."""
+    assert FailurePatterns([], "LATIN").reason(text) is not None
+
+
+@pytest.mark.parametrize("text", [*DESCRIPTIONS, "\ufeffA red car on a wet street at night."])
+def test_real_descriptions_keep_their_shape(text: str) -> None:
+    assert FailurePatterns(None, "LATIN").reason(text) is None
+
+
+class _Garbage(Backend):
+    """Answers each image with its entry of GARBAGE, as a cacheable remote endpoint would."""
+
+    Options = _ScriptedOptions
+    calls: ClassVar[list[str]] = []
+
+    def describe(self, item: ImageItem, template: Template) -> Reply:
+        self.calls.append(item.image)
+        return Reply(text=GARBAGE[int(item.image.split("_")[-1].split(".")[0])])
+
+
+def test_garbage_is_never_cached_and_a_rerun_does_not_call_it_cached(tmp_path: Path) -> None:
+    """Each reply above used to be marked described and cached; a rerun reported it cached."""
+    images = sorted(make_dataset(tmp_path / "ds", len(GARBAGE)))
+    backend = _Garbage(_ScriptedOptions(), BackendContext("tiny"))
+    settings = RunSettings(max_attempts=1, backoff_base=0.0, cache_dir=str(tmp_path / "cache"))
+    for _ in range(2):
+        describer = Describer(backend, TEMPLATES["content_first"], settings, tmp_path / "ds")
+        rows, summary = describer.run(images, "t")
+        assert [r.status for r in rows] == ["failed"] * len(GARBAGE), [r.error for r in rows]
+        assert (summary.failed, summary.described, summary.cached) == (len(GARBAGE), 0, 0)
+        assert not cache_files(tmp_path / "cache")

@@ -208,7 +208,8 @@ def test_workflow_targets_and_envvars() -> None:
     assert description_targets({"datasets": config["datasets"]}) == []
     with pytest.raises(ConfigError, match="unknown dataset"):
         describer_datasets(
-            {**config, "describers": {"x": {"backend": "openai", "datasets": ["z"]}}}, "x"
+            {**config, "describers": {"x": {"backend": "openai", "model": "m", "datasets": ["z"]}}},
+            "x",
         )
 
 

@@ -46,7 +46,7 @@ from agiqa.describe.backends import (
 from agiqa.describe.backends.base import parse_options
 from agiqa.describe.cache import DescriptionCache, cache_key
 from agiqa.describe.credentials import check_no_credentials
-from agiqa.describe.failures import FailurePatterns, check_patterns
+from agiqa.describe.failures import FailurePatterns, check_patterns, normalise_reply, script_of
 from agiqa.describe.images import load_item
 from agiqa.describe.limits import Backoff, RateLimiter, TokenBudget
 from agiqa.describe.progress import make_progress
@@ -225,7 +225,8 @@ class Describer:
         self.limiter = RateLimiter(settings.rpm)
         self.backoff = Backoff(settings.backoff_base, settings.backoff_max)
         self.budget = TokenBudget(settings.budget_tokens)
-        self.failures = FailurePatterns(settings.failure_patterns)
+        instruction = script_of(f"{template.system} {template.user}")
+        self.failures = FailurePatterns(settings.failure_patterns, instruction)
         self.stop = threading.Event()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -294,7 +295,7 @@ class Describer:
             key = self._key(item)
             entry = self.cache.get(key)
             if entry is not None:
-                text = str(entry["description"]).strip()
+                text = normalise_reply(str(entry["description"]))
                 reason = self.failures.reason(text)
                 if reason is None:
                     return Row(image, CACHED, description=text)
@@ -361,7 +362,7 @@ class Describer:
 
     def _accept(self, item: ImageItem, key: str | None, reply: Reply) -> Row:
         """Check a reply; cache and return it when usable, else raise to retry or fail."""
-        text = reply.text.strip()
+        text = normalise_reply(reply.text)
         if reply.finish_reason in TRUNCATED:
             raise PermanentError(
                 "reply truncated at the token limit (finish_reason "
