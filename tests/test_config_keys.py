@@ -100,6 +100,14 @@ TYPOS = [
     ),
     (lambda c: c.update(device="banana"), "device: 'banana' does not match"),
     (
+        lambda c: c["models"]["scva"].update(descriptions="publishd"),
+        "models.scva.descriptions: no describer 'publishd' in the config",
+    ),
+    (
+        lambda c: c.setdefault("report", {}).update(display_names={"qualty": "Quality"}),
+        "report.display_names.qualty: neither a protocol nor a dimension",
+    ),
+    (
         lambda c: c["models"]["clip_residual"].update(per_dataset={"unknown": {}}),
         "models.clip_residual.per_dataset.unknown: no dataset 'unknown' in the config",
     ),

@@ -81,6 +81,7 @@ def check_config(config: dict, *, complete: bool = True) -> None:
     for name in config.get("models") or {}:
         check_model_entry(config, name)
     _check_dimensions(config)
+    _check_references(config)
     _check_stand_ins(config)
     describers(config)  # each key a job setting or an option of its backend
     cross_settings(config)  # names the bad pair, model or setting of cross_dataset
@@ -152,6 +153,36 @@ def _check_dimensions(config: dict) -> None:
                     f"models.{model}.dimensions: {unknown} not rated in dataset '{dataset}' "
                     f"(it rates {list(rated or ())})"
                 )
+
+
+def _check_references(config: dict) -> None:
+    """Names that point elsewhere in the config: a model's describer, ``report.display_names``
+    keys (a protocol, or a dimension a dataset rates)."""
+    from agiqa.data.readers import declared_dimensions
+    from agiqa.pipeline import model_entry, reader_options
+
+    describers = config.get("describers") or {}
+    datasets = config.get("datasets") or {}
+    for model in config.get("models") or {}:
+        for dataset in [None, *datasets]:
+            describer = model_entry(config, model, dataset).get("descriptions")
+            if describer is not None and describer not in describers:
+                raise ConfigError(
+                    f"models.{model}.descriptions: no describer {describer!r} in the config "
+                    f"(describers: {', '.join(describers) or 'none'})"
+                )
+    rated = [
+        declared_dimensions(e["reader"], reader_options(config, d)) for d, e in datasets.items()
+    ]
+    if any(names is None for names in rated):
+        return  # a reader that learns its dimensions from its files: nothing to compare with
+    known = {*(config.get("protocols") or {}), *(name for names in rated for name in names or ())}
+    for key in (config.get("report") or {}).get("display_names") or {}:
+        if key not in known:
+            raise ConfigError(
+                f"report.display_names.{key}: neither a protocol nor a dimension of the "
+                f"datasets (known: {', '.join(sorted(known))})"
+            )
 
 
 def _check_stand_ins(config: dict) -> None:
