@@ -76,6 +76,28 @@ def test_cache_entries_survive_reload_and_broken_files_count_as_missing(tmp_path
     assert cache.get("image", "cd" * 32) is None
 
 
+def test_a_planted_cache_entry_never_runs_code_or_feeds_nan(tmp_path: Path) -> None:
+    """An object array (a pickle) in the feature cache is not loaded; NaN features are redone."""
+    cache = FeatureCache(tmp_path, "key")
+    marker = tmp_path / "pwned"
+    path = cache.path("image", "ef" * 32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    planted = np.empty(1, dtype=object)
+    planted[0] = _Payload(marker)
+    np.save(path, planted, allow_pickle=True)
+    assert cache.get("image", "ef" * 32) is None and not marker.exists()
+    cache.put("image", "12" * 32, np.array([1.0, np.nan], dtype=np.float32))
+    assert cache.get("image", "12" * 32) is None
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
 def test_file_hashes_are_content_hashes_and_memoised(tmp_path: Path) -> None:
     first, second = tmp_path / "a.jpg", tmp_path / "b.jpg"
     first.write_bytes(b"same bytes")

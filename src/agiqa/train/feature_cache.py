@@ -84,10 +84,15 @@ class FeatureCache:
         return self.folder / kind / content_hash[:2] / f"{content_hash}.npy"
 
     def get(self, kind: str, content_hash: str) -> np.ndarray | None:
+        """The cached features, or None when absent or not a valid entry (then recomputed):
+        never an object array (no unpickling), never non-finite values."""
         try:
-            return np.load(self.path(kind, content_hash))
-        except (FileNotFoundError, ValueError, OSError):
+            array = np.load(self.path(kind, content_hash), allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError, EOFError):
             return None  # absent, or half-written by a killed job before atomic writes
+        if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+            return None
+        return array
 
     def put(self, kind: str, content_hash: str, array: np.ndarray) -> None:
         buffer = _npy_bytes(array)
