@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -133,3 +135,19 @@ def test_an_unanticipated_error_is_one_line_unless_debugging(
     monkeypatch.setattr(sys, "argv", ["agiqa", "--debug", "crash"])
     with pytest.raises(RuntimeError, match="disk on fire"):
         demo(["crash"])
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_a_job_script_ends_on_a_bad_input_with_its_message(tmp_path: Path, debug: str) -> None:
+    """What Snakemake shows of a failed job: the message; the traceback with AGIQA_DEBUG=1."""
+    script = (
+        "from agiqa.errors import DataError\n"
+        "from agiqa.steps import job_log\n"
+        "with job_log(None):\n"
+        "    raise DataError('NaN score', file='data.csv', row=7)\n"
+    )
+    env = {**os.environ, "AGIQA_DEBUG": debug, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert "data.csv, row 7: NaN score" in done.stderr
+    assert ("Traceback" in done.stderr) == (debug == "1")

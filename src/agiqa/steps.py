@@ -2,13 +2,16 @@
 
 Rules pass config values as Python arguments, never through a shell string, so a dataset name,
 root or URL can hold any character (``$(...)``, spaces) without being run. Every step logs to
-its job's log file and re-raises its error, which Snakemake then reports.
+its job's log file and re-raises its error, which Snakemake then reports: a bad input
+(``AgiqaError``) as its one-line message, without a traceback, unless ``AGIQA_DEBUG=1`` is set.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +35,7 @@ def job_log(
     ``resumable`` errors (a preempted training job) are logged as such, not as failures.
     """
     configure_logging(log_file)
+    sys.excepthook = _one_line_for_bad_input
     try:
         yield
     except resumable as stop:
@@ -43,6 +47,15 @@ def job_log(
     except Exception:
         log.exception("step failed")
         raise
+
+
+def _one_line_for_bad_input(kind: type[BaseException], error: BaseException, trace) -> None:
+    """A job script that ends on a bad input prints its message, not a traceback (the job log
+    has it too); any other error, or ``AGIQA_DEBUG=1``, keeps Python's traceback."""
+    if issubclass(kind, AgiqaError) and os.environ.get("AGIQA_DEBUG") != "1":
+        sys.stderr.write(f"error: {error}\n(AGIQA_DEBUG=1 shows the traceback)\n")
+        return
+    sys.__excepthook__(kind, error, trace)
 
 
 def train_job(
