@@ -1,7 +1,13 @@
-"""Checks of a workflow config that its JSON schema cannot express, run at parse (dry-run) time.
+"""Every key of a workflow config checked when it is read: the workflow's parse (dry run) and
+the ``agiqa`` commands' ``--configfile`` run ``validate_config``.
 
-A typo in a model entry (``lrr: 1.0e-3``) must fail before any job starts, naming the entry and
-the key, not as a traceback inside a fold job an hour later.
+A typo anywhere (``lrr: 1.0e-3``, ``backbone: {archh: ...}``, a describer's ``modle``) must fail
+before any job starts, naming the file and the key, not as a traceback inside a job an hour
+later. The checks derive from the code they protect, so a new key needs no list here: the
+closed JSON schema (``workflow/schemas/config.schema.yaml``), each model's constructor and its
+``check_settings`` (the parsers its constructor runs), each reader's signature and declared
+dimensions, each describer backend's ``Options``. Credentials in a URL are refused first, so no
+message (and no Snakemake param) ever carries one.
 """
 
 from __future__ import annotations
