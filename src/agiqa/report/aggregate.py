@@ -250,6 +250,8 @@ def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
     for keys, group in per_split.groupby(list(GROUP_KEYS), sort=False):
         row: dict[str, Any] = dict(zip(GROUP_KEYS, keys, strict=True))
         row["n_splits"] = int(group["split"].nunique())
+        # The split file(s) behind the row, which the captions cite (normally one).
+        row["split_sha256"] = " ".join(dict.fromkeys(group["split_sha256"].astype(str)))
         ratio = float(group["test_train_ratio"].iloc[0])
         for metric in METRICS:
             values = group[metric].tolist()
@@ -259,7 +261,7 @@ def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
                 low, high = max(low, -1.0), min(high, 1.0)
             row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
         rows.append(row)
-    columns = [*GROUP_KEYS, "n_splits"] + [
+    columns = [*GROUP_KEYS, "n_splits", "split_sha256"] + [
         f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")
     ]
     return pd.DataFrame(rows, columns=columns)
