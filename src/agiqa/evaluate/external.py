@@ -303,7 +303,8 @@ def write_runs(
     columns = [c for c in scores.columns if c.startswith(PRED_PREFIX)]
     hashes = {str(p): file_sha256(p) for p in sources}
     external = {
-        "predictions": hashes,
+        # A list, not a mapping: file paths would become (invalid) MLflow param keys.
+        "predictions": [{"file": file, "sha256": sha} for file, sha in hashes.items()],
         "warnings": list(warnings),
         "evaluated_with": library_versions()["agiqa"],
     }
