@@ -121,6 +121,14 @@ def copied_predictions(root: Path, protocol: str, model: str) -> pd.DataFrame:
     return frame[["image", "split", *(f"pred_{d}" for d in DIMS)]]
 
 
+def alpha_as_one_file(experiment: tuple[Path, dict[str, Path]], tmp_path: Path):
+    """alpha's grouped-fold predictions as one combined file, paired with their split file."""
+    root, files = experiment
+    copy = tmp_path / "alpha.csv"
+    copied_predictions(root, "kfold_grouped", "alpha").to_csv(copy, index=False)
+    return copy, pair_inputs([files["kfold_grouped"]], [copy])
+
+
 def unmarked(cell: str) -> str:
     return re.sub(r"</?u>|\*\*", "", cell)
 
@@ -169,10 +177,8 @@ def test_a_copy_of_an_agiqa_model_reproduces_its_rows_exactly(
 def test_compared_with_the_experiment_a_copy_is_tied_with_its_original(
     experiment: tuple[Path, dict[str, Path]], tmp_path: Path
 ) -> None:
-    root, files = experiment
-    copy = tmp_path / "alpha.csv"
-    copied_predictions(root, "kfold_grouped", "alpha").to_csv(copy, index=False)
-    pairs = pair_inputs([files["kfold_grouped"]], [copy])
+    root, _ = experiment
+    _, pairs = alpha_as_one_file(experiment, tmp_path)
     result = evaluate(pairs, "alpha_copy", tmp_path / "out", compare=root)
     assert result.compared and all("kfold_grouped" in str(p) for p in result.compared)
     rows = md_rows(result.tables["main.md"])
@@ -221,6 +227,14 @@ def roles_of(files: dict[str, Path], protocol: str = "kfold_grouped") -> pd.Data
     return pd.read_csv(files[protocol], dtype=str)
 
 
+def with_training_image(frame: pd.DataFrame, files: dict[str, Path], split: int) -> pd.DataFrame:
+    """The predictions plus one row (the last) for a training image of ``split``."""
+    roles = roles_of(files)
+    trained = roles["image"][roles[split_column(split)] == "train"].iloc[0]
+    row = {"image": trained, "split": split, "pred_quality": 3.0, "pred_align": 2.0}
+    return pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+
+
 def edit_and_check(files, frame: pd.DataFrame, tmp_path: Path) -> str:
     path = tmp_path / "predictions.csv"
     frame.to_csv(path, index=False)
@@ -234,12 +248,10 @@ def test_predictions_that_include_a_training_image_are_refused_naming_the_row(
 ) -> None:
     root, files = experiment
     good = copied_predictions(root, "kfold_grouped", "alpha")
-    roles = roles_of(files)
-    trained = roles["image"][roles["split1"] == "train"].iloc[0]
-    extra = pd.DataFrame([{"image": trained, "split": 1, "pred_quality": 3.0, "pred_align": 2.0}])
-    message = edit_and_check(files, pd.concat([good, extra], ignore_index=True), tmp_path)
+    message = edit_and_check(files, with_training_image(good, files, 1), tmp_path)
     assert "split 1: 1 prediction(s) for training images" in message
     assert f"predictions.csv row {len(good) + 2}" in message  # the header is row 1
+    roles = roles_of(files)
     validated = roles["image"][roles["split2"] == "val"].iloc[:2]
     extra = pd.DataFrame({"image": validated, "split": 2, "pred_quality": 1.0, "pred_align": 1.0})
     message = edit_and_check(files, pd.concat([good, extra], ignore_index=True), tmp_path)
@@ -333,11 +345,8 @@ def test_cli_refuses_with_exit_code_2_and_names_the_rows(
 ) -> None:
     root, files = experiment
     good = copied_predictions(root, "kfold_grouped", "alpha")
-    roles = roles_of(files)
-    trained = roles["image"][roles["split0"] == "train"].iloc[0]
-    extra = pd.DataFrame([{"image": trained, "split": 0, "pred_quality": 3.0, "pred_align": 2.0}])
     path = tmp_path / "with_train.csv"
-    pd.concat([good, extra], ignore_index=True).to_csv(path, index=False)
+    with_training_image(good, files, 0).to_csv(path, index=False)
     arguments = ["evaluate", "--splits", str(files["kfold_grouped"]), "--predictions", str(path)]
     result = runner.invoke(app, [*arguments, "--name", "m", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
@@ -400,9 +409,7 @@ def test_compare_refuses_a_taken_name_and_other_split_files(
     experiment: tuple[Path, dict[str, Path]], tmp_path: Path
 ) -> None:
     root, files = experiment
-    copy = tmp_path / "alpha.csv"
-    copied_predictions(root, "kfold_grouped", "alpha").to_csv(copy, index=False)
-    pairs = pair_inputs([files["kfold_grouped"]], [copy])
+    copy, pairs = alpha_as_one_file(experiment, tmp_path)
     with pytest.raises(ConfigError, match="--name alpha is a model of"):
         evaluate(pairs, "alpha", tmp_path / "out", compare=root)
     # The same images and groups with other MOS: the same split file, another ground truth.

@@ -91,6 +91,12 @@ def test_exported_split_files_are_the_workflows(demo: Path) -> None:
         assert file_sha256(ours) == file_sha256(theirs)
         # The workflow describes its split files too, identically.
         assert ours.with_suffix(".json").read_text() == theirs.with_suffix(".json").read_text()
+    # `snakemake splits` is the workflow's way to the same files: nothing trains.
+    target = snakemake("-n", "-F", "--configfile", "config/config.yaml", "splits", cwd=demo)
+    assert target.returncode == 0, target.stderr[-3000:]
+    output = target.stdout + target.stderr
+    jobs = re.findall(r"^(\w+)\s+\d+\s*$", output, flags=re.MULTILINE)
+    assert {"split", "split_info", "manifest"} <= set(jobs) and "train_fold" not in jobs
     caption = (demo / "results" / "demo" / "tables" / "main.md").read_text().split("\n")[0]
     sha = file_sha256(demo / SPLIT)[:12]
     assert f"Split files (sha256 prefix): kfold_grouped / synthetic {sha}" in caption

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from agiqa.config_checks import SAFE_NAME
 from agiqa.data.manifest import Dimension
 from agiqa.data.split_info import SplitFile, read_info
 from agiqa.errors import ConfigError, DataError
@@ -48,13 +49,14 @@ EXTERNAL_KEY = "external"
 SHOWN_ROWS = 10
 #: The logistic of the per-run metrics.json record (the tables recompute with the report's).
 RECORD_LOGISTIC = "logistic4"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def check_name(name: str) -> str:
     """A model name becomes a folder and a table row: the workflow's safe-name rule."""
-    if not NAME.match(name):
-        raise ConfigError(f"model name {name!r} must match {NAME.pattern} (it becomes a folder)")
+    if not SAFE_NAME.match(name):
+        raise ConfigError(
+            f"model name {name!r} must match {SAFE_NAME.pattern} (it becomes a folder)"
+        )
     return name
 
 
@@ -293,14 +295,8 @@ def write_runs(
     sources: Sequence[Path],
     warnings: Sequence[str] = (),
 ) -> list[Path]:
-    """One fold-job-shaped run folder per split under ``out_root/<protocol>/<dataset>/<name>``.
-
-    Rows follow the manifest's order (as a fold job writes them); targets come from the manifest.
-    """
+    """One fold-job-shaped run folder per split under ``out_root/<protocol>/<dataset>/<name>``."""
     check_name(name)
-    manifest = split_file.manifest
-    labelled = manifest.labelled()
-    columns = [c for c in scores.columns if c.startswith(PRED_PREFIX)]
     hashes = {str(p): file_sha256(p) for p in sources}
     external = {
         # A list, not a mapping: file paths would become (invalid) MLflow param keys.
@@ -308,55 +304,48 @@ def write_runs(
         "warnings": list(warnings),
         "evaluated_with": library_versions()["agiqa"],
     }
-    config_hash = _short_hash({"name": name, "predictions": sorted(hashes.values())})
     provenance = {
         "commit": git_commit(),
         "split_sha256": split_file.sha256,
         "manifest_sha256": file_sha256(split_file.manifest_path),
         EXTERNAL_KEY: external,
     }
+    config = {
+        "dataset": {"name": split_file.dataset, "manifest": str(split_file.manifest_path)},
+        "protocol": {
+            "name": split_file.protocol,
+            **split_file.protocol_settings,
+            "splits": str(split_file.path),
+        },
+        "model": {"name": name, EXTERNAL_KEY: True, "predictions": list(hashes)},
+        "provenance": provenance,
+    }
+    record = {
+        "dataset": split_file.dataset,
+        "model": name,
+        "protocol": split_file.protocol,
+        "protocol_settings": split_file.protocol_settings,
+        "selection": "external",
+        "config_hash": _short_hash({"name": name, "predictions": sorted(hashes.values())}),
+        "provenance": provenance,
+        "logistic": RECORD_LOGISTIC,
+    }
     model_dir = Path(out_root) / split_file.protocol / split_file.dataset / name
     written = []
     for k in range(split_file.n_splits):
-        roles = split_file.role_of(k)
-        test = labelled[labelled["image"].map(roles) == "test"]
-        mine = scores[scores["split"] == k].set_index("image")
-        table = pd.DataFrame({"image": test["image"].to_numpy(), "split": k})
-        empty = pd.DataFrame({"image": pd.Series(dtype=str), "split": pd.Series(dtype=int)})
-        for column in columns:
-            dim = manifest.dimension(column.removeprefix(PRED_PREFIX))
-            table[column] = mine.loc[table["image"], column].to_numpy(float)
-            table[f"target_{dim.name}"] = test[dim.mos_column].to_numpy(float)
-            empty[column] = empty[f"target_{dim.name}"] = pd.Series(dtype=float)
         run_dir = model_dir / f"split{k}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        table.to_csv(run_dir / "predictions.csv", index=False)
+        test, empty = split_tables(scores, split_file, k)
+        test.to_csv(run_dir / "predictions.csv", index=False)
         empty.to_csv(run_dir / "val_predictions.csv", index=False)
-        counts = roles.value_counts()
-        config = {
-            "dataset": {"name": split_file.dataset, "manifest": str(split_file.manifest_path)},
-            "protocol": {
-                "name": split_file.protocol,
-                **split_file.protocol_settings,
-                "splits": str(split_file.path),
-                "split": k,
-            },
-            "model": {"name": name, EXTERNAL_KEY: True, "predictions": list(hashes)},
-            "provenance": provenance,
-        }
+        config["protocol"]["split"] = k
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        counts = split_file.role_of(k).value_counts()
         metrics = {
-            "dataset": split_file.dataset,
-            "model": name,
-            "protocol": split_file.protocol,
-            "protocol_settings": split_file.protocol_settings,
-            "selection": "external",
+            **record,
             "split": k,
             **{f"n_{role}": int(counts.get(role, 0)) for role in ("train", "val", "test")},
-            "config_hash": config_hash,
-            "provenance": provenance,
-            "logistic": RECORD_LOGISTIC,
-            "test": _record_metrics(table, columns),
+            "test": _record_metrics(test),
             "val": {},
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -364,15 +353,34 @@ def write_runs(
     return written
 
 
-def _record_metrics(table: pd.DataFrame, columns: Sequence[str]) -> dict:
+def split_tables(
+    scores: pd.DataFrame, split_file: SplitFile, k: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``k``'s test predictions beside the manifest's MOS, in the manifest's order (as a
+    fold job writes them), and an empty validation table of the same columns."""
+    manifest = split_file.manifest
+    labelled = manifest.labelled()
+    test = labelled[labelled["image"].map(split_file.role_of(k)) == "test"]
+    mine = scores[scores["split"] == k].set_index("image")
+    table = pd.DataFrame({"image": test["image"].to_numpy(), "split": k})
+    empty = pd.DataFrame({"image": pd.Series(dtype=str), "split": pd.Series(dtype=int)})
+    for column in (c for c in scores.columns if c.startswith(PRED_PREFIX)):
+        dim = manifest.dimension(column.removeprefix(PRED_PREFIX))
+        table[column] = mine.loc[table["image"], column].to_numpy(float)
+        table[f"target_{dim.name}"] = test[dim.mos_column].to_numpy(float)
+        empty[column] = empty[f"target_{dim.name}"] = pd.Series(dtype=float)
+    return table, empty
+
+
+def _record_metrics(table: pd.DataFrame) -> dict:
+    """Each dimension's metrics, for the run's record (as a fold job's metrics.json has them)."""
     from agiqa.evaluate.metrics import compute_metrics
 
     found = {}
-    for column in columns:
+    for column in (c for c in table.columns if c.startswith(PRED_PREFIX)):
         dim = column.removeprefix(PRED_PREFIX)
-        found[dim] = compute_metrics(
-            table[column].to_numpy(float), table[f"target_{dim}"].to_numpy(float), RECORD_LOGISTIC
-        )
+        pred, target = table[column].to_numpy(float), table[f"target_{dim}"].to_numpy(float)
+        found[dim] = compute_metrics(pred, target, RECORD_LOGISTIC)
     return found
 
 
@@ -418,11 +426,6 @@ def import_external_step(
         if any(run.parent != expected for run in runs):
             raise RuntimeError(f"imported runs went to {runs[0].parent}, not to {out}")
         log.info("%s: %d splits of %s imported into %s", name, len(runs), predictions, out)
-
-
-def is_external(provenance: Mapping) -> bool:
-    """Whether a run's provenance says it was imported from a predictions file."""
-    return EXTERNAL_KEY in provenance
 
 
 # --- agiqa evaluate ---------------------------------------------------------------------------
@@ -527,8 +530,7 @@ def evaluate(
     With ``compare`` (an experiment folder, ``results/<experiment>``), the experiment's runs on
     the same split files are rows of the same tables, compared with the same tests.
     """
-    from agiqa.report.aggregate import collect_runs, load_runs, summarize_runs
-    from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
+    from agiqa.report.aggregate import load_runs, results_of
     from agiqa.report.tables import render_all
 
     check_name(name)
@@ -544,13 +546,8 @@ def evaluate(
         runs, found = import_predictions(split_file, sources, name, out / "runs")
         imported += runs
         warnings += found
-    runs = load_runs([*compared, *imported])
-    per_split = collect_runs(runs, settings.logistic)
-    summary = summarize_runs(per_split)
-    comparisons = compare_models(runs, per_split, settings)
-    marks = significance_marks(summary, comparisons, settings)
-    sensitivity = protocol_sensitivity(runs, per_split, settings)
-    types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
+    results = results_of(load_runs([*compared, *imported]), settings)
+    _, summary, comparisons, marks, sensitivity, types = results
     tables = render_all(summary, comparisons, marks, sensitivity, out / "tables", settings, types)
     record = {
         "name": name,
@@ -629,7 +626,6 @@ __all__ = [
     "comparable_runs",
     "evaluate",
     "import_predictions",
-    "is_external",
     "pair_inputs",
     "read_predictions",
     "scale_warnings",
