@@ -110,8 +110,10 @@ def test_the_readme_worked_example_runs_as_written(demo: Path) -> None:
     assert list(main["model"]) == ["clip_residual", "clip_zeroshot", "pixel_ridge"]
     assert (main["protocol"] == "kfold_grouped").all() and (main["n_splits"] == 3).all()
     assert "| pixel_ridge |" in done.stdout
-    # The hand-made features rank the planted degradations far above chance (0 +- 0.13 on 20
-    # test images a split): a model trained elsewhere is measured, not just accepted.
+    # The example model is measured, not just accepted: its mean quality SRCC on this demo's
+    # size (15 prompts x 4 images, 3 folds) was 0.784, 0.708, 0.400, 0.459 and 0.796 for data
+    # seeds 0-4 (the ridge has no training seed); chance is 0 +- 0.13 (20 test images a split,
+    # 3 splits). The threshold lies below the worst seed.
     quality = main[(main["model"] == "pixel_ridge") & (main["dimension"] == "quality")]
     assert float(quality["srcc_mean"].iloc[0]) > 0.3
 

@@ -13,8 +13,9 @@ manifest CSV it names) and the images, imports nothing from agiqa, and for every
 
 It writes one CSV, ``image, split, pred_<dimension>``: what ``agiqa evaluate`` reads.
 
-    python docs/examples/own_model.py --splits exported/splits/kfold_grouped/synthetic.csv \\
-        --images results/demo/datasets/synthetic --out my-model/predictions.csv
+    python docs/examples/own_model.py \\
+        --splits results/exported/splits/kfold_grouped/synthetic.csv \\
+        --images results/demo/datasets/synthetic --out results/exported/pixel_ridge.csv
 """
 
 from __future__ import annotations
