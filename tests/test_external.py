@@ -513,3 +513,23 @@ def test_external_entries_are_checked_before_anything_runs(tmp_path: Path) -> No
     typo["external"]["published_x"]["prediction"] = {}
     with pytest.raises(Exception, match="Additional properties"):
         validate(typo, str(SCHEMA))
+
+
+def test_a_split_file_travels_alone_with_manifest_given(
+    experiment: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    root, files = experiment
+    alone = tmp_path / "mailed"
+    alone.mkdir()
+    for suffix in (".csv", ".json"):
+        shutil.copy(files["kfold_grouped"].with_suffix(suffix), alone / f"synthetic{suffix}")
+    copy, _ = alpha_as_one_file(experiment, tmp_path)
+    with pytest.raises(DataError, match="pass --manifest"):
+        pair_inputs([alone / "synthetic.csv"], [copy])
+    pairs = pair_inputs([alone / "synthetic.csv"], [copy], [files["manifest"]])
+    assert pairs[0][0].manifest_path == files["manifest"]
+    result = evaluate(pairs, "alpha", tmp_path / "out", config={"report": {"resamples": 200}})
+    ours = pd.read_csv(result.tables["main.csv"])
+    theirs = pd.read_csv(root / "tables" / "main.csv")
+    kfold = theirs[(theirs["model"] == "alpha") & (theirs["protocol"] == "kfold_grouped")]
+    pd.testing.assert_frame_equal(ours, kfold.reset_index(drop=True))

@@ -92,7 +92,7 @@ def test_exported_split_files_are_the_workflows(demo: Path) -> None:
         # The workflow describes its split files too, identically.
         assert ours.with_suffix(".json").read_text() == theirs.with_suffix(".json").read_text()
     # `snakemake splits` is the workflow's way to the same files: nothing trains.
-    target = snakemake("-n", "-F", "--configfile", "config/config.yaml", "splits", cwd=demo)
+    target = snakemake("splits", "-n", "-F", "--configfile", "config/config.yaml", cwd=demo)
     assert target.returncode == 0, target.stderr[-3000:]
     output = target.stdout + target.stderr
     jobs = re.findall(r"^(\w+)\s+\d+\s*$", output, flags=re.MULTILINE)
@@ -208,7 +208,7 @@ def test_a_config_external_entry_puts_the_row_in_the_tables_and_the_pdf(demo: Pa
     }
     (demo / "config" / "external.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     built = snakemake(
-        "--cores", "2", "--configfile", "config/external.yaml", "all", "paper", cwd=demo
+        "all", "paper", "--cores", "2", "--configfile", "config/external.yaml", cwd=demo
     )
     assert built.returncode == 0, built.stderr[-4000:]
     assert "train_fold" not in built.stderr.split("Job stats:")[1].split("Select jobs")[0]
