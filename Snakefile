@@ -20,6 +20,7 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/describe.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cross_dataset.smk"
+include: "workflow/rules/external.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -34,7 +34,8 @@ def test_a_probe_job_does_not_import_the_other_models_libraries() -> None:
 PARSE = """
 import json, sys
 import yaml
-import agiqa.cross_dataset, agiqa.describe.workflow, agiqa.pipeline, agiqa.report.aggregate
+import agiqa.cross_dataset, agiqa.data.split_info, agiqa.describe.workflow, agiqa.pipeline
+import agiqa.report.aggregate
 from agiqa.config_checks import check_config
 with open("config/paper.yaml") as config:
     check_config(yaml.safe_load(config))

@@ -163,6 +163,7 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
     assert counts["verify_dataset"] == "4"
     assert counts["manifest"] == "4"
     assert counts["split"] == "16"
+    assert counts["split_info"] == "16"  # each split file described, for agiqa evaluate
     assert counts["aggregate"] == "1"
     assert counts["describe"] == "3"  # published descriptions exist for 1K, 3K and 2023
     assert counts["download_dataset"] == "4"

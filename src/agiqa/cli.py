@@ -307,6 +307,85 @@ def split(
 
 
 @app.command()
+def splits(
+    configfile: Annotated[list[Path], typer.Option("--configfile", help="workflow config(s)")],
+    out: Annotated[Path, typer.Option(help="folder for manifests/ and splits/<protocol>/")],
+) -> None:
+    """Write every dataset's split files for every protocol of a config, without training.
+
+    Each split file gets its description beside it (<dataset>.json: protocol, sha256, ground
+    truth); the files are byte-identical to the workflow's. Evaluate a model on them with
+    `agiqa evaluate`.
+    """
+    from agiqa.data.split_info import export_splits, validated_config
+
+    try:
+        written = export_splits(validated_config(load_config(configfile)), out)
+    except AgiqaError as error:
+        fail(error)
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def evaluate(
+    splits_paths: Annotated[
+        list[Path],
+        typer.Option("--splits", help="split file(s) (<dataset>.json beside each); repeatable"),
+    ],
+    predictions: Annotated[
+        list[Path],
+        typer.Option(
+            help="CSV with image, split, pred_<dimension> (or an agiqa model folder of "
+            "split*/predictions.csv); one per --splits when several, in order"
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="the model's row name (a safe folder name)")],
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="results/<experiment>: its models on the same split files join the tables"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default results/evaluate/NAME)")
+    ] = None,
+    manifest: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="ground truth (agiqa manifest CSV) instead of the one the split file names"
+        ),
+    ] = None,
+    configfile: Annotated[
+        list[Path] | None,
+        typer.Option("--configfile", help="config whose report section sets the statistics"),
+    ] = None,
+) -> None:
+    """Evaluate any model from its predictions on agiqa's split files, with agiqa's tables and
+    significance tests (refusing predictions that break the protocol)."""
+    from agiqa.evaluate.external import evaluate as run_evaluate
+    from agiqa.evaluate.external import pair_inputs, summary_line
+
+    try:
+        pairs = pair_inputs(splits_paths, predictions, manifest or [])
+        result = run_evaluate(
+            pairs,
+            name,
+            out or Path("results/evaluate") / name,
+            compare=compare,
+            config=load_config(configfile) if configfile else None,
+        )
+    except (AgiqaError, ValueError) as error:
+        fail(error)
+    for warning in result.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    typer.echo(result.tables["main.md"].read_text())
+    if "protocols.md" in result.tables:
+        typer.echo(result.tables["protocols.md"].read_text())
+    typer.echo(summary_line(result) + f" under {result.tables['main.md'].parent.parent}")
+
+
+@app.command()
 def train(
     configfile: Annotated[list[Path], typer.Option("--configfile", help="workflow config(s)")],
     protocol: Annotated[str, typer.Option()],

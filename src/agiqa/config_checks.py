@@ -91,6 +91,7 @@ def check_config(config: dict, *, complete: bool = True) -> None:
     _check_stand_ins(config)
     describers(config)  # each key a job setting or an option of its backend
     cross_settings(config)  # names the bad pair, model or setting of cross_dataset
+    check_external(config)
     try:
         ReportSettings.from_config(config.get("report"))
     except (TypeError, ValueError) as error:
@@ -252,6 +253,28 @@ def _check_names(config: dict) -> None:
                 f"{where}: the name {name!r} must match {SAFE_NAME.pattern} (it becomes a "
                 "folder and a wildcard)"
             )
+
+
+def check_external(config: dict) -> None:
+    """``external:`` entries name a free row (not a trained model's) and a configured protocol
+    and dataset for each predictions file."""
+    models = config.get("models") or {}
+    for name, entry in (config.get("external") or {}).items():
+        if not SAFE_NAME.match(str(name)):
+            raise ConfigError(f"external.{name}: the name must match {SAFE_NAME.pattern}")
+        if name in models:
+            raise ConfigError(
+                f"external.{name}: a model of the same name is trained (models.{name})"
+            )
+        for protocol, files in (entry.get("predictions") or {}).items():
+            where = f"external.{name}.predictions.{protocol}"
+            if protocol not in (config.get("protocols") or {}):
+                raise ConfigError(f"{where}: no protocol '{protocol}' in the config's protocols")
+            for dataset, path in files.items():
+                if dataset not in config["datasets"]:
+                    raise ConfigError(f"{where}.{dataset}: no dataset '{dataset}' in the config")
+                if not isinstance(path, str) or not path:
+                    raise ConfigError(f"{where}.{dataset}: a predictions file path, not {path!r}")
 
 
 def check_model_entry(config: dict, name: str) -> None:

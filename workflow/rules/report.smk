@@ -50,6 +50,8 @@ rule aggregate:
         manifests=[LAYOUT.manifest(d) for d in DATASETS],
         # Cross-dataset results (config cross_dataset): their own table and figure only.
         cross=[f"{d}/{name}" for d in CROSS_PREDICTIONS for name in cross.PREDICT_FILES],
+        # Models agiqa does not train (config external): their checked predictions, as runs.
+        external=external_dirs(),
     output:
         tables=[
             report(
@@ -71,7 +73,7 @@ rule aggregate:
         f"{LAYOUT.logs}/aggregate.log",
     localrule: True
     params:
-        runs=run_dirs(),
+        runs=run_dirs() + external_run_dirs(),
         cross=CROSS_PREDICTIONS,
         tables=TABLES_DIR,
         figures=FIGURES_DIR if FIGURES else None,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -250,6 +250,8 @@ def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
     for keys, group in per_split.groupby(list(GROUP_KEYS), sort=False):
         row: dict[str, Any] = dict(zip(GROUP_KEYS, keys, strict=True))
         row["n_splits"] = int(group["split"].nunique())
+        # The split file(s) behind the row, which the captions cite (normally one).
+        row["split_sha256"] = " ".join(dict.fromkeys(group["split_sha256"].astype(str)))
         ratio = float(group["test_train_ratio"].iloc[0])
         for metric in METRICS:
             values = group[metric].tolist()
@@ -259,10 +261,37 @@ def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
                 low, high = max(low, -1.0), min(high, 1.0)
             row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
         rows.append(row)
-    columns = [*GROUP_KEYS, "n_splits"] + [
+    columns = [*GROUP_KEYS, "n_splits", "split_sha256"] + [
         f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+class Results(NamedTuple):
+    """What the tables are made of (``results_of``)."""
+
+    per_split: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    marks: dict[tuple[str, ...], str]
+    sensitivity: pd.DataFrame
+    #: protocol -> its protocol type
+    types: dict[str, str]
+
+
+def results_of(runs: Sequence[RunResult], settings: ReportSettings) -> Results:
+    """Metrics per split recomputed from the predictions, their summary, the pairwise tests, the
+    significance marks and the protocol-sensitivity study: what ``aggregate`` and ``agiqa
+    evaluate`` (agiqa.evaluate.external) both make their tables of."""
+    from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
+
+    per_split = collect_runs(runs, settings.logistic)
+    summary = summarize_runs(per_split)
+    comparisons = compare_models(runs, per_split, settings)
+    marks = significance_marks(summary, comparisons, settings)
+    sensitivity = protocol_sensitivity(runs, per_split, settings)
+    types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
+    return Results(per_split, summary, comparisons, marks, sensitivity, types)
 
 
 def report_files(paths: Mapping[str, Path], datasets: Sequence[str]) -> dict[str, list[Path]]:
@@ -303,7 +332,6 @@ def aggregate(
         cross_dataset: Hook for train-on-A / test-on-B results (columns train_dataset,
             test_dataset, model, dimension, srcc, plcc): adds their table and figure.
     """
-    from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
     from agiqa.report.names import DisplayNames
     from agiqa.report.paper import paper_info
     from agiqa.report.paper_tables import PaperInputs, render_paper_tables
@@ -318,12 +346,7 @@ def aggregate(
     runs = load_runs(run_dirs)
     if not runs:
         raise ValueError("no finished runs to aggregate")
-    per_split = collect_runs(runs, settings.logistic)
-    summary = summarize_runs(per_split)
-    comparisons = compare_models(runs, per_split, settings)
-    marks = significance_marks(summary, comparisons, settings)
-    sensitivity = protocol_sensitivity(runs, per_split, settings)
-    types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
+    per_split, summary, comparisons, marks, sensitivity, types = results_of(runs, settings)
     tables_dir = Path(tables_dir)
     paths = render_all(summary, comparisons, marks, sensitivity, tables_dir, settings, types)
     reference = _reference(runs, settings)

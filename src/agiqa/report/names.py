@@ -41,7 +41,8 @@ class DisplayNames:
 
         extra = dict((config.get("report") or {}).get("display_names") or {})
         protocols = {k: extra.pop(k) for k in list(extra) if k in (config.get("protocols") or {})}
-        return cls(entries("models"), entries("datasets"), extra, protocols)
+        models = {**entries("models"), **entries("external")}  # external: models not trained
+        return cls(models, entries("datasets"), extra, protocols)
 
     @classmethod
     def from_dict(cls, raw: Mapping | None) -> DisplayNames:

@@ -207,7 +207,27 @@ def results_caption(
         f"evaluated part. Bold: best, significantly better than the runner-up ({tests}, "
         f"two-sided, α = {settings.alpha}); underlined: tied for best (the top model and every "
         "model not significantly different from it). Unmarked columns have a single model."
+        + split_citation(rows, names)
     )
+
+
+#: Hex digits of a split file's sha256 that captions cite.
+CITED_HASH = 12
+
+
+def split_citation(rows: pd.DataFrame, names: DisplayNames | None = None) -> str:
+    """`` Split files (sha256): protocol / dataset 3861a7ae92be; ...``, the split files the rows
+    were computed on ("" when the summary does not say)."""
+    if "split_sha256" not in rows or rows.empty:
+        return ""
+    cited = []
+    for (protocol, dataset), group in rows.groupby(["protocol", "dataset"], sort=False):
+        hashes = dict.fromkeys(h[:CITED_HASH] for v in group["split_sha256"] for h in v.split())
+        if not hashes:
+            continue
+        shown = (names.protocol(protocol), names.dataset(dataset)) if names else (protocol, dataset)
+        cited.append(f"{shown[0]} / {shown[1]} {', '.join(hashes)}")
+    return f" Split files (sha256 prefix): {'; '.join(cited)}." if cited else ""
 
 
 # --- LaTeX -----------------------------------------------------------------------------------
