@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from agiqa.report.aggregate import collect_runs, load_runs
+from agiqa.report.aggregate import collect_runs
+from agiqa.report.results import load_runs
 from agiqa.track.mlflow_log import (
     flatten_config,
     log_to_mlflow,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from agiqa.data.manifest import Dimension, Manifest
-from agiqa.report.aggregate import ReportSettings, aggregate
+from agiqa.report.aggregate import aggregate
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.files import figure_files
 from agiqa.report.names import DisplayNames
@@ -25,6 +25,7 @@ from agiqa.report.paper_tables import (
     to_latex,
     to_markdown,
 )
+from agiqa.report.results import ReportSettings
 from run_factory import noisy, write_run
 from test_tables import summary_row
 

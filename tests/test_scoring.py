@@ -107,7 +107,7 @@ def test_frozen_random_backbone_and_feature_cache_path(tmp_path: Path) -> None:
         agiqa.load(tmp_path / "reseeded.pt")
 
 
-def test_stand_in_weight_file_is_referenced_and_checked(
+def test_stand_in_weight_file_travels_with_the_run_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from agiqa.data.manifest import Dimension
@@ -123,19 +123,25 @@ def test_stand_in_weight_file_is_referenced_and_checked(
     predictions, images, prompts = _test_inputs(run, root)
     (ref,) = read_checkpoint(run / "checkpoint.pt")["weight_files"]
     assert ref["slot"] == "backbone.pretrained" and ref["path"] == "backbones/toy.pt"
+    assert ref["bundled"] == "weights/toy.pt"
+    assert (run / "weights" / "toy.pt").read_bytes() == Path("backbones/toy.pt").read_bytes()
+    # The run folder, copied anywhere, scores without the project (no --weights-dir).
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, moved)
+    shutil.rmtree(tmp_path / "backbones")
+    monkeypatch.chdir(moved.parent)
+    _assert_same(agiqa.load(moved).score(images, prompts), predictions, ["quality", "align"])
+    # The checkpoint file alone needs the weight file from somewhere: it says so.
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(run / "checkpoint.pt", alone / "checkpoint.pt")
-    monkeypatch.chdir(alone)
-    with pytest.raises(
-        ScoringError, match=r"loads the weight file 'backbones/toy.pt'.*--weights-dir"
-    ):
+    with pytest.raises(ScoringError, match=r"weight file 'backbones/toy.pt'.*--weights-dir"):
         agiqa.load(alone)
-    scorer = agiqa.load(alone, weights_dir=tmp_path / "backbones")
+    scorer = agiqa.load(alone, weights_dir=moved / "weights")
     _assert_same(scorer.score(images, prompts), predictions, ["quality", "align"])
-    (tmp_path / "backbones" / "toy.pt").write_bytes(b"other weights")
+    (moved / "weights" / "toy.pt").write_bytes(b"other weights")
     with pytest.raises(ScoringError, match="not the weight file the model was trained with"):
-        agiqa.load(alone, weights_dir=tmp_path / "backbones")
+        agiqa.load(moved)
 
 
 def test_model_folder_averages_its_folds(tmp_path: Path) -> None:

@@ -12,15 +12,9 @@ import pandas as pd
 import pytest
 
 from agiqa.evaluate.metrics import METRICS
-from agiqa.report.aggregate import (
-    ReportSettings,
-    aggregate,
-    collect_runs,
-    load_run,
-    load_runs,
-    summarize_runs,
-)
+from agiqa.report.aggregate import aggregate, collect_runs, summarize_runs
 from agiqa.report.compare import BEST, TIE
+from agiqa.report.results import ReportSettings, load_run, load_runs
 from agiqa.report.tables import build_grid, latex_escape, render_tables, results_caption
 from run_factory import noisy, write_run
 

@@ -282,9 +282,9 @@ def aggregate(
 ) -> None:
     """Tables, figures, significance tests and MLflow runs from finished run directories."""
     from agiqa.pipeline import tracking_uri
-    from agiqa.report.aggregate import ReportSettings
     from agiqa.report.aggregate import aggregate as run_aggregate
     from agiqa.report.names import DisplayNames
+    from agiqa.report.results import ReportSettings
 
     try:
         config = load_config(configfile or [])

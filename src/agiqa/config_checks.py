@@ -21,7 +21,7 @@ def check_config(config: dict) -> None:
     """Raise a ConfigError naming the first problem: a bad name or a bad model setting."""
     from agiqa.cross_dataset import cross_settings
     from agiqa.pipeline import protocol_models, protocol_of
-    from agiqa.report.aggregate import ReportSettings
+    from agiqa.report.results import ReportSettings
 
     _check_names(config)
     for name in config.get("protocols") or {}:

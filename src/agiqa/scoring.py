@@ -1,17 +1,17 @@
 """Score new images with a trained fold checkpoint: ``agiqa score`` and ``agiqa.load``.
 
-A fold job's ``checkpoint.pt`` is self-contained (``checkpoint_payload``): it holds the trained
+A fold job's ``checkpoint.pt`` is self-contained (agiqa.train.checkpoint): it holds the trained
 parameters, the resolved model entry, the dimensions (name, kind, native scale range) and the
 preprocessing, so scoring needs no manifest and no config. Weights the model does not train are
-not copied; they are referenced:
+not copied into it:
 
-- pretrained backbones by name (``openai``, ``Salesforce/blip-itm-base-coco``), loaded the
-  standard way (open_clip, transformers, timm caches);
-- weight files named in the entry (the stand-in backbones of ``pretrained_backbones``,
-  ``results/<experiment>/backbones/<name>.pt``; an ImageReward state dict) by their path and
-  sha256. The scorer looks them up at that path (relative to the folder it runs in, normally the
-  project root) or in ``weights_dir``, and refuses a file whose sha256 differs;
-- randomly initialised frozen weights by the job's seed.
+- pretrained backbones named by a standard id (``openai``, ``Salesforce/blip-itm-base-coco``,
+  torchvision's weights) load the standard way (open_clip, transformers, torch hub caches);
+- weight files named in the entry by path (the stand-in backbones of ``pretrained_backbones``;
+  an ImageReward state dict) travel beside the checkpoint, in the run folder's ``weights/``.
+  The scorer looks there first, then at the recorded path, then in ``weights_dir``, and refuses
+  a file whose sha256 differs;
+- randomly initialised frozen weights are rebuilt from the job's seed.
 
 Whatever their source, the frozen tensors are checked against a sha256 recorded at training time,
 so a checkpoint never scores with other weights than it was trained with.
@@ -25,8 +25,6 @@ the scorer averages the folds' checkpoints (an ensemble).
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
 import pickle
 import random
@@ -45,17 +43,14 @@ from agiqa.data.decode import UnsupportedImage, to_rgb
 from agiqa.data.manifest import Dimension
 from agiqa.errors import AgiqaError
 from agiqa.provenance import file_sha256
+from agiqa.train.checkpoint import CHECKPOINT, FORMAT, VERSION, frozen_fingerprint
 
 if TYPE_CHECKING:
     from agiqa.models import AgiqaModel
     from agiqa.train.data import DecodedImages
-    from agiqa.train.fold import FoldTrainer
 
 log = logging.getLogger(__name__)
 
-FORMAT = "agiqa-checkpoint"
-VERSION = 1
-CHECKPOINT = "checkpoint.pt"
 #: Image files ``agiqa score`` picks up from a folder.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Images decoded at a time; bounds memory when scoring thousands of images.
@@ -66,88 +61,6 @@ ImageInput = str | Path | Image.Image
 
 class ScoringError(AgiqaError):
     """A checkpoint that cannot be scored with, or bad scoring input."""
-
-
-# --- writing (called by the fold job) ---------------------------------------------------------
-
-
-def checkpoint_payload(trainer: FoldTrainer, config: dict, best_epoch: int | None) -> dict:
-    """What ``checkpoint.pt`` holds: plain types and tensors only (``weights_only=True`` loads).
-
-    Args:
-        trainer: The fold trainer after training (best epoch restored).
-        config: The run's resolved config (``config.yaml``, with provenance).
-        best_epoch: The selected epoch (None for models that do not train).
-    """
-    from agiqa.train.fold import trained_state
-
-    state = trained_state(trainer.model)
-    model_config = copy.deepcopy(config["model"])
-    name = model_config.pop("name")
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "trained_state": state,
-        "config": config,
-        "best_epoch": best_epoch,
-        "model": {"name": name, "entry": model_config},
-        "dimensions": [
-            {"name": d.name, "kind": d.kind, "low": float(d.low), "high": float(d.high)}
-            for d in trainer.dimensions
-        ],
-        "preprocessing": preprocessing_of(trainer),
-        "frozen": frozen_fingerprint(trainer.model, set(state)),
-        "weight_files": referenced_files(model_config),
-        "seed": int(trainer.job.seed),
-        "uses_descriptions": bool(type(trainer.model).uses_descriptions),
-    }
-
-
-def preprocessing_of(trainer: FoldTrainer) -> dict:
-    """How the job turned an image file into the model's input at evaluation time.
-
-    Frozen-feature models encode images as decoded; the others see the decoded-image cache,
-    shrunk to ``decode_cache_short_side`` when the cache is on.
-    """
-    from agiqa.train.data import SHRINK_DECODER
-
-    settings = trainer.settings
-    short_side = None
-    if trainer.cache is None and settings.decode_cache:
-        short_side = settings.decode_cache_short_side
-    return {
-        "decode": "agiqa.data.decode.to_rgb (8-bit RGB, transparency over white)",
-        # agiqa.train.data.load_shrunk's identity: its JPEG draft decoding changes pixels.
-        "decoder": SHRINK_DECODER,
-        "short_side": short_side,
-        "transform": repr(trainer.model.image_transform(train=False)),
-    }
-
-
-def frozen_fingerprint(model: torch.nn.Module, trained: set[str]) -> dict:
-    """sha256 over every state tensor the checkpoint does not carry (the frozen weights)."""
-    digest = hashlib.sha256()
-    count = 0
-    for name, tensor in sorted(model.state_dict().items()):
-        if name in trained:
-            continue
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-        count += 1
-    return {"sha256": digest.hexdigest(), "tensors": count}
-
-
-def referenced_files(entry: Any, where: str = "") -> list[dict]:
-    """Weight files a model entry names (string values that are existing files), with sha256."""
-    found: list[dict] = []
-    if isinstance(entry, dict):
-        for key, value in entry.items():
-            if key != "train":
-                found += referenced_files(value, f"{where}{key}.")
-    elif isinstance(entry, str) and entry and Path(entry).is_file():
-        found.append({"slot": where.rstrip("."), "path": entry, "sha256": file_sha256(entry)})
-    return found
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -203,18 +116,25 @@ def read_checkpoint(path: str | Path) -> dict:
 def resolve_weight_files(
     payload: dict, weights_dir: str | Path | None, source: Path
 ) -> dict[str, str]:
-    """Recorded weight-file path -> the file to load here, checked by sha256."""
+    """Recorded weight-file path -> the file to load here, checked by sha256.
+
+    Looked up beside the checkpoint (``weights/``, where the fold job bundles them), at the
+    recorded path (relative to the folder the scorer runs in), then in ``weights_dir``.
+    """
     resolved = {}
     for ref in payload.get("weight_files", []):
         candidates = [Path(ref["path"])]
+        if ref.get("bundled"):
+            candidates.insert(0, source.parent / ref["bundled"])
         if weights_dir is not None:
             candidates.append(Path(weights_dir) / Path(ref["path"]).name)
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise ScoringError(
                 f"{source}: the model's {ref['slot']} loads the weight file '{ref['path']}' "
-                f"(sha256 {ref['sha256'][:12]}…), which is not here. Run from the folder that "
-                "path is relative to (the project root), or pass --weights-dir with a folder "
+                f"(sha256 {ref['sha256'][:12]}…), which is neither beside the checkpoint "
+                f"({ref.get('bundled') or 'not bundled: an older checkpoint'}) nor at that path. "
+                "Copy the checkpoint with its run folder, or pass --weights-dir with a folder "
                 f"holding {Path(ref['path']).name}; a stand-in backbone is rebuilt with "
                 f"`snakemake {ref['path']}`."
             )

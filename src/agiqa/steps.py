@@ -148,15 +148,3 @@ def track_datasets(
         expected = dvc.expected_from_verified([Path(v) for v in verified])
         tracked = dvc.track(list(paths), Path("."), expected)
         _write_json({"tracked": tracked, "remote": remote}, out)
-
-
-def aggregate_runs(
-    runs: Sequence[str], tables: str, db: str, experiment: str, report: dict, log_file: str
-) -> None:
-    """Tables, significance tests and MLflow runs from every finished fold job."""
-    from agiqa.pipeline import tracking_uri
-    from agiqa.report.aggregate import ReportSettings, aggregate
-
-    with job_log(log_file):
-        settings = ReportSettings.from_config(report)
-        aggregate([Path(r) for r in runs], Path(tables), tracking_uri(db), experiment, settings)

@@ -32,11 +32,11 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from agiqa.evaluate.metrics import fit_logistic, plcc, srcc
-from agiqa.report.aggregate import RunResult
 from agiqa.report.files import FORMATS
 from agiqa.report.names import DisplayNames
 from agiqa.report.paper_tables import MINUS, protocol_caption_label
 from agiqa.report.pooled import pooled_predictions
+from agiqa.report.results import RunResult
 
 DPI = 200
 #: Okabe-Ito: distinguishable with every common colour-vision deficiency.

@@ -22,9 +22,9 @@ from pathlib import Path
 from PIL import Image
 
 from agiqa.errors import AgiqaError
-from agiqa.report.aggregate import ReportSettings, RunResult
 from agiqa.report.names import DisplayNames
 from agiqa.report.paper_tables import latex_text
+from agiqa.report.results import ReportSettings, RunResult
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from agiqa.data.splits import PROTOCOLS
-from agiqa.report.aggregate import ReportSettings
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.names import DisplayNames
+from agiqa.report.results import ReportSettings
 from agiqa.report.tables import (
     DISPLAY_NAMES,
     LATEX_NAMES,

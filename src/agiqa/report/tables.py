@@ -23,9 +23,9 @@ import pandas as pd
 
 from agiqa.data.splits import PROTOCOLS
 from agiqa.evaluate.metrics import METRICS
-from agiqa.report.aggregate import ReportSettings
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.names import DisplayNames
+from agiqa.report.results import ReportSettings
 
 DISPLAY_NAMES = {
     "srcc": "SRCC",

@@ -52,7 +52,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from agiqa.evaluate.metrics import METRICS, summarize
-from agiqa.report.aggregate import RunResult
+from agiqa.report.results import RunResult
 
 _logger = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
 from agiqa.models.base import PartData, PredictionDetails
 from agiqa.provenance import file_sha256, provenance
 from agiqa.train import recipe
+from agiqa.train.checkpoint import save_checkpoint, trained_state
 from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
 from agiqa.train.feature_cache import FeatureCache
 from agiqa.train.recipe import AMP_MODES, OPTIMIZERS, SCHEDULES
@@ -591,16 +592,6 @@ class FoldTrainer:
         return total / max(count, 1)
 
 
-def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What training changes: trainable parameters and buffers (e.g. batch-norm statistics).
-
-    Frozen backbone weights are left out: they come from the backbone's own source.
-    """
-    keep = {name for name, p in model.named_parameters() if p.requires_grad}
-    keep |= {name for name, _ in model.named_buffers()}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in keep}
-
-
 class Preempted(Exception):
     """A scheduler signal stopped training; the last epoch's checkpoint is on disk."""
 
@@ -713,9 +704,7 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # Self-contained (model entry, dimensions, preprocessing, frozen-weight fingerprint), so
     # `agiqa score` needs no manifest or config; plain types and tensors for weights_only=True.
-    from agiqa.scoring import checkpoint_payload
-
-    torch.save(checkpoint_payload(trainer, config, best_epoch), out / "checkpoint.pt")
+    save_checkpoint(trainer, config, best_epoch, out)
     metrics = {
         "dataset": job.dataset,
         "model": job.model_name,
