@@ -204,3 +204,109 @@ def test_large_jpegs_score_as_the_job_decoded_them(tmp_path: Path) -> None:
     assert payload["preprocessing"]["short_side"] == 128
     predictions, images, prompts = _test_inputs(run, root)
     _assert_same(agiqa.load(run).score(images, prompts), predictions, ["quality", "align"])
+
+
+# --- the pyiqa-style API: callable, tensors and arrays, scales, clear errors -------------------
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.array(image.convert("RGB"))
+
+
+def test_scorer_is_called_like_a_pyiqa_metric(trained: tuple[Path, Path]) -> None:
+    run, root = trained
+    _, images, prompts = _test_inputs(run, root)
+    images, prompts = images[:4], prompts[:4]
+    scorer = agiqa.load(run)
+    assert scorer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")  # auto
+    assert scorer.dimension_names == ["quality", "align"]
+    assert scorer.score_range == {"quality": (0.0, 5.0), "align": (0.0, 5.0)}
+    assert scorer.lower_better is False
+    assert not any(scale.lower_better for scale in scorer.scales.values())
+    table = scorer.score(images, prompts)
+    expected = torch.tensor(table[["quality", "align"]].to_numpy())
+    from_paths = scorer(images, prompts)
+    assert from_paths.shape == (4, 2) and torch.equal(from_paths, expected)
+    assert torch.equal(scorer(images, prompts, dimension="quality"), expected[:, 0])
+    # The same pixels as tensors (floats in [0, 1], C x H x W, single and batched), uint8
+    # tensors and numpy arrays (H x W x C, single and batched) give the same numbers as PIL.
+    pixels = [_pixels(p) for p in images]
+    pil = scorer([Image.fromarray(p) for p in pixels], prompts)
+    floats = [torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in pixels]
+    assert torch.equal(scorer(floats, prompts), pil)
+    assert torch.equal(scorer(torch.stack(floats), prompts), pil)
+    # One image is a batch of one: the forward pass may round differently in the last bit.
+    torch.testing.assert_close(scorer(floats[0], prompts[0]), pil[:1], atol=1e-6, rtol=0)
+    assert torch.equal(scorer([f.mul(255).round().to(torch.uint8) for f in floats], prompts), pil)
+    assert torch.equal(scorer(np.stack(pixels), prompts), pil)
+    assert torch.equal(scorer(list(pixels), prompts), pil)
+    one = scorer(pixels[0].astype(np.float32) / 255, prompts[0])
+    torch.testing.assert_close(one, pil[:1], atol=1e-6, rtol=0)
+    names = scorer.score([floats[0], images[1]], prompts[:2])["image"].tolist()
+    assert names == ["image0", str(images[1])]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b"\x89PNG\r\n", r"got bytes, not an image.*BytesIO"),
+        (np.zeros((3, 16, 16), dtype=np.uint8), r"H x W x C"),
+        (np.zeros((2, 3, 16, 16), dtype=np.float32), r"channels first\? transpose it"),
+        (torch.zeros(16, 16, 3), r"C x H x W or N x C x H x W"),
+        (torch.full((3, 8, 8), 2.0), r"values run from 2 to 2; floats must lie in \[0, 1\]"),
+        (torch.full((3, 8, 8), float("nan")), "NaN"),
+        (np.zeros((8, 8, 3), dtype=np.int64), "pass uint8"),
+        (42, "cannot score a int"),
+        ([], "no images to score"),
+    ],
+)
+def test_bad_images_are_refused_clearly(
+    trained: tuple[Path, Path], bad: object, message: str
+) -> None:
+    scorer = agiqa.load(trained[0])
+    with pytest.raises(ScoringError, match=message):
+        scorer(bad)
+
+
+def test_closed_pil_image_bad_batch_size_and_device_are_refused(
+    trained: tuple[Path, Path],
+) -> None:
+    run, root = trained
+    _, images, _ = _test_inputs(run, root)
+    image = Image.open(images[0])
+    image.close()
+    scorer = agiqa.load(run)
+    with pytest.raises(ScoringError, match=r"cannot be read.*closed"):
+        scorer(image)
+    memory = Image.fromarray(_pixels(images[0]))
+    memory.close()
+    with pytest.raises(ScoringError, match="image0: the PIL image cannot be read"):
+        scorer.score([memory])
+    for size in (-1, 0, 1.5, "8", True):
+        with pytest.raises(ScoringError, match="batch_size must be a positive integer"):
+            scorer(images[:2], batch_size=size)
+        with pytest.raises(ScoringError, match="batch_size must be a positive integer"):
+            agiqa.load(run, batch_size=size)
+    with pytest.raises(ScoringError, match="'banana' is not a torch device"):
+        agiqa.load(run, device="banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ScoringError, match="torch sees 0 CUDA device"):
+            agiqa.load(run, device="cuda:1")
+    with pytest.raises(ScoringError, match="checkpoint must be a path"):
+        agiqa.load(b"run")  # type: ignore[arg-type]
+    with pytest.raises(ScoringError, match="dimension 'sharpness'"):
+        scorer(images[0], dimension="sharpness")
+
+
+def test_scoring_prints_no_library_warnings(
+    trained: tuple[Path, Path], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    # clip_residual builds its (tiny) CLIP with no weights, then loads the trained ones:
+    # open_clip's "initialized randomly" warning is not news for the user.
+    run, root = trained
+    _, images, _ = _test_inputs(run, root)
+    with caplog.at_level("INFO"):
+        agiqa.load(run).score(images[:2])
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+    assert "No pretrained weights" not in capfd.readouterr().err

@@ -43,6 +43,13 @@ from agiqa.data.decode import UnsupportedImage, to_rgb
 from agiqa.data.manifest import Dimension
 from agiqa.errors import AgiqaError
 from agiqa.provenance import file_sha256
+from agiqa.score_inputs import (
+    ScoringError,
+    Source,
+    as_sources,
+    positive_batch_size,
+    torch_device,
+)
 from agiqa.train.checkpoint import CHECKPOINT, FORMAT, VERSION, frozen_fingerprint
 
 if TYPE_CHECKING:
@@ -56,11 +63,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Images decoded at a time; bounds memory when scoring thousands of images.
 CHUNK_IMAGES = 512
 
-ImageInput = str | Path | Image.Image
-
-
-class ScoringError(AgiqaError):
-    """A checkpoint that cannot be scored with, or bad scoring input."""
+#: One image, or a batch (agiqa.score_inputs says what each form means).
+ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -196,15 +200,7 @@ def dimensions_of(payload: dict) -> tuple[Dimension, ...]:
 # --- images and prompts -----------------------------------------------------------------------
 
 
-def image_name(image: ImageInput, index: int) -> str:
-    """The ``image`` column of a result row: the path as given, a PIL image's file name, or
-    ``image<k>`` for an image made in memory."""
-    if isinstance(image, Image.Image):
-        return str(getattr(image, "filename", "") or f"image{index}")
-    return str(image)
-
-
-def decode(image: ImageInput, short_side: int | None) -> Image.Image:
+def decode(image: Source, name: str, short_side: int | None) -> Image.Image:
     """8-bit RGB shrunk to ``short_side``, as the fold job's decoded-image cache holds it.
 
     A path goes through the job's own ``load_shrunk`` (a large JPEG is decoded at reduced
@@ -218,7 +214,7 @@ def decode(image: ImageInput, short_side: int | None) -> Image.Image:
         try:
             return shrink(to_rgb(image), short_side)
         except UnsupportedImage as error:
-            raise ScoringError(f"image {image_name(image, 0)}: {error}") from None
+            raise ScoringError(f"image {name}: {error}") from None
     try:
         return load_shrunk(Path(image), short_side, manifest="scoring input", row=None)
     except AgiqaError as error:
@@ -284,11 +280,22 @@ class _Decoded:
 # --- the scorer -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Scale:
+    """A dimension's native score range, as pyiqa metrics expose theirs."""
+
+    low: float
+    high: float
+    #: MOS dimensions rate higher = better; the flag is here so callers need not know that.
+    lower_better: bool = False
+
+
 @dataclass
 class Scorer:
     """A trained model (or the folds' ensemble) that scores images on the native scales.
 
-    Use ``agiqa.load`` to make one.
+    Use ``agiqa.load`` to make one. Call it like a pyiqa metric: ``scorer(images)`` returns a
+    tensor of scores; ``scorer.score(images)`` returns a table with the image names.
     """
 
     model: AgiqaModel
@@ -305,14 +312,58 @@ class Scorer:
     def ensemble(self) -> bool:
         return len(self.members) > 1
 
+    @property
+    def dimension_names(self) -> list[str]:
+        """The dimensions scored, in the order of the score tensor's columns."""
+        return [d.name for d in self.dimensions]
+
+    @property
+    def scales(self) -> dict[str, Scale]:
+        """Each dimension's native score range and direction."""
+        return {d.name: Scale(float(d.low), float(d.high)) for d in self.dimensions}
+
+    @property
+    def score_range(self) -> dict[str, tuple[float, float]]:
+        """Each dimension's (lowest, highest) possible score."""
+        return {name: (scale.low, scale.high) for name, scale in self.scales.items()}
+
+    @property
+    def lower_better(self) -> bool:
+        """False: a higher score means a better image on every dimension (MOS)."""
+        return any(scale.lower_better for scale in self.scales.values())
+
     def describe(self) -> str:
         """One line saying what scores: a checkpoint, or an average of N fold checkpoints."""
         if not self.ensemble:
-            return f"{self.model_name}: {self.members[0]}"
+            return f"{self.model_name} ({self.members[0]})"
+        folder = self.members[0].parent.parent
+        splits = ", ".join(m.parent.name for m in self.members)
         return (
-            f"{self.model_name}: average of {len(self.members)} fold checkpoints "
-            f"({', '.join(str(m) for m in self.members)})"
+            f"{self.model_name}, the average of {len(self.members)} fold checkpoints "
+            f"({splits}) in {folder}"
         )
+
+    def __call__(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompts: str | Sequence[str] | None = None,
+        descriptions: str | Sequence[str] | None = None,
+        batch_size: int | None = None,
+        dimension: str | None = None,
+    ) -> torch.Tensor:
+        """Scores as a float64 CPU tensor of shape (N, D), columns in ``dimension_names`` order;
+        with ``dimension``, that dimension's column, shape (N,).
+
+        Takes what ``score`` takes; N counts every image, a batch tensor's included.
+        """
+        table = self.score(images, prompts, descriptions, batch_size)
+        if dimension is not None:
+            if dimension not in self.dimension_names:
+                raise ScoringError(
+                    f"dimension '{dimension}': this model scores {self.dimension_names}"
+                )
+            return torch.from_numpy(table[dimension].to_numpy(np.float64, copy=True))
+        return torch.from_numpy(table[self.dimension_names].to_numpy(np.float64, copy=True))
 
     def score(
         self,
@@ -324,38 +375,36 @@ class Scorer:
         """One row per image: ``image`` and one column per dimension on its native scale.
 
         Args:
-            images: Paths or PIL images (one or a sequence).
+            images: One image or a list of them: paths, PIL images, torch tensors (C x H x W or
+                a batch N x C x H x W, floats in [0, 1] or uint8) or numpy arrays (H x W x C or
+                N x H x W x C); see agiqa.score_inputs.
             prompts: The generation prompt, one for all images or one per image. Without it,
                 dimensions of kind ``alignment`` or ``overall`` (which need the prompt) are NaN
                 and models that read the prompt see an empty one.
             descriptions: VLM descriptions for models that read them (one or one per image).
             batch_size: Images per forward pass (default: the model's ``eval_batch_size``).
         """
-        if isinstance(images, str | Path | Image.Image):
-            images = [images]
-        images = list(images)
-        if not images:
-            raise ScoringError("no images to score")
-        texts = _per_image(prompts, len(images), "prompts")
-        notes = _per_image(descriptions, len(images), "descriptions")
-        names = [image_name(image, i) for i, image in enumerate(images)]
+        sources, names = as_sources(images)
+        batch = positive_batch_size(self.batch_size if batch_size is None else batch_size)
+        texts = _per_image(prompts, len(sources), "prompts")
+        notes = _per_image(descriptions, len(sources), "descriptions")
         chunks = []
-        for start in range(0, len(images), CHUNK_IMAGES):
+        for start in range(0, len(sources), CHUNK_IMAGES):
             stop = start + CHUNK_IMAGES
             chunks.append(
                 self._predict(
-                    images[start:stop],
+                    sources[start:stop],
                     names[start:stop],
                     texts[start:stop] if texts else None,
                     notes[start:stop] if notes else None,
-                    batch_size or self.batch_size,
+                    batch,
                 )
             )
         return self._table(names, np.concatenate(chunks), prompts_given=texts is not None)
 
     def _predict(
         self,
-        images: list[ImageInput],
+        images: list[Source],
         names: list[str],
         prompts: list[str] | None,
         descriptions: list[str] | None,
@@ -365,7 +414,12 @@ class Scorer:
         from agiqa.models.base import PartData
         from agiqa.train.data import DecodedImages
 
-        decoded = DecodedImages([np.asarray(decode(image, self.short_side)) for image in images])
+        decoded = DecodedImages(
+            [
+                np.asarray(decode(image, name, self.short_side))
+                for image, name in zip(images, names, strict=True)
+            ]
+        )
         frame = pd.DataFrame({"image": names, "prompt": prompts or [""] * len(images)})
         if type(self.model).uses_descriptions:
             descriptions = descriptions or [""] * len(images)
@@ -424,14 +478,6 @@ def _to(value: Any, device: torch.device) -> Any:
     return value
 
 
-def _device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ScoringError(f"device '{requested}' asked for, but torch sees no CUDA device")
-    return torch.device(requested)
-
-
 def _same_model(payloads: list[dict], members: list[Path]) -> None:
     """An ensemble averages folds of one configuration: same entry, dimensions, frozen weights."""
     first = payloads[0]
@@ -461,7 +507,7 @@ def _check_decoder(preprocessing: dict, source: Path) -> None:
 
 def load(
     checkpoint: str | Path,
-    device: str = "cpu",
+    device: str = "auto",
     weights_dir: str | Path | None = None,
     batch_size: int | None = None,
 ) -> Scorer:
@@ -470,22 +516,28 @@ def load(
     Args:
         checkpoint: ``checkpoint.pt``, its run folder, or ``runs/<protocol>/<dataset>/<model>``
             to average every fold's checkpoint.
-        device: ``cpu``, ``cuda[:N]`` or ``auto``.
+        device: ``auto`` (a GPU when torch sees one, else the CPU), ``cpu``, ``cuda[:N]`` or
+            ``mps``.
         weights_dir: A folder holding weight files the model names (stand-in backbones) when
             they are not at their recorded paths.
         batch_size: Images per forward pass (default: the model's ``eval_batch_size``).
 
     Raises:
         ScoringError: a checkpoint without the self-contained content, a missing or different
-            weight file, or frozen weights that differ from training's.
+            weight file, frozen weights that differ from training's, an unknown device or a
+            batch size that is not a positive integer.
     """
+    if not isinstance(checkpoint, str | Path):
+        raise ScoringError(f"checkpoint must be a path, got {type(checkpoint).__name__}")
+    target = torch_device(device)
+    if batch_size is not None:
+        positive_batch_size(batch_size)
     members = checkpoint_files(checkpoint)
     payloads = [read_checkpoint(m) for m in members]
     _same_model(payloads, members)
     first = payloads[0]
     _check_decoder(first["preprocessing"], members[0])
     model = build_from_checkpoint(first, members[0], weights_dir)
-    target = _device(device)
     model.to(target)
     from agiqa.train import recipe
 
