@@ -169,8 +169,12 @@ def test_cli_prints_one_row_per_image(trained: tuple[Path, Path], tmp_path: Path
     table = pd.DataFrame({"image": [p.name for p in images], "prompt": prompts})
     table.to_csv(tmp_path / "prompts.csv", index=False)
     args = ["score", "--checkpoint", str(run), "--images", str(images[0]), *map(str, images[1:])]
-    result = CliRunner().invoke(app, [*args, "--prompts", str(tmp_path / "prompts.csv")])
+    result = CliRunner().invoke(
+        app, [*args, "--prompts", str(tmp_path / "prompts.csv")], env={"COLUMNS": "40"}
+    )
     assert result.exit_code == 0, result.output
+    # The progress line keeps the path whole on a narrow terminal (no newline inserted in it).
+    assert f"with clip_residual ({run / 'checkpoint.pt'})" in result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "image,quality,align" and len(lines) == 1 + len(images)
     out = tmp_path / "scores.csv"

@@ -750,7 +750,10 @@ def score(
         if prompts is not None:
             texts, descriptions = prompts_from_csv(prompts, files)
         scorer = load(checkpoint, device=device, weights_dir=weights_dir, batch_size=batch_size)
-        err.print(f"scoring {len(files)} images with {scorer.describe()}", highlight=False)
+        # soft_wrap: long paths are never broken by an inserted newline
+        err.print(
+            f"scoring {len(files)} images with {scorer.describe()}", highlight=False, soft_wrap=True
+        )
         table = scorer.score(files, prompts=texts, descriptions=descriptions)
     except AgiqaError as error:
         fail(error)
@@ -759,7 +762,7 @@ def score(
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    err.print(f"wrote {out} ({len(table)} images)", highlight=False)
+    err.print(f"wrote {out} ({len(table)} images)", highlight=False, soft_wrap=True)
 
 
 @weights_app.command("fetch")
