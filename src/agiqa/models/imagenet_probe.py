@@ -36,7 +36,7 @@ from torch import nn
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, AgiqaModel
-from agiqa.weights import WeightsUnavailableError, require_cached
+from agiqa.weights import TORCHVISION_PACKAGED, WeightsUnavailableError, require_cached
 
 SOURCES = ("torchvision", "timm")
 # torchvision's ImageNet preprocessing (ImageClassification defaults), for random-init backbones.
@@ -259,6 +259,12 @@ class ImageNetProbe(AgiqaModel):
     trainable = True
     uses_gpu = True
     backbone_name = "ImageNet CNN/ViT (torchvision or timm)"
+
+    @classmethod
+    def packaged_weights(cls, entry: Mapping[str, Any]) -> list[str]:
+        spec = BackboneSpec.from_dict(entry.get("backbone"))
+        packaged = TORCHVISION_PACKAGED.get((spec.name, spec.weights or ""))
+        return [packaged.file_name] if spec.source == "torchvision" and packaged else []
 
     def __init__(
         self,
