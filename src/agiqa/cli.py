@@ -314,17 +314,17 @@ def train(
     log_file: Annotated[Path | None, typer.Option("--log")] = None,
 ) -> None:
     """Run one fold job exactly as the workflow would (its inputs must exist)."""
-    from agiqa.pipeline import fold_job
+    from agiqa.pipeline import fold_job, live_tracking
     from agiqa.steps import train_job
     from agiqa.train.fold import FoldJob, Preempted
 
+    config = load_config(configfile)
+
     def make_job() -> FoldJob:
-        return fold_job(
-            load_config(configfile), protocol, dataset, model, split_index, threads=threads
-        )
+        return fold_job(config, protocol, dataset, model, split_index, threads=threads)
 
     try:
-        train_job(make_job, gpu=None, log_file=log_file)
+        train_job(make_job, gpu=None, log_file=log_file, tracking=live_tracking(config))
     except AgiqaError as error:
         fail(error)
     except Preempted as stop:

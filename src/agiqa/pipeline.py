@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agiqa.data.splits import Protocol
 from agiqa.describe.workflow import describer_datasets, description_path
 from agiqa.errors import ConfigError
 from agiqa.train.fold import FoldJob
+
+if TYPE_CHECKING:
+    from agiqa.track.live import Tracking
 
 RUN_FILES = (
     "predictions.csv",
@@ -276,6 +280,22 @@ def descriptions_of(
     if dataset not in describer_datasets(config, describer):
         return None  # e.g. no published descriptions for this dataset: the model runs without
     return description_path(dataset, describer, (layout or layout_of(config)).results)
+
+
+def mlflow_experiment(config: dict) -> str:
+    """The MLflow experiment of a config's runs (``mlflow.experiment``, else the experiment)."""
+    return str((config.get("mlflow") or {}).get("experiment") or experiment_of(config))
+
+
+def live_tracking(config: dict) -> Tracking | None:
+    """Where fold jobs log their runs while they train; None with ``mlflow.live: false``."""
+    from agiqa.track.live import Tracking
+
+    settings = config.get("mlflow") or {}
+    if not settings.get("live", True):
+        return None
+    db = settings.get("db", "results/mlflow/mlflow.db")
+    return Tracking(uri=tracking_uri(db), experiment=mlflow_experiment(config))
 
 
 def tracking_uri(path: str | Path) -> str:

@@ -18,6 +18,7 @@ from agiqa.errors import AgiqaError
 from agiqa.logs import configure_logging
 
 if TYPE_CHECKING:
+    from agiqa.track.live import Tracking
     from agiqa.train.fold import FoldJob
 
 log = logging.getLogger("agiqa.steps")
@@ -46,20 +47,26 @@ def job_log(
 
 
 def train_job(
-    make_job: Callable[[], FoldJob], *, gpu: bool | None, log_file: str | Path | None
+    make_job: Callable[[], FoldJob],
+    *,
+    gpu: bool | None,
+    log_file: str | Path | None,
+    tracking: Tracking | None = None,
 ) -> None:
     """One training job (a fold, or a cross-dataset model) as the workflow runs it.
 
     Logs to ``log_file``, leases a GPU before CUDA starts (``gpu`` None: when the job's device
-    is not the CPU) and runs ``run_fold``; a preemption is logged as resumable and re-raised.
+    is not the CPU) and runs ``run_fold``, logging the run to MLflow as it trains when
+    ``tracking`` says where; a preemption is logged as resumable and re-raised.
     """
+    from agiqa.track.live import LiveRun
     from agiqa.train.fold import Preempted, run_fold
     from agiqa.train.gpu import gpu_lease
 
     with job_log(log_file, resumable=(Preempted,)):
         job = make_job()
         with gpu_lease(job.device != "cpu" if gpu is None else gpu):
-            run_fold(job)
+            run_fold(job, LiveRun(tracking) if tracking is not None else None)
 
 
 def _write_json(data: dict, out: str | Path) -> None:

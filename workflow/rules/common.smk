@@ -16,6 +16,7 @@ from agiqa.pipeline import (
     fold_params,
     grid,
     layout_of,
+    mlflow_experiment,
     model_entry,
     packaged_weights_of,
     protocol_of,

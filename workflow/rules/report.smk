@@ -36,7 +36,7 @@ rule aggregate:
         tables=lambda wc, output: folder_of(output.info),
         figures=lambda wc, output: folder_of(output.figures[0]) if FIGURES else None,
         db=config["mlflow"]["db"],
-        experiment=config["mlflow"].get("experiment") or EXPERIMENT,
+        experiment=mlflow_experiment(config),
         # `pdf` only adds the paper to the default target: it changes nothing here.
         report={k: v for k, v in REPORT.items() if k != "pdf"},
         names=NAMES.to_dict(),

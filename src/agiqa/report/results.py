@@ -27,6 +27,17 @@ PREDICTION_FILES = {"test": "predictions.csv", "val": "val_predictions.csv"}
 _REQUIRED = ("dataset", "model", "protocol", "split", "protocol_settings", "provenance")
 
 
+def run_key(
+    protocol: str, dataset: str, model: str, config_hash: str, split_sha256: str, commit: str
+) -> str:
+    """The MLflow parent key of a configuration's splits (tag ``agiqa.key``).
+
+    The fold job (agiqa.track.live) and the aggregation compute the same key, so they log into
+    the same runs; a new split file, config or code version never reuses an older run.
+    """
+    return "/".join((protocol, dataset, model, config_hash, split_sha256[:12], commit[:12]))
+
+
 @dataclass(frozen=True)
 class ReportSettings:
     """The config's ``report`` section: how numbers are computed and marked."""
@@ -85,20 +96,9 @@ class RunResult:
 
     @property
     def key(self) -> str:
-        """The identity of the experiment this split belongs to (its MLflow parent).
-
-        A new split file, config or code version never reuses (or overwrites) an older run.
-        """
-        return "/".join(
-            (
-                self.protocol,
-                self.dataset,
-                self.model,
-                self.config_hash,
-                self.split_sha256[:12],
-                self.commit[:12],
-            )
-        )
+        """The identity of the experiment this split belongs to (its MLflow parent)."""
+        identity = (self.protocol, self.dataset, self.model, self.config_hash)
+        return run_key(*identity, self.split_sha256, self.commit)
 
     @cached_property
     def protocol_spec(self) -> Protocol:
