@@ -34,7 +34,8 @@ NAMES = DisplayNames(
     models={"m1": "Model_1 & co", "m2": "Model 2 with a name far too long for one column"},
     datasets={"synthetic": "Synthetic 50%", "other": "Other"},
     dimensions={"quality": "Quality"},
-    protocols={"kfold_grouped": "Grouped 5-fold"},
+    protocols={"kfold_grouped": "Grouped"},
+    protocol_settings={"kfold_grouped": {"type": "kfold_grouped", "folds": 3}},
 )
 TYPES = {"kfold_grouped": "kfold_grouped", "literature_replica": "literature_replica"}
 
@@ -67,9 +68,9 @@ def test_dataset_table_layout_escaping_and_minus_signs() -> None:
     assert "\\ensuremath{-}0.250" in tex and "\\textminus" not in tex
     assert "\\textbf{0.910}" in tex and "\\underline{0.400}" in tex
     # Protocols are spanning rows, named in words; the test-selected one says so.
-    assert "\\multicolumn{7}{l}{\\textit{Grouped 5-fold}}" in tex
+    assert "\\multicolumn{7}{l}{\\textit{Grouped (prompt-grouped 3-fold)}}" in tex
     assert "\\textit{literature\\_replica (test-selected)}" in tex
-    assert "Grouped 5-fold: 3 splits, prompt-grouped K-fold, selection on a validation" in tex
+    assert "Grouped (prompt-grouped 3-fold): 3 splits, prompt-grouped K-fold, selection" in tex
     # Shrunk to the line only when wider; a table wider than a column spans both.
     assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}" in tex
     assert tex.startswith("\\begin{table*}") == (table.width_pt > COLUMN_WIDTH)
@@ -78,7 +79,7 @@ def test_dataset_table_layout_escaping_and_minus_signs() -> None:
     assert "Model_1 &amp; co" in html and "<b>0.910</b> ± 0.010" in html
     assert "\u22120.250" in html and "<u>0.400</u>" in html
     md = to_markdown(table)
-    assert "| Grouped 5-fold | Model_1 & co | **0.910** ± 0.010 [0.89, 0.93]" in md
+    assert "| Grouped (prompt-grouped 3-fold) | Model_1 & co | **0.910** ± 0.010" in md
 
 
 def test_combined_table_is_means_only_and_knows_when_it_fits() -> None:

@@ -165,6 +165,8 @@ def aggregate(
     runs = load_runs(run_dirs)
     if not runs:
         raise ValueError("no finished runs to aggregate")
+    # Protocol labels state the fold and repeat counts the runs were trained with.
+    names = names.with_protocol_settings({run.protocol: run.protocol_settings for run in runs})
     per_split = collect_runs(runs, settings.logistic)
     summary = summarize_runs(per_split)
     comparisons = compare_models(runs, per_split, settings)

@@ -74,10 +74,8 @@ def latex_number(text: str) -> str:
 def protocol_caption_label(protocol: str, types: Mapping[str, str], names: DisplayNames) -> str:
     """A protocol's name as a reader sees it; test-selected protocols say so."""
     kind = types.get(protocol, protocol)
-    label = names.protocol(protocol)
-    if kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test":
-        return f"{label} (test-selected)"
-    return label
+    test_selected = kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test"
+    return names.protocol(protocol, "test-selected" if test_selected else None)
 
 
 @dataclass(frozen=True)

@@ -425,7 +425,9 @@ def significance_latex(
                 *lines,
                 "}",
             ]
-        shown = protocol_label(names.protocol(protocol), _renamed(protocol_types, names))
+        kind = (protocol_types or {}).get(protocol, protocol)
+        test_selected = kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test"
+        shown = names.protocol(protocol, "test-selected" if test_selected else None)
         title = latex_escape(f"{shown} / {names.dataset(dataset)} / {names.dimension(dim)}")
         blocks.append(r"\par\smallskip\noindent " + title + r"\\" + "\n" + "\n".join(lines))
     caption = (
@@ -442,11 +444,6 @@ def significance_latex(
         + "\n".join(blocks)
         + f"\n\\end{{{environment}}}\n"
     )
-
-
-def _renamed(protocol_types: Mapping[str, str] | None, names: DisplayNames) -> dict[str, str]:
-    """Protocol types keyed by display name, so labels of renamed protocols keep their kind."""
-    return {names.protocol(p): kind for p, kind in (protocol_types or {}).items()}
 
 
 # --- protocol sensitivity --------------------------------------------------------------------
