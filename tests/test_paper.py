@@ -15,7 +15,14 @@ from agiqa.report.aggregate import aggregate
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.files import figure_files
 from agiqa.report.names import DisplayNames
-from agiqa.report.paper import PaperError, build_paper, overfull_boxes
+from agiqa.report.paper import (
+    PaperError,
+    breakable,
+    build_paper,
+    compile_pdf,
+    layout_problems,
+    overfull_boxes,
+)
 from agiqa.report.paper_tables import (
     COLUMN_WIDTH,
     combined_table,
@@ -26,6 +33,7 @@ from agiqa.report.paper_tables import (
     to_markdown,
 )
 from agiqa.report.results import ReportSettings
+from pdf_layout import small_text, sparse_pages
 from run_factory import noisy, write_run
 from test_tables import summary_row
 
@@ -234,15 +242,21 @@ def test_aggregate_writes_paper_tables_figures_and_paper_info(
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not on PATH")
-def test_paper_compiles_without_overfull_boxes(aggregated: tuple[Path, dict[str, Path]]) -> None:
+def test_paper_compiles_to_a_layout_a_reviewer_accepts(
+    aggregated: tuple[Path, dict[str, Path]],
+) -> None:
     root, _ = aggregated
     pdf = build_paper(
         root / "tables", root / "figures", root / "paper", "paper-test", built="2026-01-01"
     )
     assert pdf == root / "paper" / "paper.pdf" and pdf.stat().st_size > 10_000
     log = (root / "paper" / "paper.log").read_text(errors="replace")
-    assert overfull_boxes(log) == []
+    assert layout_problems(log) == []  # no overfull box, no line stretched to badness 10000
     assert "undefined" not in log.lower()
+    # No text under 8 pt (tables are never shrunk, figures are placed at their natural size),
+    # and no page left mostly empty by a lone float or a stranded heading.
+    assert small_text(pdf) == []
+    assert sparse_pages(pdf) == []
     tex = (root / "paper" / "paper.tex").read_text()
     for piece in (
         "\\input{tables/dataset-synthetic}",
@@ -267,9 +281,35 @@ def test_paper_without_latex_says_what_to_install(
     assert tex.suffix == ".tex" and "\\begin{document}" in tex.read_text()
 
 
-def test_overfull_boxes_are_found() -> None:
-    log = "Overfull \\hbox (0.5pt too wide) in x\nOverfull \\hbox (712.3pt too wide) in alignment"
-    assert overfull_boxes(log) == ["Overfull \\hbox (712.3pt too wide) in alignment"]
+def test_layout_problems_are_found() -> None:
+    log = (
+        "Overfull \\hbox (0.5pt too wide) in x\n"
+        "Underfull \\hbox (badness 1552) in paragraph at lines 3--4\n"
+        "Underfull \\hbox (badness 10000) in paragraph at lines 9--9\n"
+        "Underfull \\vbox (badness 10000) has occurred while \\output is active"
+    )
+    assert overfull_boxes(log) == ["Overfull \\hbox (0.5pt too wide) in x"]
+    assert layout_problems(log) == [
+        "Overfull \\hbox (0.5pt too wide) in x",
+        "Underfull \\hbox (badness 10000) in paragraph at lines 9--9",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not on PATH")
+def test_an_overfull_box_fails_the_build_and_a_hash_can_break(tmp_path: Path) -> None:
+    body = "\\noindent\\hbox to 2in{" + "x" * 80 + "}\n"
+    tex = tmp_path / "bad.tex"
+    tex.write_text("\\documentclass{article}\\begin{document}\n" + body + "\\end{document}\n")
+    with pytest.raises(PaperError, match=r"layout defect.*Overfull \\hbox"):
+        compile_pdf(tex)
+    commit = "0123456789abcdef" * 2 + "01234567"
+    text = "Cite this as code commit " + breakable(commit) + ", built today. " * 3
+    tex.write_text(
+        "\\documentclass{article}\\usepackage[margin=2.5in]{geometry}\\begin{document}\n"
+        + text
+        + "\n\\end{document}\n"
+    )
+    compile_pdf(tex)  # a 40-character hash in a narrow column: neither overfull nor stretched
 
 
 def test_figure_numbers_have_real_minus_signs() -> None:

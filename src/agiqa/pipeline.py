@@ -44,6 +44,18 @@ def experiment_of(config: dict) -> str:
     )
 
 
+def results_dir(configfiles: list[str]) -> str:
+    """``results/<experiment>`` of config files merged as Snakemake merges them (later files
+    win); the embedded default (config/config.yaml) without any. For the Makefile's paths."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for path in configfiles or ["config/config.yaml"]:
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    return layout_of(config).results
+
+
 def layout_of(config: dict) -> Layout:
     """Per-experiment result folders, so two configs never overwrite each other's outputs."""
     experiment = experiment_of(config)

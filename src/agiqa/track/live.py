@@ -375,11 +375,14 @@ def log_manifest(client: Any, run_id: str, frame: Any, path: str, name: str) -> 
     run = client.get_run(run_id)
     if run.inputs is not None and run.inputs.dataset_inputs:
         return
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local file
+    # MLflow warns that a local path "can be interpreted in multiple ways" and that integer
+    # columns cannot hold missing values (the manifest's schema): neither concerns a reader.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=str(path), name=name)
+        entity = dataset._to_mlflow_entity()
     tags = [InputTag(key=MLFLOW_DATASET_CONTEXT, value="manifest")]
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
 
 
 def log_result_files(client: Any, tracking_uri: str, run: Any, out_dir: Path) -> None:
