@@ -24,7 +24,6 @@ from agiqa.report.paper import (
     overfull_boxes,
 )
 from agiqa.report.paper_tables import (
-    COLUMN_WIDTH,
     combined_table,
     cross_dataset_frame,
     dataset_tables,
@@ -72,16 +71,15 @@ def test_dataset_table_layout_escaping_and_minus_signs() -> None:
     tex = to_latex(table)
     assert "\\label{tab:dataset-synthetic}" in tex and "Synthetic 50\\%." in tex
     assert "Model\\_1 \\& co" in tex and "Model_1" not in tex  # display names, escaped
-    assert "\\multicolumn{3}{c}{Quality} & \\multicolumn{3}{c}{Align" in tex
+    # Wider than the text (a long model name): one block per dimension, never shrunk.
+    assert table.wide and tex.count("\\toprule") == 2 and "\\resizebox" not in tex
+    assert "& \\multicolumn{3}{c}{Quality}" in tex and "& \\multicolumn{3}{c}{Align" in tex
     assert "\\ensuremath{-}0.250" in tex and "\\textminus" not in tex
     assert "\\textbf{0.910}" in tex and "\\underline{0.400}" in tex
     # Protocols are spanning rows, named in words; the test-selected one says so.
-    assert "\\multicolumn{7}{l}{\\textit{Grouped (prompt-grouped 3-fold)}}" in tex
+    assert "\\multicolumn{4}{l}{\\textit{Grouped (prompt-grouped 3-fold)}}" in tex
     assert "\\textit{literature\\_replica (test-selected)}" in tex
     assert "Grouped (prompt-grouped 3-fold): 3 splits, prompt-grouped K-fold, selection" in tex
-    # Shrunk to the line only when wider; a table wider than a column spans both.
-    assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}" in tex
-    assert tex.startswith("\\begin{table*}") == (table.width_pt > COLUMN_WIDTH)
     html = to_html(table)
     assert html == to_html(table)  # fixed element ids: reruns write identical files
     assert "Model_1 &amp; co" in html and "<b>0.910</b> ± 0.010" in html

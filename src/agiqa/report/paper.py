@@ -41,6 +41,7 @@ FIGURE_DPI = 200  # agiqa.report.figures.DPI: PNG pixels -> inches
 PREAMBLE = r"""\documentclass[10pt]{article}
 \usepackage[margin=1in]{geometry}
 \usepackage{booktabs}
+\usepackage{array}
 \usepackage{graphicx}
 % Table captions go above their tables: give them the space LaTeX only puts above a caption.
 \usepackage{caption}

@@ -115,11 +115,9 @@ class PaperTable:
 
     @property
     def fits_page(self) -> bool:
-        """Every dimension block fits the text width at its natural size (never shrunk)."""
-        return all(
-            estimate_width(replace(self, grid=block)) <= TEXT_WIDTH
-            for block in dimension_blocks(self.grid)
-        )
+        """Fits the text width side by side at its natural size (never shrunk): what the
+        combined table needs, since its point is every dataset in one row."""
+        return not self.wide
 
 
 # --- width estimate --------------------------------------------------------------------------
@@ -340,23 +338,6 @@ def to_latex(table: PaperTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sized_to_line(tabular: list[str], width_pt: float) -> list[str]:
-    """A tabular of plain cells at \\small, at \\footnotesize when that is needed to fit the
-    text width; one wider still is shrunk to the line as a last resort (and a warning says so,
-    since its text then falls under 8 pt)."""
-    if width_pt <= TEXT_WIDTH:
-        return tabular
-    if width_pt * _CHAR["footnote"] / _CHAR["small"] <= TEXT_WIDTH:
-        return [r"\footnotesize", *tabular]
-    log.warning("a %.0f pt wide table is shrunk to the %.0f pt line", width_pt, TEXT_WIDTH)
-    return [
-        r"\footnotesize",
-        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-        *tabular,
-        "}",
-    ]
-
-
 # --- HTML and Markdown -------------------------------------------------------------------------
 
 
@@ -466,27 +447,86 @@ def _md_row(cells: Sequence[str]) -> str:
 
 
 def styler_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table of plain cells through ``Styler.to_latex``, at \\small or, to fit the
-    text width, \\footnotesize (see ``sized_to_line``)."""
+    """A booktabs table of plain cells through ``Styler.to_latex``, at its natural size: a table
+    wider than the text wraps its columns (``column_layout``) at \\small, else at
+    \\footnotesize; one wider still is shrunk to the line as a last resort, with a warning (its
+    text then falls under 8 pt)."""
 
     def cell(value: object) -> str:
         return "--" if pd.isna(value) else latex_number(latex_text(str(value)))
 
     # Row labels become ordinary columns: one header row, and no \multirow (a package the
     # paper does without).
-    styler = _flat(frame).style.hide(axis="index").format(cell)
+    flat = _flat(frame)
+    styler = flat.style.hide(axis="index").format(cell)
     styler = styler.format_index(latex_text, axis=1)
-    tabular = styler.to_latex(hrules=True, multicol_align="c")
+    size = "small"
+    layout, width = column_layout(flat, size)
+    if width > TEXT_WIDTH:
+        size = "footnote"
+        layout, width = column_layout(flat, size)
+    tabular = styler.to_latex(hrules=True, multicol_align="c", column_format=layout)
+    body = tabular.strip().splitlines()
+    if width > TEXT_WIDTH:
+        log.warning("table %s: %.0f pt wide, shrunk to the %.0f pt line", label, width, TEXT_WIDTH)
+        body = [r"\resizebox{\linewidth}{!}{%", *body, "}"]
     lines = [
         rf"\begin{{table}}[{PLACEMENT}]",
         r"\centering",
         r"\small",
         r"\caption{" + _caption_latex(caption) + "}",
         rf"\label{{{label}}}",
-        *sized_to_line(tabular.strip().splitlines(), frame_width(frame)),
+        *([r"\footnotesize"] if size == "footnote" else []),
+        *body,
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def column_layout(flat: pd.DataFrame, size: str = "small") -> tuple[str, float]:
+    """The tabular's column format and estimated width (pt): text left-aligned, numbers
+    centred; when wider than the text, the widest columns whose cells have spaces (names,
+    "+0.008 [-0.005, 0.019]") wrap onto more lines, down to their longest word, until the table
+    fits."""
+    char = _CHAR[size]
+    widths = [_column_chars(flat, column) * char for column in flat.columns]
+    text = [not _numeric(flat[column]) for column in flat.columns]
+    # A word cannot break: with 20% to spare for wide letters (M, W, _) the estimate misses.
+    narrowest = [_longest_word(flat, column) * char * 1.2 for column in flat.columns]
+    # Aim 5% under the text width: the character estimate runs short on wide letters.
+    excess = sum(widths) + _COLUMN_PADDING * len(widths) - 0.95 * TEXT_WIDTH
+    wrapped: dict[int, float] = {}
+    for index in sorted(range(len(widths)), key=lambda i: -widths[i]):
+        if excess <= 0 or widths[index] <= narrowest[index]:
+            continue
+        narrower = max(narrowest[index], widths[index] - excess)
+        excess -= widths[index] - narrower
+        wrapped[index] = widths[index] = narrower
+    formats = []
+    for i, is_text in enumerate(text):
+        align = r"\raggedright" if is_text else r"\centering"
+        if i in wrapped:
+            formats.append(rf">{{{align}\arraybackslash}}p{{{wrapped[i]:.0f}pt}}")
+        else:
+            formats.append("l" if is_text else "c")
+    return "".join(formats), (sum(widths) + _COLUMN_PADDING * len(widths)) / 0.95
+
+
+def _longest_word(flat: pd.DataFrame, column: object) -> int:
+    header = column if isinstance(column, tuple) else (column,)
+    texts = [str(h) for h in header] + [str(v) for v in flat[column]]
+    return max(len(word) for text in texts for word in (text.split() or [""]))
+
+
+def _column_chars(flat: pd.DataFrame, column: object) -> int:
+    header = column if isinstance(column, tuple) else (column,)
+    return max([len(str(h)) for h in header] + [len(str(v)) for v in flat[column]])
+
+
+def _numeric(values: pd.Series) -> bool:
+    """A column of numbers (as numbers or as rounded text, intervals included)."""
+    text = values.dropna().astype(str).str.replace(MINUS, "-")
+    return bool(text.str.fullmatch(r"[-+\d.,/\[\] %]*|reference|–|--").all())
 
 
 def styler_html(frame: pd.DataFrame, caption: str) -> str:
@@ -499,14 +539,8 @@ def styler_html(frame: pd.DataFrame, caption: str) -> str:
 
 
 def frame_width(frame: pd.DataFrame) -> float:
-    """Estimated natural width (pt) of ``styler_latex``'s tabular of ``frame``."""
-    flat = _flat(frame)
-    width = 0.0
-    for column in flat.columns:
-        header = column if isinstance(column, tuple) else (column,)
-        chars = max([len(str(h)) for h in header] + [len(str(v)) for v in flat[column]])
-        width += chars * _CHAR["small"] + _COLUMN_PADDING
-    return width
+    """Estimated width (pt) of ``styler_latex``'s tabular of ``frame``."""
+    return column_layout(_flat(frame))[1]
 
 
 def _flat(frame: pd.DataFrame) -> pd.DataFrame:
