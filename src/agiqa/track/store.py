@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +35,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from filelock import FileLock
+
+from agiqa.fileops import place
 
 _logger = logging.getLogger(__name__)
 
@@ -212,31 +213,15 @@ def log_artifact(
     if Path(path).is_dir():
         for member in sorted(Path(path).rglob("*")):
             if member.is_file():
-                _place(member, target / member.relative_to(path))
+                place(member, target / member.relative_to(path), LINK_ABOVE_BYTES)
     else:
-        _place(Path(path), target)
+        place(Path(path), target, LINK_ABOVE_BYTES)
 
 
 def has_artifact(tracking_uri: str, run: Any, name: str) -> bool:
     """Whether a run's artifacts hold ``name`` (a relative path); False for a remote store."""
     folder = local_artifact_dir(tracking_uri, run.info.artifact_uri)
     return folder is not None and (folder / name).exists()
-
-
-def _place(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    linked = False
-    if source.stat().st_size > LINK_ABOVE_BYTES:
-        try:
-            os.link(source, temporary)
-            linked = True
-        except OSError:
-            pass
-    if not linked:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
 
 
 # --- names, tags and params ------------------------------------------------------------------

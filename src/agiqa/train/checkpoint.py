@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from agiqa.fileops import place
 from agiqa.provenance import file_sha256
 
 if TYPE_CHECKING:
@@ -35,8 +34,7 @@ VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 #: Folder beside the checkpoint that holds the weight files its model entry names.
 BUNDLE_DIR = "weights"
-#: Larger weight files are hard-linked there instead of copied (same file system only). A copy
-#: is independent of the source: rewriting the source in place cannot change it.
+#: Larger weight files are hard-linked there instead of copied (agiqa.fileops.place).
 LINK_ABOVE_BYTES = 256 << 20
 
 
@@ -71,20 +69,7 @@ def save_checkpoint(
 def bundle_weight_file(source: Path, out_dir: Path, name: str) -> str:
     """Link (or copy) ``source`` to ``out_dir/weights/<name>``; that path relative to
     ``out_dir``."""
-    target = out_dir / BUNDLE_DIR / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    linked = False
-    if source.stat().st_size > LINK_ABOVE_BYTES:
-        try:  # no second copy of a large file; links never cross file systems
-            os.link(source, temporary)
-            linked = True
-        except OSError:
-            pass
-    if not linked:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    place(source, out_dir / BUNDLE_DIR / name, LINK_ABOVE_BYTES)
     return f"{BUNDLE_DIR}/{name}"
 
 
