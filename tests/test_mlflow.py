@@ -285,3 +285,21 @@ def test_an_older_store_with_absolute_uris_is_made_relative(
     assert local_artifact_dir(uri, moved) == root / old_run.info.run_id / "artifacts"
     result = log(run_dirs, uri)
     assert result["experiment_id"] == experiment_id and result["created"] == 4
+
+
+def test_a_rerun_the_store_missed_replaces_the_stale_run(
+    run_dirs: list[Path], tracking_uri: str
+) -> None:
+    first = log(run_dirs, tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    (old,) = _runs(client, first["experiment_id"], f"tags.`agiqa.key` = '{KEY}/split1'")
+    # Split 1 reran (same configuration and code) while the store was out of reach.
+    metrics = run_dirs[1] / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"seconds": 3.5', '"seconds": 4.5'))
+    again = log(run_dirs, tracking_uri)
+    assert again["created"] == 1
+    (new,) = _runs(client, first["experiment_id"], f"tags.`agiqa.key` = '{KEY}/split1'")
+    assert new.info.run_id != old.info.run_id and new.data.metrics["info/seconds"] == 4.5
+    assert client.get_run(old.info.run_id).info.lifecycle_stage == "deleted"
+    assert len(client.get_metric_history(new.info.run_id, "train_loss")) == 2
+    assert log(run_dirs, tracking_uri)["created"] == 0

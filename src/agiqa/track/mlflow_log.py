@@ -49,6 +49,7 @@ from agiqa.track.store import (
     ensure_experiment,
     flatten_config,
     has_artifact,
+    local_artifact_dir,
     log_artifact,
     parent_name,
     quiet_loggers,
@@ -250,6 +251,11 @@ class _RunLogger:
             "agiqa.run_dir": str(run.path),
         }
         name = child_name(run.protocol, run.dataset, run.model, run.split)
+        existing = find_run(self.client, self.experiment_id, key)
+        if existing is not None and self._stale(existing, run):
+            # An older attempt of this split whose rerun could not reach the store: its
+            # history and files are not this run's.
+            self.client.delete_run(existing)
         run_id = self.find_or_create(key, name, tags, _start_ms(run))
         log_params(self.client, run_id, _read_config(run.path))
         timestamp = _mtime_ms(run.path / "metrics.json")
@@ -268,6 +274,15 @@ class _RunLogger:
             log_result_files(self.client, self.tracking_uri, stored, run.path)
         self.client.set_terminated(run_id, end_time=timestamp)
         return run_id
+
+    def _stale(self, run_id: str, run: RunResult) -> bool:
+        """The stored run carries another ``metrics.json`` than the run folder's."""
+        uri = self.client.get_run(run_id).info.artifact_uri
+        folder = local_artifact_dir(self.tracking_uri, uri)
+        stored = None if folder is None else folder / "metrics.json"
+        if stored is None or not stored.is_file():
+            return False
+        return stored.read_bytes() != (run.path / "metrics.json").read_bytes()
 
     def _log_values(self, run_id: str, values: Mapping[str, float], timestamp: int) -> None:
         """Step-0 metrics, except those whose latest stored value is already this one."""
