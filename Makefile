@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 # torch is installed first, pinned, because that release installs from the build machines' disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo paper test test-slurm lint dry-run-paper clean data-push data-pull weights bench-gpu
+.PHONY: setup demo paper report mlflow-ui test test-slurm lint dry-run-paper clean data-push data-pull weights bench-gpu
 
 $(VENV)/.installed: pyproject.toml envs/weights.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,24 @@ demo: setup
 # Needs pdflatex (Debian: apt-get install texlive-latex-base texlive-latex-recommended).
 # PAPER_CONFIG=config/paper.yaml builds the paper grid's.
 PAPER_CONFIG ?=
+CONFIG_ARGS = $(if $(PAPER_CONFIG),--configfile $(PAPER_CONFIG))
+RESULTS_DIR = $(shell $(BIN)/python -c 'import sys; from agiqa.pipeline import results_dir; print(results_dir(sys.argv[1:]))' $(PAPER_CONFIG))
 paper: setup
-	snakemake --cores $(CORES) $(if $(PAPER_CONFIG),--configfile $(PAPER_CONFIG)) paper
+	snakemake --cores $(CORES) $(CONFIG_ARGS) paper
+	@echo "paper: $(RESULTS_DIR)/paper/paper.pdf"
+
+# Snakemake's HTML report (tables, figures and the paper PDF), results/<experiment>/report.html.
+report: paper
+	snakemake $(CONFIG_ARGS) --report $(RESULTS_DIR)/report.html all paper
+	@echo "report: $(RESULTS_DIR)/report.html"
+
+# MLflow's UI (http://127.0.0.1:5000) on the store the configs write; artifacts are served from
+# beside the database (their URIs are relative to it: agiqa.track.store).
+MLFLOW_DB ?= results/mlflow/mlflow.db
+mlflow-ui: setup
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(abspath $(MLFLOW_DB)) \
+		--artifacts-destination $(dir $(abspath $(MLFLOW_DB)))artifacts \
+		--host 127.0.0.1 --port 5000 --workers 1
 
 test: setup
 	$(BIN)/python -m pytest

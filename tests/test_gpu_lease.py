@@ -112,7 +112,7 @@ def test_a_training_job_holds_its_lease_while_it_runs_and_logs_a_preemption_as_r
     monkeypatch.setattr(gpu, "acquire_gpu", lease_here)
     seen: list[str] = []
 
-    def preempted_run(job: object) -> None:
+    def preempted_run(job: object, live: object = None) -> None:
         seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
         with pytest.raises(TimeoutError):  # the job holds the only GPU
             lease_here()
@@ -131,6 +131,6 @@ def test_a_training_job_holds_its_lease_while_it_runs_and_logs_a_preemption_as_r
         raise AssertionError("a CPU job took a GPU lease")
 
     monkeypatch.setattr(gpu, "acquire_gpu", no_lease)
-    monkeypatch.setattr(fold, "run_fold", lambda job: seen.append(job.device))
+    monkeypatch.setattr(fold, "run_fold", lambda job, live=None: seen.append(job.device))
     steps.train_job(lambda: SimpleNamespace(device="cpu"), gpu=None, log_file=log_file)
     assert seen == ["5", "cpu"]

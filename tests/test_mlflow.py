@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from agiqa.report.aggregate import collect_runs, load_runs
+from agiqa.report.aggregate import collect_runs
+from agiqa.report.results import load_runs
 from agiqa.track.mlflow_log import (
     flatten_config,
     log_to_mlflow,
@@ -19,6 +20,7 @@ from agiqa.track.mlflow_log import (
     shared_params,
     sqlite_path,
 )
+from agiqa.track.store import local_artifact_dir
 from run_factory import SPLIT_SHA, write_run
 
 SPLITS = (0, 1, 2)
@@ -79,6 +81,13 @@ def tracking_uri(tmp_path: Path) -> str:
 
 def _runs(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
     return client.search_runs([experiment_id], filter_string=filter_string)
+
+
+def artifacts(uri: str, run, folder: str = "") -> set[str]:
+    """A run's artifact files (relative paths), read where the store keeps them."""
+    root = local_artifact_dir(uri, run.info.artifact_uri)
+    assert root is not None
+    return {p.relative_to(root).as_posix() for p in (root / folder).rglob("*") if p.is_file()}
 
 
 def test_twice_gives_one_parent_and_k_children(run_dirs: list[Path], tracking_uri: str) -> None:
@@ -145,16 +154,18 @@ def test_child_contents(run_dirs: list[Path], tracking_uri: str, tmp_path: Path)
     assert metrics["info/n_test"] == 30
     assert "test/alignment/srcc" in metrics  # NaN (constant predictions) is logged, not dropped
     assert [m.value for m in client.get_metric_history(child.info.run_id, "val_srcc_mean")] == [0.5]
-    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert artifacts == {
+    assert artifacts(tracking_uri, child) == {
         "metrics.json",
         "config.yaml",
         "predictions.csv",
         "val_predictions.csv",
         "history.csv",
+        "checkpoint/checkpoint.pt",
     }
-    assert "artifacts" in child.info.artifact_uri
-    assert (tmp_path / "mlflow" / "artifacts").is_dir()
+    # Relative to the artifact root beside the database: a moved store keeps its files.
+    assert child.info.artifact_uri.startswith("mlflow-artifacts:/agiqa-test/")
+    root = tmp_path / "mlflow" / "artifacts"
+    assert local_artifact_dir(tracking_uri, child.info.artifact_uri).is_relative_to(root)
 
 
 def test_new_model_adds_parent(run_dirs: list[Path], tracking_uri: str, tmp_path: Path) -> None:
@@ -226,9 +237,8 @@ def test_parent_carries_shared_params_tables_and_figures(
     (parent,) = _runs(client, result["experiment_id"], f"tags.`agiqa.key` = '{KEY}'")
     assert parent.data.params["model.train.lr"] == "0.001"
     assert parent.data.params["protocol.folds"] == "5"
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report/tables")}
-    artifacts |= {a.path for a in client.list_artifacts(parent.info.run_id, "report/figures")}
-    assert artifacts == {"report/tables/main.md", "report/figures/scatter-synthetic.png"}
+    found = artifacts(tracking_uri, parent)
+    assert found == {"report/tables/main.md", "report/figures/scatter-synthetic.png"}
     experiment = client.get_experiment(result["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -245,15 +255,51 @@ def test_a_moved_store_finds_its_artifacts(run_dirs: list[Path], tmp_path: Path)
     new.parent.mkdir()
     shutil.move(old, new)
     uri = f"sqlite:///{new / 'mlflow.db'}"
-    assert relocate_artifacts(uri) == 1
-    assert relocate_artifacts(uri) == 0  # already in place
+    assert relocate_artifacts(uri) == 0  # nothing absolute to rewrite
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment(result["experiment_id"])
-    assert experiment.artifact_location == (new / "artifacts").resolve().as_uri()
     assert experiment.tags["agiqa.artifact_root"] == "artifacts"
-    for run in _runs(client, result["experiment_id"]):
-        assert run.info.artifact_uri.startswith((new / "artifacts").resolve().as_uri())
     child = _runs(client, result["experiment_id"], "tags.`agiqa.split` = '0'")[0]
-    local = client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path))
-    assert Path(local).read_text() == (run_dirs[0] / "metrics.json").read_text()
+    folder = local_artifact_dir(uri, child.info.artifact_uri)
+    assert folder.is_relative_to(new / "artifacts")
+    assert (folder / "metrics.json").read_text() == (run_dirs[0] / "metrics.json").read_text()
     assert log(run_dirs, uri)["created"] == 0  # the moved store is reused, not duplicated
+
+
+def test_an_older_store_with_absolute_uris_is_made_relative(
+    run_dirs: list[Path], tmp_path: Path
+) -> None:
+    # What agiqa wrote before: the experiment's location an absolute file:// URI.
+    db = tmp_path / "mlflow" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(tracking_uri=uri)
+    root = tmp_path / "mlflow" / "artifacts"
+    experiment_id = client.create_experiment("agiqa-test", artifact_location=root.as_uri())
+    client.set_experiment_tag(experiment_id, "agiqa.artifact_root", "artifacts")
+    old_run = client.create_run(experiment_id)
+    assert old_run.info.artifact_uri.startswith(root.as_uri())
+    assert relocate_artifacts(uri) == 1
+    assert relocate_artifacts(uri) == 0
+    moved = client.get_run(old_run.info.run_id).info.artifact_uri
+    assert moved == f"mlflow-artifacts:/{old_run.info.run_id}/artifacts"
+    assert local_artifact_dir(uri, moved) == root / old_run.info.run_id / "artifacts"
+    result = log(run_dirs, uri)
+    assert result["experiment_id"] == experiment_id and result["created"] == 4
+
+
+def test_a_rerun_the_store_missed_replaces_the_stale_run(
+    run_dirs: list[Path], tracking_uri: str
+) -> None:
+    first = log(run_dirs, tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    (old,) = _runs(client, first["experiment_id"], f"tags.`agiqa.key` = '{KEY}/split1'")
+    # Split 1 reran (same configuration and code) while the store was out of reach.
+    metrics = run_dirs[1] / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"seconds": 3.5', '"seconds": 4.5'))
+    again = log(run_dirs, tracking_uri)
+    assert again["created"] == 1
+    (new,) = _runs(client, first["experiment_id"], f"tags.`agiqa.key` = '{KEY}/split1'")
+    assert new.info.run_id != old.info.run_id and new.data.metrics["info/seconds"] == 4.5
+    assert client.get_run(old.info.run_id).info.lifecycle_stage == "deleted"
+    assert len(client.get_metric_history(new.info.run_id, "train_loss")) == 2
+    assert log(run_dirs, tracking_uri)["created"] == 0

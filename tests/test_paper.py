@@ -11,13 +11,19 @@ import pandas as pd
 import pytest
 
 from agiqa.data.manifest import Dimension, Manifest
-from agiqa.report.aggregate import ReportSettings, aggregate
+from agiqa.report.aggregate import aggregate
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.files import figure_files
 from agiqa.report.names import DisplayNames
-from agiqa.report.paper import PaperError, build_paper, overfull_boxes
+from agiqa.report.paper import (
+    PaperError,
+    breakable,
+    build_paper,
+    compile_pdf,
+    layout_problems,
+    overfull_boxes,
+)
 from agiqa.report.paper_tables import (
-    COLUMN_WIDTH,
     combined_table,
     cross_dataset_frame,
     dataset_tables,
@@ -25,6 +31,8 @@ from agiqa.report.paper_tables import (
     to_latex,
     to_markdown,
 )
+from agiqa.report.results import ReportSettings
+from pdf_layout import small_text, sparse_pages
 from run_factory import noisy, write_run
 from test_tables import summary_row
 
@@ -33,7 +41,8 @@ NAMES = DisplayNames(
     models={"m1": "Model_1 & co", "m2": "Model 2 with a name far too long for one column"},
     datasets={"synthetic": "Synthetic 50%", "other": "Other"},
     dimensions={"quality": "Quality"},
-    protocols={"kfold_grouped": "Grouped 5-fold"},
+    protocols={"kfold_grouped": "Grouped"},
+    protocol_settings={"kfold_grouped": {"type": "kfold_grouped", "folds": 3}},
 )
 TYPES = {"kfold_grouped": "kfold_grouped", "literature_replica": "literature_replica"}
 
@@ -62,22 +71,21 @@ def test_dataset_table_layout_escaping_and_minus_signs() -> None:
     tex = to_latex(table)
     assert "\\label{tab:dataset-synthetic}" in tex and "Synthetic 50\\%." in tex
     assert "Model\\_1 \\& co" in tex and "Model_1" not in tex  # display names, escaped
-    assert "\\multicolumn{3}{c}{Quality} & \\multicolumn{3}{c}{Align" in tex
+    # Wider than the text (a long model name): one block per dimension, never shrunk.
+    assert table.wide and tex.count("\\toprule") == 2 and "\\resizebox" not in tex
+    assert "& \\multicolumn{3}{c}{Quality}" in tex and "& \\multicolumn{3}{c}{Align" in tex
     assert "\\ensuremath{-}0.250" in tex and "\\textminus" not in tex
     assert "\\textbf{0.910}" in tex and "\\underline{0.400}" in tex
     # Protocols are spanning rows, named in words; the test-selected one says so.
-    assert "\\multicolumn{7}{l}{\\textit{Grouped 5-fold}}" in tex
+    assert "\\multicolumn{4}{l}{\\textit{Grouped (prompt-grouped 3-fold)}}" in tex
     assert "\\textit{literature\\_replica (test-selected)}" in tex
-    assert "Grouped 5-fold: 3 splits, prompt-grouped K-fold, selection on a validation" in tex
-    # Shrunk to the line only when wider; a table wider than a column spans both.
-    assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}" in tex
-    assert tex.startswith("\\begin{table*}") == (table.width_pt > COLUMN_WIDTH)
+    assert "Grouped (prompt-grouped 3-fold): 3 splits, prompt-grouped K-fold, selection" in tex
     html = to_html(table)
     assert html == to_html(table)  # fixed element ids: reruns write identical files
     assert "Model_1 &amp; co" in html and "<b>0.910</b> ± 0.010" in html
     assert "\u22120.250" in html and "<u>0.400</u>" in html
     md = to_markdown(table)
-    assert "| Grouped 5-fold | Model_1 & co | **0.910** ± 0.010 [0.89, 0.93]" in md
+    assert "| Grouped (prompt-grouped 3-fold) | Model_1 & co | **0.910** ± 0.010" in md
 
 
 def test_combined_table_is_means_only_and_knows_when_it_fits() -> None:
@@ -232,15 +240,21 @@ def test_aggregate_writes_paper_tables_figures_and_paper_info(
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not on PATH")
-def test_paper_compiles_without_overfull_boxes(aggregated: tuple[Path, dict[str, Path]]) -> None:
+def test_paper_compiles_to_a_layout_a_reviewer_accepts(
+    aggregated: tuple[Path, dict[str, Path]],
+) -> None:
     root, _ = aggregated
     pdf = build_paper(
         root / "tables", root / "figures", root / "paper", "paper-test", built="2026-01-01"
     )
     assert pdf == root / "paper" / "paper.pdf" and pdf.stat().st_size > 10_000
     log = (root / "paper" / "paper.log").read_text(errors="replace")
-    assert overfull_boxes(log) == []
+    assert layout_problems(log) == []  # no overfull box, no line stretched to badness 10000
     assert "undefined" not in log.lower()
+    # No text under 8 pt (tables are never shrunk, figures are placed at their natural size),
+    # and no page left mostly empty by a lone float or a stranded heading.
+    assert small_text(pdf) == []
+    assert sparse_pages(pdf) == []
     tex = (root / "paper" / "paper.tex").read_text()
     for piece in (
         "\\input{tables/dataset-synthetic}",
@@ -265,9 +279,35 @@ def test_paper_without_latex_says_what_to_install(
     assert tex.suffix == ".tex" and "\\begin{document}" in tex.read_text()
 
 
-def test_overfull_boxes_are_found() -> None:
-    log = "Overfull \\hbox (0.5pt too wide) in x\nOverfull \\hbox (712.3pt too wide) in alignment"
-    assert overfull_boxes(log) == ["Overfull \\hbox (712.3pt too wide) in alignment"]
+def test_layout_problems_are_found() -> None:
+    log = (
+        "Overfull \\hbox (0.5pt too wide) in x\n"
+        "Underfull \\hbox (badness 1552) in paragraph at lines 3--4\n"
+        "Underfull \\hbox (badness 10000) in paragraph at lines 9--9\n"
+        "Underfull \\vbox (badness 10000) has occurred while \\output is active"
+    )
+    assert overfull_boxes(log) == ["Overfull \\hbox (0.5pt too wide) in x"]
+    assert layout_problems(log) == [
+        "Overfull \\hbox (0.5pt too wide) in x",
+        "Underfull \\hbox (badness 10000) in paragraph at lines 9--9",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not on PATH")
+def test_an_overfull_box_fails_the_build_and_a_hash_can_break(tmp_path: Path) -> None:
+    body = "\\noindent\\hbox to 2in{" + "x" * 80 + "}\n"
+    tex = tmp_path / "bad.tex"
+    tex.write_text("\\documentclass{article}\\begin{document}\n" + body + "\\end{document}\n")
+    with pytest.raises(PaperError, match=r"layout defect.*Overfull \\hbox"):
+        compile_pdf(tex)
+    commit = "0123456789abcdef" * 2 + "01234567"
+    text = "Cite this as code commit " + breakable(commit) + ", built today. " * 3
+    tex.write_text(
+        "\\documentclass{article}\\usepackage[margin=2.5in]{geometry}\\begin{document}\n"
+        + text
+        + "\n\\end{document}\n"
+    )
+    compile_pdf(tex)  # a 40-character hash in a narrow column: neither overfull nor stretched
 
 
 def test_figure_numbers_have_real_minus_signs() -> None:

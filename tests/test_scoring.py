@@ -108,7 +108,7 @@ def test_frozen_random_backbone_and_feature_cache_path(tmp_path: Path) -> None:
         agiqa.load(tmp_path / "reseeded.pt")
 
 
-def test_stand_in_weight_file_is_referenced_and_checked(
+def test_stand_in_weight_file_travels_with_the_run_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from agiqa.data.manifest import Dimension
@@ -124,19 +124,25 @@ def test_stand_in_weight_file_is_referenced_and_checked(
     predictions, images, prompts = _test_inputs(run, root)
     (ref,) = read_checkpoint(run / "checkpoint.pt")["weight_files"]
     assert ref["slot"] == "backbone.pretrained" and ref["path"] == "backbones/toy.pt"
+    assert ref["bundled"] == "weights/toy.pt"
+    assert (run / "weights" / "toy.pt").read_bytes() == Path("backbones/toy.pt").read_bytes()
+    # The run folder, copied anywhere, scores without the project (no --weights-dir).
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, moved)
+    shutil.rmtree(tmp_path / "backbones")
+    monkeypatch.chdir(moved.parent)
+    _assert_same(agiqa.load(moved).score(images, prompts), predictions, ["quality", "align"])
+    # The checkpoint file alone needs the weight file from somewhere: it says so.
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(run / "checkpoint.pt", alone / "checkpoint.pt")
-    monkeypatch.chdir(alone)
-    with pytest.raises(
-        ScoringError, match=r"loads the weight file 'backbones/toy.pt'.*--weights-dir"
-    ):
+    with pytest.raises(ScoringError, match=r"weight file 'backbones/toy.pt'.*--weights-dir"):
         agiqa.load(alone)
-    scorer = agiqa.load(alone, weights_dir=tmp_path / "backbones")
+    scorer = agiqa.load(alone, weights_dir=moved / "weights")
     _assert_same(scorer.score(images, prompts), predictions, ["quality", "align"])
-    (tmp_path / "backbones" / "toy.pt").write_bytes(b"other weights")
+    (moved / "weights" / "toy.pt").write_bytes(b"other weights")
     with pytest.raises(ScoringError, match="not the weight file the model was trained with"):
-        agiqa.load(alone, weights_dir=tmp_path / "backbones")
+        agiqa.load(moved)
 
 
 def test_model_folder_averages_its_folds(tmp_path: Path) -> None:
@@ -164,8 +170,12 @@ def test_cli_prints_one_row_per_image(trained: tuple[Path, Path], tmp_path: Path
     table = pd.DataFrame({"image": [p.name for p in images], "prompt": prompts})
     table.to_csv(tmp_path / "prompts.csv", index=False)
     args = ["score", "--checkpoint", str(run), "--images", str(images[0]), *map(str, images[1:])]
-    result = CliRunner().invoke(app, [*args, "--prompts", str(tmp_path / "prompts.csv")])
+    result = CliRunner().invoke(
+        app, [*args, "--prompts", str(tmp_path / "prompts.csv")], env={"COLUMNS": "40"}
+    )
     assert result.exit_code == 0, result.output
+    # The progress line keeps the path whole on a narrow terminal (no newline inserted in it).
+    assert f"with clip_residual ({run / 'checkpoint.pt'})" in result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "image,quality,align" and len(lines) == 1 + len(images)
     out = tmp_path / "scores.csv"
@@ -383,3 +393,109 @@ def test_an_image_beyond_the_size_limits_is_refused_at_scoring(
         scorer.score([strip])
     with pytest.raises(ScoringError, match="differ by more than 10x"):
         scorer.score([Image.new("RGB", (2_000, 10))])
+
+
+# --- the pyiqa-style API: callable, tensors and arrays, scales, clear errors -------------------
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.array(image.convert("RGB"))
+
+
+def test_scorer_is_called_like_a_pyiqa_metric(trained: tuple[Path, Path]) -> None:
+    run, root = trained
+    _, images, prompts = _test_inputs(run, root)
+    images, prompts = images[:4], prompts[:4]
+    scorer = agiqa.load(run)
+    assert scorer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")  # auto
+    assert scorer.dimension_names == ["quality", "align"]
+    assert scorer.score_range == {"quality": (0.0, 5.0), "align": (0.0, 5.0)}
+    assert scorer.lower_better is False
+    assert not any(scale.lower_better for scale in scorer.scales.values())
+    table = scorer.score(images, prompts)
+    expected = torch.tensor(table[["quality", "align"]].to_numpy())
+    from_paths = scorer(images, prompts)
+    assert from_paths.shape == (4, 2) and torch.equal(from_paths, expected)
+    assert torch.equal(scorer(images, prompts, dimension="quality"), expected[:, 0])
+    # The same pixels as tensors (floats in [0, 1], C x H x W, single and batched), uint8
+    # tensors and numpy arrays (H x W x C, single and batched) give the same numbers as PIL.
+    pixels = [_pixels(p) for p in images]
+    pil = scorer([Image.fromarray(p) for p in pixels], prompts)
+    floats = [torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in pixels]
+    assert torch.equal(scorer(floats, prompts), pil)
+    assert torch.equal(scorer(torch.stack(floats), prompts), pil)
+    # One image is a batch of one: the forward pass may round differently in the last bit.
+    torch.testing.assert_close(scorer(floats[0], prompts[0]), pil[:1], atol=1e-6, rtol=0)
+    assert torch.equal(scorer([f.mul(255).round().to(torch.uint8) for f in floats], prompts), pil)
+    assert torch.equal(scorer(np.stack(pixels), prompts), pil)
+    assert torch.equal(scorer(list(pixels), prompts), pil)
+    one = scorer(pixels[0].astype(np.float32) / 255, prompts[0])
+    torch.testing.assert_close(one, pil[:1], atol=1e-6, rtol=0)
+    names = scorer.score([floats[0], images[1]], prompts[:2])["image"].tolist()
+    assert names == ["image0", str(images[1])]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b"\x89PNG\r\n", r"got bytes, not an image.*BytesIO"),
+        (np.zeros((3, 16, 16), dtype=np.uint8), r"H x W x C"),
+        (np.zeros((2, 3, 16, 16), dtype=np.float32), r"channels first\? transpose it"),
+        (torch.zeros(16, 16, 3), r"C x H x W or N x C x H x W"),
+        (torch.full((3, 8, 8), 2.0), r"values run from 2 to 2; floats must lie in \[0, 1\]"),
+        (torch.full((3, 8, 8), float("nan")), "NaN"),
+        (np.zeros((8, 8, 3), dtype=np.int64), "pass uint8"),
+        (42, "cannot score a int"),
+        ([], "no images to score"),
+    ],
+)
+def test_bad_images_are_refused_clearly(
+    trained: tuple[Path, Path], bad: object, message: str
+) -> None:
+    scorer = agiqa.load(trained[0])
+    with pytest.raises(ScoringError, match=message):
+        scorer(bad)
+
+
+def test_closed_pil_image_bad_batch_size_and_device_are_refused(
+    trained: tuple[Path, Path],
+) -> None:
+    run, root = trained
+    _, images, _ = _test_inputs(run, root)
+    image = Image.open(images[0])
+    image.close()
+    scorer = agiqa.load(run)
+    with pytest.raises(ScoringError, match=r"cannot be read.*closed"):
+        scorer(image)
+    memory = Image.fromarray(_pixels(images[0]))
+    memory.close()
+    with pytest.raises(ScoringError, match="image0: the PIL image cannot be read"):
+        scorer.score([memory])
+    for size in (-1, 0, 1.5, "8", True):
+        with pytest.raises(ScoringError, match="batch_size must be a positive integer"):
+            scorer(images[:2], batch_size=size)
+        with pytest.raises(ScoringError, match="batch_size must be a positive integer"):
+            agiqa.load(run, batch_size=size)
+    with pytest.raises(ScoringError, match="'banana' is not a torch device"):
+        agiqa.load(run, device="banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ScoringError, match="torch sees 0 CUDA device"):
+            agiqa.load(run, device="cuda:1")
+    with pytest.raises(ScoringError, match="checkpoint must be a path"):
+        agiqa.load(b"run")  # type: ignore[arg-type]
+    with pytest.raises(ScoringError, match="dimension 'sharpness'"):
+        scorer(images[0], dimension="sharpness")
+
+
+def test_scoring_prints_no_library_warnings(
+    trained: tuple[Path, Path], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    # clip_residual builds its (tiny) CLIP with no weights, then loads the trained ones:
+    # open_clip's "initialized randomly" warning is not news for the user.
+    run, root = trained
+    _, images, _ = _test_inputs(run, root)
+    with caplog.at_level("INFO"):
+        agiqa.load(run).score(images[:2])
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+    assert "No pretrained weights" not in capfd.readouterr().err

@@ -18,7 +18,7 @@ from agiqa.evaluate.significance import (
     weighted_ranks,
     within_split_weights,
 )
-from agiqa.report.aggregate import ReportSettings, collect_runs, load_runs, summarize_runs
+from agiqa.report.aggregate import collect_runs, summarize_runs
 from agiqa.report.compare import (
     BEST,
     TIE,
@@ -26,6 +26,7 @@ from agiqa.report.compare import (
     protocol_sensitivity,
     significance_marks,
 )
+from agiqa.report.results import ReportSettings, load_runs
 from run_factory import noisy, write_run
 
 

@@ -12,15 +12,9 @@ import pandas as pd
 import pytest
 
 from agiqa.evaluate.metrics import METRICS
-from agiqa.report.aggregate import (
-    ReportSettings,
-    aggregate,
-    collect_runs,
-    load_run,
-    load_runs,
-    summarize_runs,
-)
+from agiqa.report.aggregate import aggregate, collect_runs, summarize_runs
 from agiqa.report.compare import BEST, TIE
+from agiqa.report.results import ReportSettings, load_run, load_runs
 from agiqa.report.tables import build_grid, latex_escape, render_tables, results_caption
 from run_factory import noisy, write_run
 
@@ -285,9 +279,9 @@ def test_caption_names_protocols_for_readers() -> None:
     from agiqa.report.names import DisplayNames
 
     frame = pd.DataFrame([summary_row("a", "quality", srcc=(0.9, 0.01))])
-    names = DisplayNames(protocols={"kfold_grouped": "Prompt-grouped 5-fold"})
+    names = DisplayNames(protocol_settings={"kfold_grouped": {"folds": 3}})
     types = {"kfold_grouped": "kfold_grouped"}
     caption = results_caption(frame, ReportSettings(), "test", types, names)
-    assert "Prompt-grouped 5-fold: 3 splits, prompt-grouped K-fold, selection on a" in caption
+    assert "Prompt-grouped 3-fold: 3 splits, prompt-grouped K-fold, selection on a" in caption
     assert "[\u22121, 1]" in caption
     assert "kfold_grouped: 3 splits" in results_caption(frame, ReportSettings(), "test", types)

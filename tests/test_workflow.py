@@ -66,7 +66,9 @@ def mlflow_runs(db: Path, experiment: str) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) -> None:
+def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     workdir = tmp_path / "work"
     (workdir / "config").mkdir(parents=True)
     shutil.copytree(REPO / "profiles", workdir / "profiles")
@@ -116,6 +118,10 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
     parents, children = runs[runs["parent"].isna()], runs[runs["parent"].notna()]
     assert len(parents) == len(MODELS) + 1 and len(children) == 3 * (len(MODELS) + 1)
     assert set(children["parent"]) == set(parents["run_id"])
+    check_live_runs(db, workdir)
+    for model in MODELS:
+        check_scores_from_elsewhere(results, model, tmp_path / "elsewhere", monkeypatch)
+    check_paper_and_report(workdir, config_path)
 
     again = snakemake(
         "--cores", "2", "--configfile", str(config_path), "--forcerun", "aggregate", cwd=workdir
@@ -137,6 +143,78 @@ def test_pipeline_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) 
         r"wildcards: protocol=\w+, dataset=\w+, model=(\w+)", planned.stdout
     )
     assert planned_models == ["dcmpln"] * 3
+
+
+def check_live_runs(db: Path, workdir: Path) -> None:
+    """The fold jobs logged their runs as they trained: one timestamp per epoch (the aggregation
+    logs a history file's points at one time), the checkpoint, the manifest, FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from agiqa.track.store import local_artifact_dir
+
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("agiqa-demo")
+    (child,) = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`agiqa.model` = 'clip_residual' and tags.`agiqa.split` = '1' "
+        "and tags.`agiqa.protocol` = 'kfold_grouped'",
+    )
+    assert child.info.run_name == "clip_residual · synthetic · split 1 · kfold_grouped"
+    assert child.info.status == "FINISHED"
+    history = client.get_metric_history(child.info.run_id, "train_loss")
+    assert len(history) == 2 and len({m.timestamp for m in history}) == 2
+    assert child.inputs.dataset_inputs[0].dataset.name == "synthetic"
+    folder = local_artifact_dir(uri, child.info.artifact_uri)
+    assert (folder / "checkpoint" / "checkpoint.pt").is_file()
+    log = workdir / "logs/demo/train/kfold_grouped/synthetic/clip_residual/split1.log"
+    assert "MLflow: logging live to run" in log.read_text()
+
+
+def check_scores_from_elsewhere(
+    results: Path, model: str, elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's run folder, copied to another directory, scores as the fold job predicted."""
+    import agiqa
+
+    run = results / "runs" / "kfold_grouped" / "synthetic" / model / "split0"
+    copy = elsewhere / model
+    shutil.copytree(run, copy)
+    predictions = pd.read_csv(run / "predictions.csv").head(4)
+    root = results / "datasets" / "synthetic"
+    manifest = pd.read_csv(results / "manifests" / "synthetic.csv").set_index("image")
+    images = [root / name for name in predictions["image"]]
+    prompts = manifest.loc[predictions["image"], "prompt"].tolist()
+    with monkeypatch.context() as patch:
+        patch.chdir(elsewhere)  # neither the project nor its stand-in backbones are here
+        scores = agiqa.load(copy, device="cpu").score(images, prompts)
+    for dim in [c.removeprefix("pred_") for c in predictions.columns if c.startswith("pred_")]:
+        assert abs(scores[dim].to_numpy() - predictions[f"pred_{dim}"].to_numpy()).max() < 1e-4, (
+            model,
+            dim,
+        )
+
+
+def check_paper_and_report(workdir: Path, config_path: Path) -> None:
+    """The demo's paper (labels from the settings, 8 pt or more, no empty page, the build
+    itself refuses overfull boxes) and the HTML report with it, under results/demo/."""
+    if shutil.which("pdflatex") is None:
+        assert os.environ.get("CI") != "true", "CI installs pdflatex"
+        return
+    from pdf_layout import small_text, sparse_pages
+
+    paper = snakemake("--cores", "2", "--configfile", str(config_path), "paper", cwd=workdir)
+    assert paper.returncode == 0, paper.stderr[-4000:]
+    pdf = workdir / "results" / "demo" / "paper" / "paper.pdf"
+    tex = pdf.with_suffix(".tex").read_text()
+    assert "Prompt-grouped 3-fold" in tex and "5-fold" not in tex
+    assert small_text(pdf) == [] and sparse_pages(pdf) == []
+    report = workdir / "results" / "demo" / "report.html"
+    args = ("--configfile", str(config_path), "--report", str(report), "all", "paper")
+    made = snakemake(*args, cwd=workdir)
+    assert made.returncode == 0, made.stderr[-4000:]
+    assert "paper.pdf" in report.read_text(errors="replace")
+    assert not (workdir / "report.html").exists()
 
 
 def job_counts(result: subprocess.CompletedProcess) -> dict[str, str]:

@@ -13,16 +13,21 @@ __version__ = "0.1.0"
 
 def load(
     checkpoint: str | Path,
-    device: str = "cpu",
+    device: str = "auto",
     weights_dir: str | Path | None = None,
     batch_size: int | None = None,
 ) -> Scorer:
-    """A scorer for new images: ``agiqa.load(path).score(images, prompts=None)``.
+    """A scorer for new images, used like a pyiqa metric.
+
+    ``scorer = agiqa.load(path)``; ``scorer(images, prompts)`` gives a tensor of scores, one
+    column per dimension (``scorer.dimension_names``, ranges in ``scorer.score_range``, direction
+    in ``scorer.lower_better``); ``scorer.score(images, prompts)`` gives a table with the image
+    names. Images are paths, PIL images, tensors or numpy arrays, one or a batch.
 
     ``checkpoint`` is a fold's ``checkpoint.pt``, its run folder, or a protocol's model folder
     (``results/<experiment>/runs/<protocol>/<dataset>/<model>``), whose folds are averaged.
-    See agiqa.scoring.load for the arguments; torch is imported on first use only, so
-    ``import agiqa`` stays light.
+    ``device="auto"`` takes a GPU when torch sees one. See agiqa.scoring.load for the
+    arguments; torch is imported on first use only, so ``import agiqa`` stays light.
     """
     from agiqa.scoring import load as load_scorer
 

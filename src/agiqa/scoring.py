@@ -1,17 +1,17 @@
 """Score new images with a trained fold checkpoint: ``agiqa score`` and ``agiqa.load``.
 
-A fold job's ``checkpoint.pt`` is self-contained (``checkpoint_payload``): it holds the trained
+A fold job's ``checkpoint.pt`` is self-contained (agiqa.train.checkpoint): it holds the trained
 parameters, the resolved model entry, the dimensions (name, kind, native scale range) and the
 preprocessing, so scoring needs no manifest and no config. Weights the model does not train are
-not copied; they are referenced:
+not copied into it:
 
-- pretrained backbones by name (``openai``, ``Salesforce/blip-itm-base-coco``), loaded the
-  standard way (open_clip, transformers, timm caches);
-- weight files named in the entry (the stand-in backbones of ``pretrained_backbones``,
-  ``results/<experiment>/backbones/<name>.pt``; an ImageReward state dict) by their path and
-  sha256. The scorer looks them up at that path (relative to the folder it runs in, normally the
-  project root) or in ``weights_dir``, and refuses a file whose sha256 differs;
-- randomly initialised frozen weights by the job's seed.
+- pretrained backbones named by a standard id (``openai``, ``Salesforce/blip-itm-base-coco``,
+  torchvision's weights) load the standard way (open_clip, transformers, torch hub caches);
+- weight files named in the entry by path (the stand-in backbones of ``pretrained_backbones``;
+  an ImageReward state dict) travel beside the checkpoint, in the run folder's ``weights/``.
+  The scorer looks there first, then at the recorded path, then in ``weights_dir``, and refuses
+  a file whose sha256 differs;
+- randomly initialised frozen weights are rebuilt from the job's seed.
 
 Whatever their source, the frozen tensors are checked against a sha256 recorded at training time,
 so a checkpoint never scores with other weights than it was trained with.
@@ -25,8 +25,6 @@ the scorer averages the folds' checkpoints (an ensemble).
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
 import os
 import pickle
@@ -47,110 +45,29 @@ from agiqa.data.decode import UnsupportedImage, to_rgb
 from agiqa.data.manifest import Dimension
 from agiqa.errors import AgiqaError, ConfigError
 from agiqa.provenance import file_sha256
+from agiqa.score_inputs import (
+    ScoringError,
+    Source,
+    as_sources,
+    positive_batch_size,
+    torch_device,
+)
+from agiqa.train.checkpoint import CHECKPOINT, FORMAT, VERSION, frozen_fingerprint
 
 if TYPE_CHECKING:
     from agiqa.models import AgiqaModel
     from agiqa.train.data import DecodedImages
-    from agiqa.train.fold import FoldTrainer
 
 log = logging.getLogger(__name__)
 
-FORMAT = "agiqa-checkpoint"
 HEX = frozenset("0123456789abcdef")
-VERSION = 1
-CHECKPOINT = "checkpoint.pt"
 #: Image files ``agiqa score`` picks up from a folder.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Images decoded at a time; bounds memory when scoring thousands of images.
 CHUNK_IMAGES = 512
 
-ImageInput = str | Path | Image.Image
-
-
-class ScoringError(AgiqaError):
-    """A checkpoint that cannot be scored with, or bad scoring input."""
-
-
-# --- writing (called by the fold job) ---------------------------------------------------------
-
-
-def checkpoint_payload(trainer: FoldTrainer, config: dict, best_epoch: int | None) -> dict:
-    """What ``checkpoint.pt`` holds: plain types and tensors only (``weights_only=True`` loads).
-
-    Args:
-        trainer: The fold trainer after training (best epoch restored).
-        config: The run's resolved config (``config.yaml``, with provenance).
-        best_epoch: The selected epoch (None for models that do not train).
-    """
-    from agiqa.train.fold import trained_state
-
-    state = trained_state(trainer.model)
-    model_config = copy.deepcopy(config["model"])
-    name = model_config.pop("name")
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "trained_state": state,
-        "config": config,
-        "best_epoch": best_epoch,
-        "model": {"name": name, "entry": model_config},
-        "dimensions": [
-            {"name": d.name, "kind": d.kind, "low": float(d.low), "high": float(d.high)}
-            for d in trainer.dimensions
-        ],
-        "preprocessing": preprocessing_of(trainer),
-        "frozen": frozen_fingerprint(trainer.model, set(state)),
-        "weight_files": referenced_files(model_config),
-        "seed": int(trainer.job.seed),
-        "uses_descriptions": bool(type(trainer.model).uses_descriptions),
-    }
-
-
-def preprocessing_of(trainer: FoldTrainer) -> dict:
-    """How the job turned an image file into the model's input at evaluation time.
-
-    Frozen-feature models encode images as decoded; the others see the decoded-image cache,
-    shrunk to ``decode_cache_short_side`` when the cache is on.
-    """
-    from agiqa.train.data import SHRINK_DECODER
-
-    settings = trainer.settings
-    short_side = None
-    if trainer.cache is None and settings.decode_cache:
-        short_side = settings.decode_cache_short_side
-    return {
-        "decode": "agiqa.data.decode.to_rgb (8-bit RGB, transparency over white)",
-        # agiqa.train.data.load_shrunk's identity: its JPEG draft decoding changes pixels.
-        "decoder": SHRINK_DECODER,
-        "short_side": short_side,
-        "transform": repr(trainer.model.image_transform(train=False)),
-    }
-
-
-def frozen_fingerprint(model: torch.nn.Module, trained: set[str]) -> dict:
-    """sha256 over every state tensor the checkpoint does not carry (the frozen weights)."""
-    digest = hashlib.sha256()
-    count = 0
-    for name, tensor in sorted(model.state_dict().items()):
-        if name in trained:
-            continue
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-        count += 1
-    return {"sha256": digest.hexdigest(), "tensors": count}
-
-
-def referenced_files(entry: Any, where: str = "") -> list[dict]:
-    """Weight files a model entry names (string values that are existing files), with sha256."""
-    found: list[dict] = []
-    if isinstance(entry, dict):
-        for key, value in entry.items():
-            if key != "train":
-                found += referenced_files(value, f"{where}{key}.")
-    elif isinstance(entry, str) and entry and Path(entry).is_file():
-        found.append({"slot": where.rstrip("."), "path": entry, "sha256": file_sha256(entry)})
-    return found
+#: One image, or a batch (agiqa.score_inputs says what each form means).
+ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -305,18 +222,25 @@ def _weight_files_section(files: object) -> bool:
 def resolve_weight_files(
     payload: dict, weights_dir: str | Path | None, source: Path
 ) -> dict[str, str]:
-    """Recorded weight-file path -> the file to load here, checked by sha256."""
+    """Recorded weight-file path -> the file to load here, checked by sha256.
+
+    Looked up beside the checkpoint (``weights/``, where the fold job bundles them), at the
+    recorded path (relative to the folder the scorer runs in), then in ``weights_dir``.
+    """
     resolved = {}
     for ref in payload.get("weight_files", []):
         candidates = [Path(ref["path"])]
+        if ref.get("bundled"):
+            candidates.insert(0, source.parent / ref["bundled"])
         if weights_dir is not None:
             candidates.append(Path(weights_dir) / Path(ref["path"]).name)
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise ScoringError(
                 f"{source}: the model's {ref['slot']} loads the weight file '{ref['path']}' "
-                f"(sha256 {ref['sha256'][:12]}…), which is not here. Run from the folder that "
-                "path is relative to (the project root), or pass --weights-dir with a folder "
+                f"(sha256 {ref['sha256'][:12]}…), which is neither beside the checkpoint "
+                f"({ref.get('bundled') or 'not bundled: an older checkpoint'}) nor at that path. "
+                "Copy the checkpoint with its run folder, or pass --weights-dir with a folder "
                 f"holding {Path(ref['path']).name}; a stand-in backbone is rebuilt with "
                 f"`snakemake {ref['path']}`."
             )
@@ -392,15 +316,7 @@ def dimensions_of(payload: dict) -> tuple[Dimension, ...]:
 # --- images and prompts -----------------------------------------------------------------------
 
 
-def image_name(image: ImageInput, index: int) -> str:
-    """The ``image`` column of a result row: the path as given, a PIL image's file name, or
-    ``image<k>`` for an image made in memory."""
-    if isinstance(image, Image.Image):
-        return str(getattr(image, "filename", "") or f"image{index}")
-    return str(image)
-
-
-def decode(image: ImageInput, short_side: int | None) -> Image.Image:
+def decode(image: Source, name: str, short_side: int | None) -> Image.Image:
     """8-bit RGB shrunk to ``short_side``, as the fold job's decoded-image cache holds it.
 
     A path goes through the job's own ``load_shrunk`` (a large JPEG is decoded at reduced
@@ -414,7 +330,7 @@ def decode(image: ImageInput, short_side: int | None) -> Image.Image:
         try:
             return shrink(to_rgb(image), short_side)
         except UnsupportedImage as error:
-            raise ScoringError(f"image {image_name(image, 0)}: {error}") from None
+            raise ScoringError(f"image {name}: {error}") from None
     try:
         return load_shrunk(Path(image), short_side, manifest="scoring input", row=None)
     except AgiqaError as error:
@@ -533,11 +449,22 @@ class _Decoded:
 # --- the scorer -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Scale:
+    """A dimension's native score range, as pyiqa metrics expose theirs."""
+
+    low: float
+    high: float
+    #: MOS dimensions rate higher = better; the flag is here so callers need not know that.
+    lower_better: bool = False
+
+
 @dataclass
 class Scorer:
     """A trained model (or the folds' ensemble) that scores images on the native scales.
 
-    Use ``agiqa.load`` to make one.
+    Use ``agiqa.load`` to make one. Call it like a pyiqa metric: ``scorer(images)`` returns a
+    tensor of scores; ``scorer.score(images)`` returns a table with the image names.
     """
 
     model: AgiqaModel
@@ -554,14 +481,58 @@ class Scorer:
     def ensemble(self) -> bool:
         return len(self.members) > 1
 
+    @property
+    def dimension_names(self) -> list[str]:
+        """The dimensions scored, in the order of the score tensor's columns."""
+        return [d.name for d in self.dimensions]
+
+    @property
+    def scales(self) -> dict[str, Scale]:
+        """Each dimension's native score range and direction."""
+        return {d.name: Scale(float(d.low), float(d.high)) for d in self.dimensions}
+
+    @property
+    def score_range(self) -> dict[str, tuple[float, float]]:
+        """Each dimension's (lowest, highest) possible score."""
+        return {name: (scale.low, scale.high) for name, scale in self.scales.items()}
+
+    @property
+    def lower_better(self) -> bool:
+        """False: a higher score means a better image on every dimension (MOS)."""
+        return any(scale.lower_better for scale in self.scales.values())
+
     def describe(self) -> str:
         """One line saying what scores: a checkpoint, or an average of N fold checkpoints."""
         if not self.ensemble:
-            return f"{self.model_name}: {self.members[0]}"
+            return f"{self.model_name} ({self.members[0]})"
+        folder = self.members[0].parent.parent
+        splits = ", ".join(m.parent.name for m in self.members)
         return (
-            f"{self.model_name}: average of {len(self.members)} fold checkpoints "
-            f"({', '.join(str(m) for m in self.members)})"
+            f"{self.model_name}, the average of {len(self.members)} fold checkpoints "
+            f"({splits}) in {folder}"
         )
+
+    def __call__(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompts: str | Sequence[str] | None = None,
+        descriptions: str | Sequence[str] | None = None,
+        batch_size: int | None = None,
+        dimension: str | None = None,
+    ) -> torch.Tensor:
+        """Scores as a float64 CPU tensor of shape (N, D), columns in ``dimension_names`` order;
+        with ``dimension``, that dimension's column, shape (N,).
+
+        Takes what ``score`` takes; N counts every image, a batch tensor's included.
+        """
+        table = self.score(images, prompts, descriptions, batch_size)
+        if dimension is not None:
+            if dimension not in self.dimension_names:
+                raise ScoringError(
+                    f"dimension '{dimension}': this model scores {self.dimension_names}"
+                )
+            return torch.from_numpy(table[dimension].to_numpy(np.float64, copy=True))
+        return torch.from_numpy(table[self.dimension_names].to_numpy(np.float64, copy=True))
 
     def score(
         self,
@@ -573,38 +544,36 @@ class Scorer:
         """One row per image: ``image`` and one column per dimension on its native scale.
 
         Args:
-            images: Paths or PIL images (one or a sequence).
+            images: One image or a list of them: paths, PIL images, torch tensors (C x H x W or
+                a batch N x C x H x W, floats in [0, 1] or uint8) or numpy arrays (H x W x C or
+                N x H x W x C); see agiqa.score_inputs.
             prompts: The generation prompt, one for all images or one per image. Without it,
                 dimensions of kind ``alignment`` or ``overall`` (which need the prompt) are NaN
                 and models that read the prompt see an empty one.
             descriptions: VLM descriptions for models that read them (one or one per image).
             batch_size: Images per forward pass (default: the model's ``eval_batch_size``).
         """
-        if isinstance(images, str | Path | Image.Image):
-            images = [images]
-        images = list(images)
-        if not images:
-            raise ScoringError("no images to score")
-        texts = _per_image(prompts, len(images), "prompts")
-        notes = _per_image(descriptions, len(images), "descriptions", blank_ok=True)
-        names = [image_name(image, i) for i, image in enumerate(images)]
+        sources, names = as_sources(images)
+        batch = positive_batch_size(self.batch_size if batch_size is None else batch_size)
+        texts = _per_image(prompts, len(sources), "prompts")
+        notes = _per_image(descriptions, len(sources), "descriptions", blank_ok=True)
         chunks = []
-        for start in range(0, len(images), CHUNK_IMAGES):
+        for start in range(0, len(sources), CHUNK_IMAGES):
             stop = start + CHUNK_IMAGES
             chunks.append(
                 self._predict(
-                    images[start:stop],
+                    sources[start:stop],
                     names[start:stop],
                     texts[start:stop] if texts else None,
                     notes[start:stop] if notes else None,
-                    batch_size or self.batch_size,
+                    batch,
                 )
             )
         return self._table(names, np.concatenate(chunks), prompts_given=texts is not None)
 
     def _predict(
         self,
-        images: list[ImageInput],
+        images: list[Source],
         names: list[str],
         prompts: list[str] | None,
         descriptions: list[str] | None,
@@ -614,7 +583,12 @@ class Scorer:
         from agiqa.models.base import PartData
         from agiqa.train.data import DecodedImages
 
-        decoded = DecodedImages([np.asarray(decode(image, self.short_side)) for image in images])
+        decoded = DecodedImages(
+            [
+                np.asarray(decode(image, name, self.short_side))
+                for image, name in zip(images, names, strict=True)
+            ]
+        )
         frame = pd.DataFrame({"image": names, "prompt": prompts or [""] * len(images)})
         if type(self.model).uses_descriptions:
             descriptions = descriptions or [""] * len(images)
@@ -673,14 +647,6 @@ def _to(value: Any, device: torch.device) -> Any:
     return value
 
 
-def _device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ScoringError(f"device '{requested}' asked for, but torch sees no CUDA device")
-    return torch.device(requested)
-
-
 def _same_model(payloads: list[dict], members: list[Path]) -> None:
     """An ensemble averages folds of one configuration: same entry, dimensions, frozen weights."""
     first = payloads[0]
@@ -710,7 +676,7 @@ def _check_decoder(preprocessing: dict, source: Path) -> None:
 
 def load(
     checkpoint: str | Path,
-    device: str = "cpu",
+    device: str = "auto",
     weights_dir: str | Path | None = None,
     batch_size: int | None = None,
 ) -> Scorer:
@@ -719,22 +685,28 @@ def load(
     Args:
         checkpoint: ``checkpoint.pt``, its run folder, or ``runs/<protocol>/<dataset>/<model>``
             to average every fold's checkpoint.
-        device: ``cpu``, ``cuda[:N]`` or ``auto``.
+        device: ``auto`` (a GPU when torch sees one, else the CPU), ``cpu``, ``cuda[:N]`` or
+            ``mps``.
         weights_dir: A folder holding weight files the model names (stand-in backbones) when
             they are not at their recorded paths.
         batch_size: Images per forward pass (default: the model's ``eval_batch_size``).
 
     Raises:
         ScoringError: a checkpoint without the self-contained content, a missing or different
-            weight file, or frozen weights that differ from training's.
+            weight file, frozen weights that differ from training's, an unknown device or a
+            batch size that is not a positive integer.
     """
+    if not isinstance(checkpoint, str | Path):
+        raise ScoringError(f"checkpoint must be a path, got {type(checkpoint).__name__}")
+    target = torch_device(device)
+    if batch_size is not None:
+        positive_batch_size(batch_size)
     members = checkpoint_files(checkpoint)
     payloads = [read_checkpoint(m) for m in members]
     _same_model(payloads, members)
     first = payloads[0]
     _check_decoder(first["preprocessing"], members[0])
     model = build_from_checkpoint(first, members[0], weights_dir)
-    target = _device(device)
     model.to(target)
     from agiqa.train import recipe
 

@@ -21,6 +21,7 @@ from agiqa.errors import AgiqaError
 from agiqa.logs import configure_logging
 
 if TYPE_CHECKING:
+    from agiqa.track.live import Tracking
     from agiqa.train.fold import FoldJob
 
 log = logging.getLogger("agiqa.steps")
@@ -59,20 +60,26 @@ def _one_line_for_bad_input(kind: type[BaseException], error: BaseException, tra
 
 
 def train_job(
-    make_job: Callable[[], FoldJob], *, gpu: bool | None, log_file: str | Path | None
+    make_job: Callable[[], FoldJob],
+    *,
+    gpu: bool | None,
+    log_file: str | Path | None,
+    tracking: Tracking | None = None,
 ) -> None:
     """One training job (a fold, or a cross-dataset model) as the workflow runs it.
 
     Logs to ``log_file``, leases a GPU before CUDA starts (``gpu`` None: when the job's device
-    is not the CPU) and runs ``run_fold``; a preemption is logged as resumable and re-raised.
+    is not the CPU) and runs ``run_fold``, logging the run to MLflow as it trains when
+    ``tracking`` says where; a preemption is logged as resumable and re-raised.
     """
+    from agiqa.track.live import LiveRun
     from agiqa.train.fold import Preempted, run_fold
     from agiqa.train.gpu import gpu_lease
 
     with job_log(log_file, resumable=(Preempted,)):
         job = make_job()
         with gpu_lease(job.device != "cpu" if gpu is None else gpu):
-            run_fold(job)
+            run_fold(job, LiveRun(tracking) if tracking is not None else None)
 
 
 def _write_json(data: dict, out: str | Path) -> None:
@@ -163,13 +170,13 @@ def track_datasets(
         _write_json({"tracked": tracked, "remote": remote}, out)
 
 
-def aggregate_runs(
-    runs: Sequence[str], tables: str, db: str, experiment: str, report: dict, log_file: str
-) -> None:
-    """Tables, significance tests and MLflow runs from every finished fold job."""
-    from agiqa.pipeline import tracking_uri
-    from agiqa.report.aggregate import ReportSettings, aggregate
+def seed_weights(file_name: str, out: str, log_file: str | None) -> None:
+    """Put a packaged weights file into torch's hub cache, sha256-checked (``agiqa weights
+    seed``), and write the marker ``out`` the jobs that load it wait for."""
+    from agiqa.weights import PACKAGED, seed_hub_cache
 
     with job_log(log_file):
-        settings = ReportSettings.from_config(report)
-        aggregate([Path(r) for r in runs], Path(tables), tracking_uri(db), experiment, settings)
+        result = seed_hub_cache(PACKAGED[file_name])
+        state = "copied to" if result.copied else "already in"
+        log.info("%s (sha256 verified) %s %s", file_name, state, result.path.parent)
+        _write_json({"path": str(result.path), "sha256": PACKAGED[file_name].sha256}, out)

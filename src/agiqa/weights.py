@@ -85,6 +85,12 @@ MOBILENET_V2_IMAGENET1K_V1 = PackagedWeights(
 PACKAGED = {weights.file_name: weights for weights in (MOBILENET_V2_IMAGENET1K_V1,)}
 
 
+#: Every packaged weights file, by file name (the workflow's ``seed_weights`` rule).
+PACKAGED = {MOBILENET_V2_IMAGENET1K_V1.file_name: MOBILENET_V2_IMAGENET1K_V1}
+#: torchvision (model, weights member) -> its packaged file.
+TORCHVISION_PACKAGED = {("mobilenet_v2", "IMAGENET1K_V1"): MOBILENET_V2_IMAGENET1K_V1}
+
+
 @dataclass(frozen=True)
 class SeedResult:
     """Where the weights now are, and whether this call copied them."""

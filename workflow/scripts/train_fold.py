@@ -2,7 +2,7 @@
 
 from functools import partial
 
-from agiqa.pipeline import fold_job
+from agiqa.pipeline import fold_job, live_tracking
 from agiqa.steps import train_job
 
 snakemake = globals()["snakemake"]
@@ -16,4 +16,9 @@ make_job = partial(
     int(wildcards.split),
     threads=snakemake.threads,
 )
-train_job(make_job, gpu=int(snakemake.resources.get("gpu", 0)) > 0, log_file=snakemake.log[0])
+train_job(
+    make_job,
+    gpu=int(snakemake.resources.get("gpu", 0)) > 0,
+    log_file=snakemake.log[0],
+    tracking=live_tracking(snakemake.config),
+)

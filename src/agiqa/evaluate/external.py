@@ -505,7 +505,7 @@ def _model_order(experiment: Path) -> dict[str, int]:
 def report_settings_of(experiment: str | Path | None, config: Mapping | None):
     """The report settings: a config's ``report`` section, else those the compared experiment's
     tables were made with (``tables/paper.json``), else the defaults."""
-    from agiqa.report.aggregate import ReportSettings
+    from agiqa.report.results import ReportSettings
 
     if config is not None:
         return ReportSettings.from_config(config.get("report"))
@@ -530,7 +530,8 @@ def evaluate(
     With ``compare`` (an experiment folder, ``results/<experiment>``), the experiment's runs on
     the same split files are rows of the same tables, compared with the same tests.
     """
-    from agiqa.report.aggregate import load_runs, results_of
+    from agiqa.report.aggregate import results_of
+    from agiqa.report.results import load_runs
     from agiqa.report.tables import render_all
 
     check_name(name)

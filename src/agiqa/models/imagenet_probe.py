@@ -36,7 +36,13 @@ from torch import nn
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, AgiqaModel
-from agiqa.weights import WeightsUnavailableError, load_hub_weights, require_cached, verify_timm
+from agiqa.weights import (
+    TORCHVISION_PACKAGED,
+    WeightsUnavailableError,
+    load_hub_weights,
+    require_cached,
+    verify_timm,
+)
 from agiqa.weights_record import weights_only_loads
 
 SOURCES = ("torchvision", "timm")
@@ -269,6 +275,12 @@ class ImageNetProbe(AgiqaModel):
     trainable = True
     uses_gpu = True
     backbone_name = "ImageNet CNN/ViT (torchvision or timm)"
+
+    @classmethod
+    def packaged_weights(cls, entry: Mapping[str, Any]) -> list[str]:
+        spec = BackboneSpec.from_dict(entry.get("backbone"))
+        packaged = TORCHVISION_PACKAGED.get((spec.name, spec.weights or ""))
+        return [packaged.file_name] if spec.source == "torchvision" and packaged else []
 
     def __init__(
         self,

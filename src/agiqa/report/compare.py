@@ -34,7 +34,7 @@ from agiqa.evaluate.significance import (
     split_weights_from_images,
     within_split_weights,
 )
-from agiqa.report.aggregate import PARTS, ReportSettings, RunResult
+from agiqa.report.results import PARTS, ReportSettings, RunResult
 
 _logger = logging.getLogger(__name__)
 

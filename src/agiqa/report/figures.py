@@ -18,6 +18,7 @@ body, so every declared output exists. Files carry no timestamps: reruns give id
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,23 +33,31 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from agiqa.evaluate.metrics import fit_logistic, plcc, srcc
-from agiqa.report.aggregate import RunResult
 from agiqa.report.files import FORMATS
 from agiqa.report.names import DisplayNames
 from agiqa.report.paper_tables import MINUS, protocol_caption_label
 from agiqa.report.pooled import pooled_predictions
+from agiqa.report.results import RunResult
 
 DPI = 200
 #: Okabe-Ito: distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-FULL_WIDTH = 7.0  # inches: a two-column page's text width
+FULL_WIDTH = 6.5  # inches: the paper's text width (agiqa.report.paper.TEXT_WIDTH_IN)
+#: The smallest text anywhere in a figure (pt): the paper places figures at their natural size.
+FONT_SIZE = 8
+#: About how wide a character is at ``FONT_SIZE`` (inches), for fitting labels.
+CHAR_INCHES = 0.062
+#: The tallest figure the paper places at its natural size (inches; 0.8 of the text height).
+MAX_HEIGHT = 7.0
+#: Most models side by side in one row of scatter panels.
+SCATTER_COLUMNS = 4
 STYLE = {
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 7,
+    "font.size": FONT_SIZE,
+    "axes.titlesize": FONT_SIZE,
+    "axes.labelsize": FONT_SIZE,
+    "xtick.labelsize": FONT_SIZE,
+    "ytick.labelsize": FONT_SIZE,
+    "legend.fontsize": FONT_SIZE,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "pdf.fonttype": 42,  # TrueType in the PDF: text stays text, as publishers ask
@@ -83,13 +92,13 @@ def _heatmap(ax: plt.Axes, values: np.ndarray, aspect: str) -> AxesImage:
     for (i, j), value in np.ndenumerate(values):
         text = "–" if np.isnan(value) else _signed(value)
         shade = "white" if not np.isnan(value) and abs(value) > 0.6 else "black"
-        ax.text(j, i, text, ha="center", va="center", fontsize=6, color=shade)
+        ax.text(j, i, text, ha="center", va="center", fontsize=FONT_SIZE, color=shade)
     return image
 
 
 def _label_inches(models: Sequence[str], names: DisplayNames) -> float:
-    """About how wide the longest model name is at the tick-label size (7 pt)."""
-    return max((len(names.model(m)) for m in models), default=0) * 0.055
+    """About how wide the longest model name is at the tick-label size."""
+    return max((len(names.model(m)) for m in models), default=0) * CHAR_INCHES
 
 
 def _signed(value: float, digits: int = 2) -> str:
@@ -104,28 +113,44 @@ def _signed(value: float, digits: int = 2) -> str:
 def scatter_figure(
     pooled: pd.DataFrame, dataset: str, names: DisplayNames, logistic: str = "logistic4"
 ) -> Figure:
-    """Predicted score against MOS: rows are dimensions, columns models."""
+    """Predicted score against MOS per model and dimension.
+
+    Models run across at most ``SCATTER_COLUMNS`` columns, in blocks of rows (one row per
+    dimension) when there are more. Each panel's SRCC and PLCC sit in its title, above the
+    points, and a long model name wraps instead of running into its neighbour's.
+    """
     block = pooled[pooled["dataset"] == dataset]
     if block.empty:
         return message_figure(f"No test predictions for {names.dataset(dataset)}.")
     dims = list(dict.fromkeys(block["dimension"]))
     models = list(dict.fromkeys(block["model"]))
-    width = min(FULL_WIDTH, 1.75 * len(models) + 0.4)
-    figure, axes = _grid(len(dims), len(models), width, 1.65 * len(dims) + 0.3)
-    for i, dim in enumerate(dims):
-        for j, model in enumerate(models):
+    columns = min(SCATTER_COLUMNS, len(models))
+    blocks = -(-len(models) // columns)
+    width = min(FULL_WIDTH, 1.6 * columns + 0.4)
+    # Never taller than the paper lets a figure be at its natural size (0.8 of 9 in).
+    panel = min(1.75, (MAX_HEIGHT / blocks - 0.3) / len(dims))
+    figure, axes = _grid(len(dims) * blocks, columns, width, (panel * len(dims) + 0.3) * blocks)
+    wrap = max(10, int((width / columns - 0.25) / CHAR_INCHES))
+    for k in range(len(models), blocks * columns):  # the last block's empty places
+        for i in range(len(dims)):
+            axes[(k // columns) * len(dims) + i, k % columns].set_visible(False)
+    for k, model in enumerate(models):
+        first_row, column = (k // columns) * len(dims), k % columns
+        for i, dim in enumerate(dims):
+            ax = axes[first_row + i, column]
             part = block[(block["dimension"] == dim) & (block["model"] == model)]
-            _scatter_panel(axes[i, j], part, logistic)
-            if i == 0:
-                axes[i, j].set_title(names.model(model))
-            if j == 0:
-                axes[i, j].set_ylabel(f"{names.dimension(dim)} MOS")
+            stats = _scatter_panel(ax, part, logistic)
+            title = textwrap.fill(names.model(model), wrap) + "\n" if i == 0 else ""
+            ax.set_title(title + stats)
+            if column == 0:
+                ax.set_ylabel(f"{names.dimension(dim)} MOS")
             if i == len(dims) - 1:
-                axes[i, j].set_xlabel("predicted")
+                ax.set_xlabel("predicted")
     return figure
 
 
-def _scatter_panel(ax: plt.Axes, part: pd.DataFrame, logistic: str) -> None:
+def _scatter_panel(ax: plt.Axes, part: pd.DataFrame, logistic: str) -> str:
+    """Draw the points and the fitted logistic; return the panel's "SRCC · PLCC" line."""
     pred, target = part["pred"].to_numpy(), part["target"].to_numpy()
     ax.scatter(pred, target, s=4, alpha=0.45, color=PALETTE[0], linewidths=0, rasterized=True)
     fit = fit_logistic(pred, target, logistic) if len(pred) > 5 else None
@@ -133,10 +158,9 @@ def _scatter_panel(ax: plt.Axes, part: pd.DataFrame, logistic: str) -> None:
     if fit is not None and not fit.linear_limit and np.ptp(pred) > 0:
         grid = np.linspace(pred.min(), pred.max(), 200)
         ax.plot(grid, fit(grid), color=PALETTE[3], linewidth=1.2)
-    if len(pred) > 2:
-        text = f"SRCC {_signed(srcc(pred, target))}\nPLCC {_signed(plcc(pred, target))}"
-        box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1.5}
-        ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", fontsize=6.5, bbox=box)
+    if len(pred) <= 2:
+        return ""
+    return f"SRCC {_signed(srcc(pred, target))} · PLCC {_signed(plcc(pred, target))}"
 
 
 def splits_figure(
@@ -155,7 +179,14 @@ def splits_figure(
     protocols = list(dict.fromkeys(test["protocol"]))
     width = min(FULL_WIDTH, max(3.4, (0.5 * len(models) * len(protocols) + 0.6) * len(dims)))
     # Rotated model names take height; long ones take more.
-    figure, axes = _grid(1, len(dims), width, 2.0 + _label_inches(models, names) * 0.5)
+    figure, axes = plt.subplots(
+        1,
+        len(dims),
+        figsize=(width, 2.0 + _label_inches(models, names) * 0.71),
+        squeeze=False,
+        layout="constrained",
+        sharey=True,  # one scale: panels compare at a glance
+    )
     means = summary[(summary["part"] == "test") & (summary["dataset"] == dataset)]
     rng = np.random.default_rng(0)  # fixed jitter: identical files on rerun
     step = 0.8 / len(protocols)
@@ -175,9 +206,11 @@ def splits_figure(
                 ax.scatter(x + offset + jitter, values, s=9, color=color, alpha=0.8, zorder=3)
                 _mean_and_interval(ax, means, (protocol, model, dim), x + offset, step, color)
         ax.axhline(0, color="0.6", linewidth=0.6)
-        ax.set_xticks(range(len(models)), [names.model(m) for m in models], rotation=30, ha="right")
+        # 45 degrees: one-line names of neighbouring models never touch.
+        shown = [names.model(m) for m in models]
+        ax.set_xticks(range(len(models)), shown, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_title(names.dimension(dim))
-        ax.set_ylabel("test SRCC per split")
+    axes[0, 0].set_ylabel("test SRCC per split")
     if len(protocols) > 1:
         protocol_legend(figure, protocols, types, names)
     return figure

@@ -22,57 +22,58 @@ from pathlib import Path
 from PIL import Image
 
 from agiqa.errors import AgiqaError
-from agiqa.report.aggregate import ReportSettings, RunResult
 from agiqa.report.names import DisplayNames
 from agiqa.report.paper_tables import latex_text
+from agiqa.report.results import ReportSettings, RunResult
 
 log = logging.getLogger(__name__)
 
 PAPER = "paper"
-#: Largest overfull box (pt) tolerated silently; LaTeX's own default is 0.1 pt.
-OVERFULL_TOLERANCE = 1.0
-#: Text width of the document below (inches; 10 pt, two columns, 0.75 in margins).
-TEXT_WIDTH_IN = 7.0
-COLUMN_WIDTH_IN = 3.43
+#: Underfull lines this bad fail the build (LaTeX's worst, an empty-looking stretched line).
+BAD_UNDERFULL = 10000
+#: Text width of the document below (inches; 10 pt, one column, 1 in margins on US letter).
+TEXT_WIDTH_IN = 6.5
 FIGURE_DPI = 200  # agiqa.report.figures.DPI: PNG pixels -> inches
 
-PREAMBLE = r"""\documentclass[10pt,twocolumn]{article}
-\usepackage[margin=0.75in]{geometry}
+# One column: every table and figure is as wide as the text at most, so none is shrunk (no text
+# under 8 pt: body 10 pt, captions 9 pt, tables 9 and 8 pt, figures drawn at 8 pt and placed at
+# their natural size), and a float can stay right after the text that cites it.
+PREAMBLE = r"""\documentclass[10pt]{article}
+\usepackage[margin=1in]{geometry}
 \usepackage{booktabs}
+\usepackage{array}
 \usepackage{graphicx}
 % Table captions go above their tables: give them the space LaTeX only puts above a caption.
 \usepackage{caption}
+\captionsetup{font=small}
 \captionsetup[table]{position=top,skip=4pt}
 \usepackage[hidelinks]{hyperref}
-% Many floats per page and no float left behind: the results come as many tables and figures.
-\setcounter{topnumber}{4}
-\setcounter{dbltopnumber}{3}
-\renewcommand{\topfraction}{0.9}
-\renewcommand{\dbltopfraction}{0.9}
-\renewcommand{\textfraction}{0.05}
-\renewcommand{\floatpagefraction}{0.75}
-\renewcommand{\dblfloatpagefraction}{0.75}
+% Several floats per page, and no page for a single small float.
+\setcounter{topnumber}{3}
+\setcounter{bottomnumber}{2}
+\setcounter{totalnumber}{5}
+\renewcommand{\topfraction}{0.85}
+\renewcommand{\bottomfraction}{0.6}
+\renewcommand{\textfraction}{0.1}
+\renewcommand{\floatpagefraction}{0.7}
 \extrafloats{200}
-\setlength{\emergencystretch}{2em}
+\setlength{\emergencystretch}{3em}
 """
 
 
 class PaperError(AgiqaError):
-    """The paper cannot be built: no LaTeX, or a LaTeX error (with the log's first error)."""
+    """The paper cannot be built: no LaTeX, a LaTeX error (with the log's first error), or a
+    layout defect (an overfull box, a line stretched to badness 10000)."""
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure file (PDF) with its natural width, for choosing ``figure`` or ``figure*``."""
+    """A figure file (PDF) with its natural width (it is placed at that width: never shrunk)."""
 
     name: str
     kind: str
     dataset: str | None
     width_in: float
-
-    @property
-    def wide(self) -> bool:
-        return self.width_in > COLUMN_WIDTH_IN
 
 
 # --- what the aggregation records for the paper ---------------------------------------------
@@ -165,7 +166,7 @@ def figure_caption(figure: Figure, info: Mapping) -> str:
             f"{dataset}: predicted score against MOS, per model (columns) and dimension (rows): "
             f"the test predictions of every {reference['name']} split pooled "
             f"({reference['description']}). Red: the fitted monotonic {logistic} logistic "
-            "function; SRCC and PLCC of the pooled predictions in each panel."
+            "function; SRCC and PLCC of the pooled predictions above each panel."
         ),
         "splits": (
             f"{dataset}: test SRCC of every split (dots), its mean over splits (bar) and the 95% "
@@ -247,7 +248,7 @@ def protocol_text(info: Mapping) -> list[str]:
 def read_figures(figures_dir: Path, names: list[str], datasets: Mapping[str, str]) -> list[Figure]:
     """The PDF figures listed in ``paper.json``, with widths read from their PNG twins."""
     found = []
-    for name in names:
+    for name in sorted(names, key=_figure_order):
         if not name.endswith(".pdf"):
             continue
         stem = name.removesuffix(".pdf")
@@ -258,18 +259,57 @@ def read_figures(figures_dir: Path, names: list[str], datasets: Mapping[str, str
     return found
 
 
+#: The order a dataset's figures are shown in: the predictions, their spread, the breakdown.
+FIGURE_ORDER = ("scatter", "splits", "generators", "protocols", "cross_dataset")
+
+
+def _figure_order(name: str) -> tuple[int, str]:
+    kind = name.removesuffix(".pdf").partition("-")[0]
+    return (FIGURE_ORDER.index(kind) if kind in FIGURE_ORDER else len(FIGURE_ORDER), name)
+
+
 def _include_figure(figure: Figure, info: Mapping) -> list[str]:
-    environment = "figure*" if figure.wide else "figure"
-    width = min(figure.width_in, TEXT_WIDTH_IN if figure.wide else COLUMN_WIDTH_IN)
+    width = min(figure.width_in, TEXT_WIDTH_IN)
     return [
-        rf"\begin{{{environment}}}[{'t' if figure.wide else '!htbp'}]",
+        r"\begin{figure}[!htbp]",
         r"\centering",
         rf"\includegraphics[width={width:.2f}in,height=0.8\textheight,keepaspectratio]"
         rf"{{figures/{figure.name}}}",
         r"\caption{" + latex_text(figure_caption(figure, info)) + "}",
-        rf"\label{{fig:{figure.name.removesuffix('.pdf')}}}",
-        rf"\end{{{environment}}}",
+        rf"\label{{{_figure_label(figure)}}}",
+        r"\end{figure}",
     ]
+
+
+def _figure_label(figure: Figure) -> str:
+    return f"fig:{figure.name.removesuffix('.pdf')}"
+
+
+def _lead(dataset: str, entry: Mapping, figures: list[Figure]) -> list[str]:
+    """One sentence that cites the dataset's floats, so its heading never stands alone."""
+    pieces = []
+    if entry.get("table"):
+        pieces.append(rf"Table~\ref{{tab:dataset-{dataset}}} gives the test results")
+    shown = {
+        "scatter": "the predictions against the MOS",
+        "splits": "the spread over splits",
+        "generators": "the results per generator",
+    }
+    for figure in figures:
+        if figure.dataset == dataset and figure.kind in shown:
+            pieces.append(rf"Figure~\ref{{{_figure_label(figure)}}} {shown[figure.kind]}")
+    if entry.get("significance"):
+        pieces.append(rf"Table~\ref{{tab:significance-{dataset}}} the p-values of the comparisons")
+    if not pieces:
+        return []
+    return ["; ".join(pieces) + "."]
+
+
+def breakable(text: str, every: int = 8) -> str:
+    """A long identifier (a commit hash) in typewriter type that may break every few
+    characters: a line never overflows or stretches around it."""
+    chunks = [latex_text(text[i : i + every]) for i in range(0, len(text), every)]
+    return r"\texttt{" + r"\allowbreak{}".join(chunks) + "}"
 
 
 def _input(name: str | None) -> list[str]:
@@ -300,12 +340,12 @@ def _results(info: Mapping, figures: list[Figure]) -> list[str]:
         )
     for dataset, name in info["datasets"].items():
         entry = tables["datasets"].get(dataset, {})
-        lines += [rf"\subsection{{{latex_text(name)}}}", *_input(entry.get("table"))]
+        lines += [rf"\subsection{{{latex_text(name)}}}", *_lead(dataset, entry, figures)]
+        lines += _input(entry.get("table"))
         for figure in figures:
             if figure.dataset == dataset:
                 lines += _include_figure(figure, info)
         lines += _input(entry.get("significance"))
-        lines.append(r"\clearpage")  # keep each dataset's floats together
     return lines
 
 
@@ -324,7 +364,7 @@ def _sensitivity(info: Mapping, figures: list[Figure]) -> list[str]:
     for figure in figures:
         if figure.kind == "protocols":
             lines += _include_figure(figure, info)
-    return [*lines, r"\clearpage"]
+    return lines
 
 
 def _cross_dataset(info: Mapping, figures: list[Figure]) -> list[str]:
@@ -340,7 +380,7 @@ def _cross_dataset(info: Mapping, figures: list[Figure]) -> list[str]:
 
 def _provenance(info: Mapping, experiment: str, built: str) -> list[str]:
     provenance = info["provenance"]
-    commits = ", ".join(provenance["commits"])
+    commits = ", ".join(breakable(commit) for commit in provenance["commits"])
     versions = [
         rf"{latex_text(name)} & {latex_text(', '.join(values))} \\"
         for name, values in provenance["versions"].items()
@@ -353,9 +393,10 @@ def _provenance(info: Mapping, experiment: str, built: str) -> list[str]:
     settings = info["settings"]
     return [
         r"\section{Provenance}",
-        latex_text(
-            f"Cite this document as: agiqa benchmark results, experiment {experiment}, code "
-            f"commit {commits}, built {built} from {info['n_runs']} training runs. Every number "
+        latex_text(f"Cite this document as: agiqa benchmark results, experiment {experiment}, ")
+        + f"code commit {commits}, "
+        + latex_text(
+            f"built {built} from {info['n_runs']} training runs. Every number "
             "was recomputed from the runs' prediction files by the aggregation step; the "
             "library versions below are those the runs were trained with."
         ),
@@ -365,7 +406,7 @@ def _provenance(info: Mapping, experiment: str, built: str) -> list[str]:
             f"{settings['significance_test']} test at α = {settings['alpha']}, "
             f"{settings['resamples']:,} resamples, seed {settings['seed']}."
         ),
-        r"\begin{table}[h]",
+        r"\begin{table}[!htbp]",
         r"\centering\small",
         r"\caption{Library versions of the training runs.}",
         r"\label{tab:versions}",
@@ -377,18 +418,17 @@ def _provenance(info: Mapping, experiment: str, built: str) -> list[str]:
         r"\bottomrule",
         r"\end{tabular}",
         r"\end{table}",
-        r"\begin{table}[h]",
+        r"\begin{table}[!htbp]",
         r"\centering\small",
         r"\caption{Inputs: sha256 prefixes of each split file and manifest.}",
         r"\label{tab:inputs}",
-        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{llll}",
         r"\toprule",
         r"Dataset & Protocol & Split file & Manifest \\",
         r"\midrule",
         *inputs,
         r"\bottomrule",
-        r"\end{tabular}}",
+        r"\end{tabular}",
         r"\end{table}",
     ]
 
@@ -449,11 +489,12 @@ def stage_inputs(tables_dir: Path, figures_dir: Path, out_dir: Path, info: Mappi
             shutil.copy2(figures_dir / name, out_dir / "figures" / name)
 
 
-def compile_pdf(tex: Path, timeout: float = 300) -> list[str]:
-    """Run pdflatex twice; return the overfull-box warnings above the tolerance.
+def compile_pdf(tex: Path, timeout: float = 300) -> None:
+    """Run pdflatex twice and check the layout in its log.
 
     Raises:
-        PaperError: pdflatex is not installed, or LaTeX stopped with an error.
+        PaperError: pdflatex is not installed, LaTeX stopped with an error, or the log reports
+            an overfull box or a line stretched to badness 10000 (``layout_problems``).
     """
     if shutil.which("pdflatex") is None:
         raise PaperError(
@@ -467,7 +508,12 @@ def compile_pdf(tex: Path, timeout: float = 300) -> list[str]:
         )
         if done.returncode != 0:
             raise PaperError(f"pdflatex failed on {tex}: {_first_error(tex.with_suffix('.log'))}")
-    return overfull_boxes(tex.with_suffix(".log").read_text(errors="replace"))
+    problems = layout_problems(tex.with_suffix(".log").read_text(errors="replace"))
+    if problems:
+        raise PaperError(
+            f"{tex}: {len(problems)} layout defect(s) in {tex.with_suffix('.log').name}: "
+            + " / ".join(problems[:5])
+        )
 
 
 def _first_error(log_file: Path) -> str:
@@ -479,12 +525,15 @@ def _first_error(log_file: Path) -> str:
 
 
 def overfull_boxes(log_text: str) -> list[str]:
-    """The log's overfull-box warnings wider than ``OVERFULL_TOLERANCE``."""
-    found = re.findall(r"Overfull \\[hv]box \(([\d.]+)pt too (?:wide|high)\)[^\n]*", log_text)
-    lines = re.findall(r"(Overfull \\[hv]box \([\d.]+pt too (?:wide|high)\)[^\n]*)", log_text)
-    return [
-        line for size, line in zip(found, lines, strict=True) if float(size) > OVERFULL_TOLERANCE
-    ]
+    """The log's overfull-box warnings (LaTeX reports those over \\hfuzz, 0.1 pt)."""
+    return re.findall(r"(Overfull \\[hv]box \([\d.]+pt too (?:wide|high)\)[^\n]*)", log_text)
+
+
+def layout_problems(log_text: str) -> list[str]:
+    """Overfull boxes and lines stretched to ``BAD_UNDERFULL``: what fails the build."""
+    underfull = re.findall(r"(Underfull \\hbox \(badness (\d+)\)[^\n]*)", log_text)
+    bad = [line for line, badness in underfull if int(badness) >= BAD_UNDERFULL]
+    return overfull_boxes(log_text) + bad
 
 
 def build_paper(
@@ -517,6 +566,5 @@ def build_paper(
     tex.write_text(paper_tex(info, figures, experiment, built or date.today().isoformat()))
     if not compile_it:
         return tex
-    for warning in compile_pdf(tex):
-        log.warning("%s: %s", tex, warning)
+    compile_pdf(tex)
     return tex.with_suffix(".pdf")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,9 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from agiqa.data.splits import PROTOCOLS
-from agiqa.report.aggregate import ReportSettings
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.names import DisplayNames
+from agiqa.report.results import ReportSettings
 from agiqa.report.tables import (
     DISPLAY_NAMES,
     LATEX_NAMES,
@@ -43,23 +44,32 @@ from agiqa.report.tables import (
     to_wide_csv,
 )
 
+log = logging.getLogger(__name__)
+
 MINUS = "\u2212"
 #: A text-mode minus from the math font (``\\textminus`` needs bitmap TS1 fonts without cm-super).
 LATEX_MINUS = r"\ensuremath{-}"
-#: Page geometry of the paper (10 pt, two columns, 0.75 in margins on US letter), in pt.
-TEXT_WIDTH = 505.9
-COLUMN_WIDTH = 247.9
-#: Float placement: a one-column float may stay where it is defined; two-column ones go on top.
-PLACEMENT = {"table": "!htbp", "table*": "t"}
-#: Below this scale a resized table is too small to read.
-MIN_SCALE = 0.6
-#: Approximate glyph widths (pt) at the table's \small size and the smaller sizes used in cells.
-_CHAR = {"small": 4.6, "script": 3.4, "tiny": 2.6}
+#: Text width of the paper (10 pt, one column, 1 in margins on US letter: 6.5 in), in pt.
+TEXT_WIDTH = 469.75
+#: The paper has one column: a table is as wide as the text.
+COLUMN_WIDTH = TEXT_WIDTH
+#: Float placement: where the float is defined if it fits, else on top of a page.
+PLACEMENT = "!htbp"
+#: Approximate glyph widths (pt) at the table's \small (9 pt) and \footnotesize (8 pt) sizes:
+#: no text in the paper is smaller than 8 pt.
+_CHAR = {"small": 4.6, "footnote": 4.1}
 _COLUMN_PADDING = 12.0  # 2 x \tabcolsep
 #: Means-only tables set \tabcolsep to 4 pt: narrow numbers need less air.
 _NARROW_PADDING = 8.0
 #: Characters a metric's LaTeX header takes (PLCC$_\mathrm{log}$ is about six).
 _HEADER_CHARS = {"srcc": 4, "krcc": 4, "plcc": 4, "plcc_logistic": 6, "rmse": 4, "rmse_logistic": 6}
+#: Metric headers of the paper's tables: the "log" of a logistic metric is lowered at 8 pt (a
+#: math subscript would be set at 6 pt, under the paper's smallest size).
+PAPER_METRIC_NAMES = {
+    **LATEX_NAMES,
+    "plcc_logistic": r"PLCC\raisebox{-0.4ex}{\footnotesize log}",
+    "rmse_logistic": r"RMSE\raisebox{-0.4ex}{\footnotesize log}",
+}
 #: The combined table's metrics (when the report shows them): the pair AGIQA papers report.
 COMBINED_METRICS = ("srcc", "plcc_logistic")
 
@@ -74,10 +84,8 @@ def latex_number(text: str) -> str:
 def protocol_caption_label(protocol: str, types: Mapping[str, str], names: DisplayNames) -> str:
     """A protocol's name as a reader sees it; test-selected protocols say so."""
     kind = types.get(protocol, protocol)
-    label = names.protocol(protocol)
-    if kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test":
-        return f"{label} (test-selected)"
-    return label
+    test_selected = kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test"
+    return names.protocol(protocol, "test-selected" if test_selected else None)
 
 
 @dataclass(frozen=True)
@@ -102,13 +110,14 @@ class PaperTable:
 
     @property
     def wide(self) -> bool:
-        """A ``table*`` (both columns) when it is wider than one column."""
-        return self.width_pt > COLUMN_WIDTH
+        """Wider than the text: the LaTeX version then stacks one block per dimension."""
+        return self.width_pt > TEXT_WIDTH
 
     @property
     def fits_page(self) -> bool:
-        """Legible on a two-column page: at most shrunk to ``MIN_SCALE`` of its width."""
-        return self.width_pt * MIN_SCALE <= TEXT_WIDTH
+        """Fits the text width side by side at its natural size (never shrunk): what the
+        combined table needs, since its point is every dataset in one row."""
+        return not self.wide
 
 
 # --- width estimate --------------------------------------------------------------------------
@@ -121,8 +130,8 @@ def _cell_width(cell: Cell, style: str) -> float:
     if style == "mean":
         return width
     if cell.std is not None:
-        width += (len(cell.std) + 1.5) * _CHAR["script"]
-    ci = (len(cell.ci[0]) + len(cell.ci[1]) + 4) * _CHAR["tiny"] if cell.ci else 0.0
+        width += (len(cell.std) + 1.5) * _CHAR["footnote"]
+    ci = (len(cell.ci[0]) + len(cell.ci[1]) + 4) * _CHAR["footnote"] if cell.ci else 0.0
     return max(width, ci)
 
 
@@ -239,7 +248,7 @@ def _latex_header(table: PaperTable) -> list[str]:
         lines += _latex_span_row(datasets, labels)
     dims = [(ds, dim) for ds, dim, _ in grid.columns]
     lines += _latex_span_row(dims, [names.dimension(label[1]) for label, _ in spans(dims)])
-    metrics = [LATEX_NAMES[m] for _, _, m in grid.columns]
+    metrics = [PAPER_METRIC_NAMES[m] for _, _, m in grid.columns]
     lines.append(" & ".join(["Model", *metrics]) + r" \\")
     return lines
 
@@ -253,13 +262,14 @@ def _latex_cell(cell: Cell, style: str) -> str:
     if style == "mean":
         return text
     if cell.std is not None:
-        text += rf"\,{{\scriptsize$\pm${cell.std}}}"
+        text += rf"\,{{\footnotesize$\pm${cell.std}}}"
     if cell.ci is None:
         return text
     low, high = (latex_number(v) for v in cell.ci)
     # A one-column inner tabular puts the interval under the mean: the column stays narrow.
     return (
-        rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{text}\\[-1pt]{{\tiny[{low}, {high}]}}\end{{tabular}}"
+        rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{text}\\[-1pt]"
+        rf"{{\footnotesize[{low}, {high}]}}\end{{tabular}}"
     )
 
 
@@ -280,21 +290,15 @@ def _latex_body(table: PaperTable) -> list[str]:
     return lines
 
 
-def fit_to_line(tabular: list[str]) -> list[str]:
-    """Wrap a tabular so it shrinks to the line width only when it is wider."""
+def dimension_blocks(grid: Grid) -> list[Grid]:
+    """The grid cut into one grid per (dataset, dimension) group of columns."""
+    groups = list(dict.fromkeys(column[:2] for column in grid.columns))
+    return [replace(grid, columns=[c for c in grid.columns if c[:2] == g]) for g in groups]
+
+
+def _tabular(table: PaperTable) -> list[str]:
     return [
-        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-        *tabular,
-        "}",
-    ]
-
-
-def to_latex(table: PaperTable) -> str:
-    """A ``table`` (or ``table*`` when wider than a column) fragment for ``\\input``."""
-    grid = table.grid
-    environment = "table*" if table.wide else "table"
-    tabular = [
-        r"\begin{tabular}{l" + "c" * len(grid.columns) + "}",
+        r"\begin{tabular}{l" + "c" * len(table.grid.columns) + "}",
         r"\toprule",
         *_latex_header(table),
         r"\midrule",
@@ -302,16 +306,34 @@ def to_latex(table: PaperTable) -> str:
         r"\bottomrule",
         r"\end{tabular}",
     ]
+
+
+def to_latex(table: PaperTable) -> str:
+    """A ``table`` fragment for ``\\input``, at its natural size (never shrunk below 8 pt).
+
+    A table wider than the text stacks one tabular per dimension (each with its own header),
+    under one caption.
+    """
+    blocks = (
+        [table]
+        if not table.wide
+        else [replace(table, grid=block) for block in dimension_blocks(table.grid)]
+    )
+    tabulars: list[str] = []
+    for index, block in enumerate(blocks):
+        if index:
+            tabulars.append(r"\par\medskip")
+        tabulars += _tabular(block)
     narrow = [r"\setlength{\tabcolsep}{4pt}"] if table.style == "mean" else []
     lines = [
-        rf"\begin{{{environment}}}[{PLACEMENT[environment]}]",
+        rf"\begin{{table}}[{PLACEMENT}]",
         r"\centering",
         r"\small",
         *narrow,
-        r"\caption{" + _caption_latex(grid.caption) + "}",
-        rf"\label{{{grid.label}}}",
-        *fit_to_line(tabular),
-        rf"\end{{{environment}}}",
+        r"\caption{" + _caption_latex(table.grid.caption) + "}",
+        rf"\label{{{table.grid.label}}}",
+        *tabulars,
+        r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -424,28 +446,87 @@ def _md_row(cells: Sequence[str]) -> str:
 # --- simple tables through pandas Styler ----------------------------------------------------
 
 
-def styler_latex(frame: pd.DataFrame, caption: str, label: str, wide: bool = False) -> str:
-    """A booktabs table of plain cells through ``Styler.to_latex``, shrunk only when too wide."""
+def styler_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table of plain cells through ``Styler.to_latex``, at its natural size: a table
+    wider than the text wraps its columns (``column_layout``) at \\small, else at
+    \\footnotesize; one wider still is shrunk to the line as a last resort, with a warning (its
+    text then falls under 8 pt)."""
 
     def cell(value: object) -> str:
         return "--" if pd.isna(value) else latex_number(latex_text(str(value)))
 
     # Row labels become ordinary columns: one header row, and no \multirow (a package the
     # paper does without).
-    styler = _flat(frame).style.hide(axis="index").format(cell)
+    flat = _flat(frame)
+    styler = flat.style.hide(axis="index").format(cell)
     styler = styler.format_index(latex_text, axis=1)
-    tabular = styler.to_latex(hrules=True, multicol_align="c")
-    environment = "table*" if wide else "table"
+    size = "small"
+    layout, width = column_layout(flat, size)
+    if width > TEXT_WIDTH:
+        size = "footnote"
+        layout, width = column_layout(flat, size)
+    tabular = styler.to_latex(hrules=True, multicol_align="c", column_format=layout)
+    body = tabular.strip().splitlines()
+    if width > TEXT_WIDTH:
+        log.warning("table %s: %.0f pt wide, shrunk to the %.0f pt line", label, width, TEXT_WIDTH)
+        body = [r"\resizebox{\linewidth}{!}{%", *body, "}"]
     lines = [
-        rf"\begin{{{environment}}}[{PLACEMENT[environment]}]",
+        rf"\begin{{table}}[{PLACEMENT}]",
         r"\centering",
         r"\small",
         r"\caption{" + _caption_latex(caption) + "}",
         rf"\label{{{label}}}",
-        *fit_to_line(tabular.strip().splitlines()),
-        rf"\end{{{environment}}}",
+        *([r"\footnotesize"] if size == "footnote" else []),
+        *body,
+        r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def column_layout(flat: pd.DataFrame, size: str = "small") -> tuple[str, float]:
+    """The tabular's column format and estimated width (pt): text left-aligned, numbers
+    centred; when wider than the text, the widest columns whose cells have spaces (names,
+    "+0.008 [-0.005, 0.019]") wrap onto more lines, down to their longest word, until the table
+    fits."""
+    char = _CHAR[size]
+    widths = [_column_chars(flat, column) * char for column in flat.columns]
+    text = [not _numeric(flat[column]) for column in flat.columns]
+    # A word cannot break: with 20% to spare for wide letters (M, W, _) the estimate misses.
+    narrowest = [_longest_word(flat, column) * char * 1.2 for column in flat.columns]
+    # Aim 5% under the text width: the character estimate runs short on wide letters.
+    excess = sum(widths) + _COLUMN_PADDING * len(widths) - 0.95 * TEXT_WIDTH
+    wrapped: dict[int, float] = {}
+    for index in sorted(range(len(widths)), key=lambda i: -widths[i]):
+        if excess <= 0 or widths[index] <= narrowest[index]:
+            continue
+        narrower = max(narrowest[index], widths[index] - excess)
+        excess -= widths[index] - narrower
+        wrapped[index] = widths[index] = narrower
+    formats = []
+    for i, is_text in enumerate(text):
+        align = r"\raggedright" if is_text else r"\centering"
+        if i in wrapped:
+            formats.append(rf">{{{align}\arraybackslash}}p{{{wrapped[i]:.0f}pt}}")
+        else:
+            formats.append("l" if is_text else "c")
+    return "".join(formats), (sum(widths) + _COLUMN_PADDING * len(widths)) / 0.95
+
+
+def _longest_word(flat: pd.DataFrame, column: object) -> int:
+    header = column if isinstance(column, tuple) else (column,)
+    texts = [str(h) for h in header] + [str(v) for v in flat[column]]
+    return max(len(word) for text in texts for word in (text.split() or [""]))
+
+
+def _column_chars(flat: pd.DataFrame, column: object) -> int:
+    header = column if isinstance(column, tuple) else (column,)
+    return max([len(str(h)) for h in header] + [len(str(v)) for v in flat[column]])
+
+
+def _numeric(values: pd.Series) -> bool:
+    """A column of numbers (as numbers or as rounded text, intervals included)."""
+    text = values.dropna().astype(str).str.replace(MINUS, "-")
+    return bool(text.str.fullmatch(r"[-+\d.,/\[\] %]*|reference|–|--").all())
 
 
 def styler_html(frame: pd.DataFrame, caption: str) -> str:
@@ -458,14 +539,8 @@ def styler_html(frame: pd.DataFrame, caption: str) -> str:
 
 
 def frame_width(frame: pd.DataFrame) -> float:
-    """Estimated natural width (pt) of ``styler_latex``'s tabular of ``frame``."""
-    flat = _flat(frame)
-    width = 0.0
-    for column in flat.columns:
-        header = column if isinstance(column, tuple) else (column,)
-        chars = max([len(str(h)) for h in header] + [len(str(v)) for v in flat[column]])
-        width += chars * _CHAR["small"] + _COLUMN_PADDING
-    return width
+    """Estimated width (pt) of ``styler_latex``'s tabular of ``frame``."""
+    return column_layout(_flat(frame))[1]
 
 
 def _flat(frame: pd.DataFrame) -> pd.DataFrame:
@@ -656,7 +731,7 @@ def render_paper_tables(inputs: PaperInputs, out_dir: Path) -> tuple[dict[str, P
         )
         paths["cross_dataset.tex"] = write_text(
             out_dir / "cross_dataset.tex",
-            styler_latex(frame, caption, "tab:cross-dataset", frame_width(frame) > COLUMN_WIDTH),
+            styler_latex(frame, caption, "tab:cross-dataset"),
         )
         paths["cross_dataset.html"] = write_text(
             out_dir / "cross_dataset.html", styler_html(frame, caption)
@@ -680,17 +755,17 @@ def _significance(inputs: PaperInputs, dataset: str) -> str | None:
     if chosen.empty:
         return None
     models = {*chosen["model_a"], *chosen["model_b"]}
-    shown = [len(inputs.names.model(m)) for m in models]
-    # Row labels plus one column per model, each as wide as its name (or a p-value).
-    width = (max(shown) + sum(max(n, 6) for n in shown)) * _CHAR["small"]
-    width += _COLUMN_PADDING * (len(models) + 1)
+    # Numbered columns: the row labels plus one p-value ("0.001") per model.
+    width = max(len(inputs.names.model(m)) + 4 for m in models) * _CHAR["small"]
+    width += len(models) * 6 * _CHAR["small"] + _COLUMN_PADDING * (len(models) + 1)
     return significance_latex(
         chosen,
         inputs.settings,
         inputs.types,
         inputs.names,
         f"tab:significance-{dataset}",
-        wide=width > COLUMN_WIDTH,
+        compact=True,
+        font=r"\small" if width <= TEXT_WIDTH else r"\footnotesize",
     )
 
 
@@ -706,7 +781,7 @@ def _write_sensitivity(inputs: PaperInputs, out_dir: Path) -> dict[str, Path]:
     return {
         "sensitivity.tex": write_text(
             out_dir / "sensitivity.tex",
-            styler_latex(frame, caption, "tab:sensitivity", frame_width(frame) > COLUMN_WIDTH),
+            styler_latex(frame, caption, "tab:sensitivity"),
         ),
         "sensitivity.html": write_text(out_dir / "sensitivity.html", styler_html(frame, caption)),
     }
@@ -723,10 +798,9 @@ def _write_overview(inputs: PaperInputs, out_dir: Path) -> dict[str, Path]:
         "Datasets: labelled images, prompt groups (a split never separates a group), "
         "text-to-image generators, and rated dimensions with their native scales."
     )
-    wide = frame_width(frame) > COLUMN_WIDTH
     return {
         "datasets.tex": write_text(
-            out_dir / "datasets.tex", styler_latex(frame, caption, "tab:datasets", wide)
+            out_dir / "datasets.tex", styler_latex(frame, caption, "tab:datasets")
         ),
         "datasets.html": write_text(out_dir / "datasets.html", styler_html(frame, caption)),
         "datasets.csv": _csv(frame, out_dir / "datasets.csv"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from agiqa.report.aggregate import RunResult
+from agiqa.report.results import RunResult
 
 
 def pooled_predictions(runs: Sequence[RunResult], protocol: str) -> pd.DataFrame:

@@ -36,8 +36,9 @@ def aggregate_step(
     their own table (``cross_dataset.csv``, .tex, .html) and figure, never the in-dataset ones.
     """
     from agiqa.pipeline import tracking_uri
-    from agiqa.report.aggregate import ReportSettings, aggregate
+    from agiqa.report.aggregate import aggregate
     from agiqa.report.names import DisplayNames
+    from agiqa.report.results import ReportSettings
 
     with job_log(log_file):
         settings = ReportSettings.from_config(dict(report))

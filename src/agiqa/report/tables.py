@@ -23,9 +23,9 @@ import pandas as pd
 
 from agiqa.data.splits import PROTOCOLS
 from agiqa.evaluate.metrics import METRICS
-from agiqa.report.aggregate import ReportSettings
 from agiqa.report.compare import BEST, TIE
 from agiqa.report.names import DisplayNames
+from agiqa.report.results import ReportSettings
 
 DISPLAY_NAMES = {
     "srcc": "SRCC",
@@ -261,6 +261,7 @@ def _latex_caption(caption: str) -> str:
         .replace("–", "--")
         .replace("—", "---")
         .replace("α", r"$\alpha$")
+        .replace("×", r"$\times$")
         .replace("\u2212", r"\ensuremath{-}")
     )
 
@@ -400,13 +401,15 @@ def significance_latex(
     protocol_types: Mapping[str, str] | None = None,
     names: DisplayNames | None = None,
     label: str = "tab:significance",
-    wide: bool = False,
+    compact: bool = False,
+    font: str = r"\small",
 ) -> str:
     """One p-value matrix per (protocol, dataset, dimension) for the first table metric.
 
     Upper triangle: paired bootstrap; lower triangle: corrected resampled t-test. ``names``
-    (the paper's display names) replaces identifiers; ``label`` is the LaTeX label. ``wide``
-    (the paper's version) spans both columns and shrinks a matrix wider than the line.
+    (the paper's display names) replaces identifiers; ``label`` is the LaTeX label. ``compact``
+    (the paper's version) numbers the models, so a column is as wide as a p-value, not as a
+    model's name, and the matrix keeps its natural size in ``font``.
     """
     names = names or DisplayNames()
     metric = settings.metrics[0]
@@ -417,14 +420,16 @@ def significance_latex(
     ):
         models = list(dict.fromkeys([*group["model_a"], *group["model_b"]]))
         lookup = {(r.model_a, r.model_b): r for r in group.itertuples(index=False)}
+        heads = [f"({k})" for k in range(1, len(models) + 1)] if compact else None
         lines = [
             r"\begin{tabular}{l" + "c" * len(models) + "}",
             r"\toprule",
-            " & ".join(["", *(latex_escape(names.model(m)) for m in models)]) + r" \\",
+            " & ".join(["", *(heads or (latex_escape(names.model(m)) for m in models))]) + r" \\",
             r"\midrule",
         ]
         for i, row_model in enumerate(models):
-            cells = [latex_escape(names.model(row_model))]
+            name = latex_escape(names.model(row_model))
+            cells = [f"({i + 1}) {name}" if compact else name]
             for j, column_model in enumerate(models):
                 if i == j:
                     cells.append("--")
@@ -439,14 +444,10 @@ def significance_latex(
                 cells.append(r"\textbf{" + text + "}" if value < settings.alpha else text)
             lines.append(" & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
-        if wide:
-            lines = [
-                r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-                *lines,
-                "}",
-            ]
-        shown = protocol_label(names.protocol(protocol), _renamed(protocol_types, names))
-        title = latex_escape(f"{shown} / {names.dataset(dataset)} / {names.dimension(dim)}")
+        kind = (protocol_types or {}).get(protocol, protocol)
+        test_selected = kind in PROTOCOLS and PROTOCOLS.get(kind).selection == "test"
+        shown = names.protocol(protocol, "test-selected" if test_selected else None)
+        title = _latex_caption(f"{shown} / {names.dataset(dataset)} / {names.dimension(dim)}")
         blocks.append(r"\par\smallskip\noindent " + title + r"\\" + "\n" + "\n".join(lines))
     caption = (
         f"Two-sided p-values of pairwise {DISPLAY_NAMES[metric]} differences on the test parts. "
@@ -454,19 +455,15 @@ def significance_latex(
         f"({settings.resamples:,} resamples); lower triangle: corrected resampled t-test "
         f"(Nadeau and Bengio). Bold: p < α = {settings.alpha}."
     )
-    environment = "table*" if wide else "table"
+    if compact:
+        caption += " Columns are numbered as the rows."
     return (
-        f"\\begin{{{environment}}}[t]\n\\centering\n\\caption{{"
+        f"\\begin{{table}}[{'!htbp' if compact else 't'}]\n\\centering\n{font}\n\\caption{{"
         + _latex_caption(caption)
         + f"}}\n\\label{{{label}}}\n"
         + "\n".join(blocks)
-        + f"\n\\end{{{environment}}}\n"
+        + "\n\\end{table}\n"
     )
-
-
-def _renamed(protocol_types: Mapping[str, str] | None, names: DisplayNames) -> dict[str, str]:
-    """Protocol types keyed by display name, so labels of renamed protocols keep their kind."""
-    return {names.protocol(p): kind for p, kind in (protocol_types or {}).items()}
 
 
 # --- protocol sensitivity --------------------------------------------------------------------

@@ -1,71 +1,70 @@
 """Log finished run directories to MLflow from one process, idempotently.
 
-Training jobs never talk to MLflow (parallel writers and SQLite do not mix); this module reads their
-result files afterwards. Layout in the experiment:
+The fold jobs log their own runs while they train (agiqa.track.live); this module, called by the
+aggregation, logs every run from its result files again, so the store is complete even where a
+job could not reach it, and adds what only the aggregation knows. Layout in the experiment:
 
 - one parent run per (protocol, dataset, model, config hash, split-file hash, commit), tagged
-  ``agiqa.key`` = those joined by ``/``, with ``test/<dim>/<metric>_mean|_std`` and ``n_splits``;
+  ``agiqa.key`` = those joined by ``/``, named "model · dataset · protocol", with
+  ``test/<dim>/<metric>_mean|_std`` and ``n_splits``, the params its children share and, under
+  ``report/``, the tables and figures of its dataset and the experiment-wide ones;
 - one child run per split (``mlflow.parentRunId`` = parent, ``agiqa.key`` = parent key +
-  ``/split{k}``) with the flattened config as params (the protocol settings, and the provenance:
-  commit, library versions, split-file and manifest sha256), ``test/...`` and ``val/...`` metrics
-  (recomputed from the prediction files, as in the tables), the per-epoch history (step = epoch)
-  and the small result files as artifacts.
+  ``/split{k}``, named "model · dataset · split k · protocol") with the flattened config as
+  params (the protocol settings, and the provenance: commit, library versions, split-file and
+  manifest sha256), ``test/...`` and ``val/...`` metrics (recomputed from the prediction files,
+  as in the tables), the per-epoch history (step = epoch), the manifest as dataset input, and
+  the result files and the checkpoint (``checkpoint/``) as artifacts.
 
-Parent runs also carry the params their children share (everything but the split) and, under
-``report/``, the tables and figures of their dataset and the experiment-wide ones. The experiment
-is tagged as model training (``mlflow.experimentKind``).
+Runs are found again by their ``agiqa.key`` tag, so logging the same directories twice (or after
+the fold jobs logged them live) reuses the runs; a value already stored is not logged again, and
+a new split file or code version never overwrites an older run. The experiment is tagged as model
+training (``mlflow.experimentKind``).
 
-Runs are found again by their ``agiqa.key`` tag, so logging the same directories twice reuses the
-runs, and a new split file or code version never overwrites an older run.
+Metric timestamps come from the result files' modification times. A recomputed metric that
+differs from what the job logged (another logistic mapping) is logged one millisecond after the
+job's value, so it is the run's latest. A child run created here starts ``seconds`` (the job's
+wall time) before its ``metrics.json`` was written; its parent spans its children.
 
-Artifact locations are relocatable: MLflow stores absolute ``file://`` URIs, so an experiment
-records its artifact root relative to the database (tag ``agiqa.artifact_root``), and every call
-first rewrites the stored URIs when the store has been moved or copied (``relocate_artifacts``).
-
-Metric timestamps come from the result files' modification times, which makes re-logged points
-identical to the stored ones (MLflow drops exact duplicates). A child run starts ``seconds`` (the
-job's wall time) before its ``metrics.json`` was written; its parent spans its children.
-
-Creating a fresh sqlite store runs database migrations that two processes must not run at once
-(``table _alembic_tmp_... already exists`` breaks the store for good), so every call holds an
-inter-process file lock beside the database.
+The store itself (lock, experiment, relative artifact URIs) is agiqa.track.store's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import re
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
-from filelock import FileLock
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from agiqa.evaluate.metrics import METRICS, summarize
-from agiqa.report.aggregate import RunResult
+from agiqa.report.results import RunResult
+from agiqa.track.live import find_run, log_manifest, log_params, log_result_files, run_tags
+from agiqa.track.store import (
+    child_name,
+    ensure_experiment,
+    flatten_config,
+    has_artifact,
+    local_artifact_dir,
+    log_artifact,
+    parent_name,
+    quiet_loggers,
+    relocate_artifacts,
+    sqlite_path,
+    store_lock,
+    valid_metric_key,
+)
 
 _logger = logging.getLogger(__name__)
 
-#: Tag value of the experiment kind MLflow's UI shows as model training (not GenAI).
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-ARTIFACT_ROOT_TAG = "agiqa.artifact_root"
-ARTIFACTS = ("metrics.json", "config.yaml", "predictions.csv", "val_predictions.csv", "history.csv")
-PARAM_VALUE_LIMIT = 6000
-PARAM_KEY_LIMIT = 250
-_BATCH_PARAMS = 100
 _BATCH_METRICS = 1000
-_VALID_KEY = re.compile(r"^[\w\-./ :]+$")
-_NOISY_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.store.sqlalchemy_store")
+#: Two values closer than this are the same number (a CSV round trip, another summation order).
+_SAME = 1e-9
+__all__ = ["flatten_config", "log_to_mlflow", "relocate_artifacts", "shared_params", "sqlite_path"]
 
 
 def log_to_mlflow(
@@ -73,33 +72,32 @@ def log_to_mlflow(
     per_split: pd.DataFrame,
     tracking_uri: str,
     experiment: str = "agiqa",
-    artifact_root: Path | None = None,
     report: Mapping[str, Sequence[Path]] | None = None,
 ) -> dict[str, Any]:
     """Log runs as parent/child MLflow runs; safe to call again on the same inputs.
 
     Args:
-        runs: The finished runs (agiqa.report.aggregate.load_runs).
+        runs: The finished runs (agiqa.report.results.load_runs).
         per_split: Their recomputed metrics (agiqa.report.aggregate.collect_runs).
         tracking_uri: MLflow tracking URI, e.g. ``sqlite:////abs/results/mlflow/mlflow.db``.
             It is used by a dedicated client only; the global tracking URI is left alone.
         experiment: Experiment name, created on first use.
-        artifact_root: Artifact location for a new experiment. Defaults to ``artifacts/`` beside a
-            SQLite database file (MLflow's default for other backends).
         report: Tables and figures for the parent runs: dataset -> files, and ``""`` -> files
             every parent carries.
 
     Returns:
         ``{"parents": n, "children": m, "experiment_id": id, "created": runs new this call}``.
     """
-    with _store_lock(tracking_uri), _quiet_loggers():
+    groups = _group(runs)
+    # The lock is taken per parent and its children, so live fold jobs of another experiment
+    # in the same store wait seconds, not the whole aggregation.
+    with store_lock(tracking_uri), quiet_loggers():
         relocate_artifacts(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
-        root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
-        experiment_id = ensure_experiment(client, experiment, root, sqlite_path(tracking_uri))
-        logger = _RunLogger(client, experiment_id, per_split, report or {})
-        groups = _group(runs)
-        for key, members in groups.items():
+        experiment_id = ensure_experiment(client, experiment, tracking_uri)
+    logger = _RunLogger(client, tracking_uri, experiment_id, per_split, report or {})
+    for key, members in groups.items():
+        with store_lock(tracking_uri), quiet_loggers():
             parent_id = logger.log_parent(key, members)
             for run in members:
                 logger.log_child(run, parent_id)
@@ -109,32 +107,6 @@ def log_to_mlflow(
         "experiment_id": experiment_id,
         "created": logger.created,
     }
-
-
-@contextmanager
-def _store_lock(tracking_uri: str) -> Iterator[None]:
-    """Hold ``<db>.lock`` beside a sqlite store (no lock for other backends)."""
-    db = sqlite_path(tracking_uri)
-    if db is None:
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(db) + ".lock", timeout=600):
-        yield
-
-
-@contextmanager
-def _quiet_loggers() -> Iterator[None]:
-    """Hide database-migration INFO chatter for the duration of the call, then restore levels."""
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -147,126 +119,6 @@ def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
             raise ValueError(f"{key}: split reported twice in {[str(r.path) for r in members]}")
         members.sort(key=lambda r: r.split)
     return groups
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (four slashes for an absolute path), else None."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    return Path(tracking_uri[len(prefix) :].split("?", 1)[0])
-
-
-def default_artifact_root(tracking_uri: str) -> Path | None:
-    """``artifacts/`` beside a SQLite database (created with the folder of the database)."""
-    db = sqlite_path(tracking_uri)
-    if db is None:
-        return None
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return db.parent / "artifacts"
-
-
-def ensure_experiment(
-    client: MlflowClient, name: str, artifact_root: Path | None, database: Path | None = None
-) -> str:
-    """Get or create (or restore, if deleted) the experiment; tolerate a concurrent creator.
-
-    The experiment is tagged as model training, and, with a SQLite ``database``, with its
-    artifact root relative to the database's folder (what ``relocate_artifacts`` reads).
-    """
-    found = client.get_experiment_by_name(name)
-    if found is None:
-        location = None
-        if artifact_root is not None:
-            Path(artifact_root).mkdir(parents=True, exist_ok=True)
-            location = Path(artifact_root).resolve().as_uri()
-        try:
-            experiment_id = client.create_experiment(name, artifact_location=location)
-        except MlflowException:
-            found = client.get_experiment_by_name(name)  # another process created it first
-            if found is None:
-                raise
-            experiment_id = found.experiment_id
-    else:
-        experiment_id = found.experiment_id
-        if found.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment_id)
-    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
-    if database is not None and artifact_root is not None:
-        relative = os.path.relpath(Path(artifact_root).resolve(), database.resolve().parent)
-        client.set_experiment_tag(experiment_id, ARTIFACT_ROOT_TAG, Path(relative).as_posix())
-    return experiment_id
-
-
-def relocate_artifacts(tracking_uri: str) -> int:
-    """Point a moved or copied SQLite store's artifact URIs at the artifacts beside it.
-
-    MLflow keeps absolute ``file://`` URIs. For each experiment tagged with ``agiqa.artifact_root``
-    (its root relative to the database folder), the experiment's location and its runs' artifact
-    URIs are rewritten when they point elsewhere. Returns the number of experiments rewritten.
-    """
-    db = sqlite_path(tracking_uri)
-    if db is None or not db.is_file():
-        return 0
-    moved = 0
-    with sqlite3.connect(db) as connection:
-        tagged = connection.execute(
-            "SELECT e.experiment_id, e.artifact_location, t.value FROM experiments e "
-            "JOIN experiment_tags t ON t.experiment_id = e.experiment_id WHERE t.key = ?",
-            (ARTIFACT_ROOT_TAG,),
-        ).fetchall()
-        for experiment_id, current, relative in tagged:
-            expected = (db.resolve().parent / relative).resolve().as_uri()
-            if current == expected:
-                continue
-            _rewrite(connection, experiment_id, current, expected)
-            _logger.info("artifact root of experiment %s moved to %s", experiment_id, expected)
-            moved += 1
-    return moved
-
-
-def _rewrite(connection: sqlite3.Connection, experiment_id: int, old: str, new: str) -> None:
-    connection.execute(
-        "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id)
-    )
-    # Only URIs under the old root: a run given another location by hand keeps it.
-    connection.execute(
-        "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-        "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-        (new, len(old) + 1, experiment_id, len(old), old),
-    )
-
-
-# --- config flattening -----------------------------------------------------------------------
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> ``{"a.b.c": "value"}`` with MLflow-safe keys and string values.
-
-    Non-string values are JSON-encoded (``true``, ``null``, ``[1, 2]``); values longer than
-    6000 characters are truncated; keys MLflow would reject and keys that collide after
-    flattening (``{"a": {"b": 1}, "a.b": 2}``) are skipped with a warning (first one wins).
-    """
-    flat: dict[str, str] = {}
-    for key, value in _walk(config, prefix):
-        if len(key) > PARAM_KEY_LIMIT or not _VALID_KEY.match(key):
-            _logger.warning("skipping config key '%s': not a valid MLflow param key", key[:80])
-            continue
-        if key in flat:
-            _logger.warning("skipping config key '%s': clashes with an earlier key", key)
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        flat[key] = text[:PARAM_VALUE_LIMIT]
-    return flat
-
-
-def _walk(node: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            yield from _walk(value, f"{name}.")
-        else:
-            yield name, value
 
 
 def _read_config(run_dir: Path) -> dict[str, str]:
@@ -328,15 +180,18 @@ class _RunLogger:
     def __init__(
         self,
         client: MlflowClient,
+        tracking_uri: str,
         experiment_id: str,
         per_split: pd.DataFrame,
         report: Mapping[str, Sequence[Path]],
     ) -> None:
         self.client = client
+        self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.per_split = per_split
         self.report = report
         self.created = 0
+        self.manifests: dict[Path, pd.DataFrame] = {}
 
     def scores(self, run: RunResult, part: str) -> dict[str, dict[str, float]]:
         """dimension -> metric -> value of one run's part, from the recomputed metrics."""
@@ -347,18 +202,11 @@ class _RunLogger:
     def find_or_create(
         self, key: str, name: str, tags: dict[str, str], start_time: int | None = None
     ) -> str:
-        if "'" in key:
-            raise ValueError(f"run key {key!r} must not contain a single quote")
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`agiqa.key` = '{key}'",
-            order_by=["attributes.start_time ASC"],
-        )
-        if len(found) > 1:
-            _logger.warning("%d runs carry agiqa.key=%s; reusing the oldest", len(found), key)
-        if found:
-            run_id = found[0].info.run_id
+        run_id = find_run(self.client, self.experiment_id, key)
+        if run_id is not None:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            if self.client.get_run(run_id).info.run_name != name:
+                self.client.update_run(run_id, name=name)  # named by an older agiqa
             return run_id
         self.created += 1
         created = self.client.create_run(
@@ -368,18 +216,9 @@ class _RunLogger:
 
     def log_parent(self, key: str, members: Sequence[RunResult]) -> str:
         first = members[0]
-        tags = {
-            "agiqa.key": key,
-            "agiqa.protocol": first.protocol,
-            "agiqa.dataset": first.dataset,
-            "agiqa.model": first.model,
-            "agiqa.config_hash": first.config_hash,
-            "agiqa.split_sha256": first.split_sha256,
-            "agiqa.commit": first.commit,
-        }
         start = min(_start_ms(r) for r in members)
         run_id = self.find_or_create(
-            key, f"{first.protocol}/{first.dataset}/{first.model}", tags, start
+            key, parent_name(first.protocol, first.dataset, first.model), _tags(first), start
         )
         timestamp = max(_mtime_ms(r.path / "metrics.json") for r in members)
         values: dict[str, float] = {"n_splits": float(len(members))}
@@ -391,65 +230,118 @@ class _RunLogger:
                 mean, std = summarize(splits)
                 values[f"test/{dim}/{metric}_mean"] = mean
                 values[f"test/{dim}/{metric}_std"] = std
-        self._log_metrics(run_id, [Metric(k, v, timestamp, 0) for k, v in values.items()])
-        self._log_params(run_id, shared_params([_read_config(r.path) for r in members]))
-        for path in [*self.report.get("", ()), *self.report.get(first.dataset, ())]:
-            if Path(path).is_file():
-                self.client.log_artifact(run_id, str(path), f"report/{Path(path).parent.name}")
+        self._log_values(run_id, values, timestamp)
+        log_params(self.client, run_id, shared_params([_read_config(r.path) for r in members]))
+        run = self.client.get_run(run_id)
+        for path in map(Path, [*self.report.get("", ()), *self.report.get(first.dataset, ())]):
+            if path.is_file():
+                folder = f"report/{path.parent.name}"
+                log_artifact(self.client, self.tracking_uri, run, path, folder)
         self.client.set_terminated(run_id, end_time=timestamp)
         return run_id
 
     def log_child(self, run: RunResult, parent_id: str) -> str:
         key = f"{run.key}/split{run.split}"
         tags = {
+            **_tags(run),
             "mlflow.parentRunId": parent_id,
             "agiqa.key": key,
             "agiqa.parent_key": run.key,
             "agiqa.split": str(run.split),
-            "agiqa.protocol": run.protocol,
-            "agiqa.dataset": run.dataset,
-            "agiqa.model": run.model,
-            "agiqa.config_hash": run.config_hash,
-            "agiqa.split_sha256": run.split_sha256,
-            "agiqa.commit": run.commit,
             "agiqa.run_dir": str(run.path),
         }
-        run_id = self.find_or_create(
-            key, f"{run.protocol}/{run.dataset}/{run.model}/split{run.split}", tags, _start_ms(run)
-        )
-        self._log_params(run_id, _read_config(run.path))
+        name = child_name(run.protocol, run.dataset, run.model, run.split)
+        existing = find_run(self.client, self.experiment_id, key)
+        if existing is not None and self._stale(existing, run):
+            # An older attempt of this split whose rerun could not reach the store: its
+            # history and files are not this run's.
+            self.client.delete_run(existing)
+        run_id = self.find_or_create(key, name, tags, _start_ms(run))
+        log_params(self.client, run_id, _read_config(run.path))
         timestamp = _mtime_ms(run.path / "metrics.json")
         values = {
             **_score_metrics("test", self.scores(run, "test")),
             **_score_metrics("val", self.scores(run, "val")),
         }
         values.update({f"info/{k}": v for k, v in run.info.items() if not math.isnan(v)})
-        metrics = [Metric(k, v, timestamp, 0) for k, v in values.items()]
+        self._log_values(run_id, values, timestamp)
         history = run.path / "history.csv"
         if history.exists():
-            metrics += _history_metrics(run.path, _mtime_ms(history))
-        self._log_metrics(run_id, metrics)
-        for name in ARTIFACTS:
-            if (run.path / name).exists():
-                self.client.log_artifact(run_id, str(run.path / name))
+            self._log_history(run_id, _history_metrics(run.path, _mtime_ms(history)))
+        self._log_manifest(run_id, run)
+        stored = self.client.get_run(run_id)
+        if not has_artifact(self.tracking_uri, stored, "metrics.json"):  # the job could not
+            log_result_files(self.client, self.tracking_uri, stored, run.path)
         self.client.set_terminated(run_id, end_time=timestamp)
         return run_id
 
-    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
-        # Params are immutable: skip those already stored and warn about changed values.
-        existing = self.client.get_run(run_id).data.params
-        changed = [k for k, v in params.items() if k in existing and existing[k] != v]
-        if changed:
-            _logger.warning("run %s: params %s changed; keeping stored values", run_id, changed)
-        new = [Param(k, v) for k, v in params.items() if k not in existing]
-        for start in range(0, len(new), _BATCH_PARAMS):
-            self.client.log_batch(run_id, params=new[start : start + _BATCH_PARAMS])
+    def _stale(self, run_id: str, run: RunResult) -> bool:
+        """The stored run carries another ``metrics.json`` than the run folder's."""
+        uri = self.client.get_run(run_id).info.artifact_uri
+        folder = local_artifact_dir(self.tracking_uri, uri)
+        stored = None if folder is None else folder / "metrics.json"
+        if stored is None or not stored.is_file():
+            return False
+        return stored.read_bytes() != (run.path / "metrics.json").read_bytes()
+
+    def _log_values(self, run_id: str, values: Mapping[str, float], timestamp: int) -> None:
+        """Step-0 metrics, except those whose latest stored value is already this one."""
+        latest = self.client.get_run(run_id).data.metrics
+        metrics = []
+        for key, value in values.items():
+            if key in latest and _same(latest[key], value):
+                continue
+            stamp = timestamp
+            if key in latest:  # the job logged another value: this one must be the latest
+                history = self.client.get_metric_history(run_id, key)
+                stamp = max(timestamp, *(m.timestamp + 1 for m in history))
+            metrics.append(Metric(key, value, stamp, 0))
+        self._log_metrics(run_id, metrics)
+
+    def _log_history(self, run_id: str, metrics: list[Metric]) -> None:
+        """Per-epoch metrics of the steps not stored yet (the job logs them as it trains)."""
+        stored: dict[str, set[int]] = {}
+        for key in {m.key for m in metrics}:
+            stored[key] = {m.step for m in self.client.get_metric_history(run_id, key)}
+        self._log_metrics(run_id, [m for m in metrics if m.step not in stored[m.key]])
+
+    def _log_manifest(self, run_id: str, run: RunResult) -> None:
+        """The manifest as dataset input, where the job could not log it."""
+        stored = self.client.get_run(run_id)
+        if stored.inputs is not None and stored.inputs.dataset_inputs:
+            return
+        config = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+        manifest = Path(str((config.get("dataset") or {}).get("manifest", "")))
+        if manifest.is_file():
+            if manifest not in self.manifests:
+                self.manifests[manifest] = pd.read_csv(manifest, dtype={"image": str})
+            log_manifest(self.client, run_id, self.manifests[manifest], str(manifest), run.dataset)
 
     def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
-        valid = [m for m in metrics if len(m.key) <= PARAM_KEY_LIMIT and _VALID_KEY.match(m.key)]
+        valid = [m for m in metrics if valid_metric_key(m.key)]
         if len(valid) < len(metrics):
             _logger.warning(
                 "run %s: skipped %d invalid metric keys", run_id, len(metrics) - len(valid)
             )
         for start in range(0, len(valid), _BATCH_METRICS):
             self.client.log_batch(run_id, metrics=valid[start : start + _BATCH_METRICS])
+
+
+def _tags(run: RunResult) -> dict[str, str]:
+    return run_tags(
+        {
+            "key": run.key,
+            "protocol": run.protocol,
+            "dataset": run.dataset,
+            "model": run.model,
+            "config_hash": run.config_hash,
+            "split_sha256": run.split_sha256,
+            "commit": run.commit,
+        }
+    )
+
+
+def _same(stored: float, value: float) -> bool:
+    if math.isnan(stored) or math.isnan(value):
+        return math.isnan(stored) and math.isnan(value)
+    return abs(stored - value) <= _SAME * max(1.0, abs(value))

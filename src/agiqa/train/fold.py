@@ -25,8 +25,10 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -44,9 +46,13 @@ from agiqa.models import AgiqaModel, build_model, trainable_parameter_count
 from agiqa.models.base import PartData, PredictionDetails
 from agiqa.provenance import file_sha256, provenance
 from agiqa.train import recipe
+from agiqa.train.checkpoint import save_checkpoint, trained_state
 from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
 from agiqa.train.feature_cache import FeatureCache
 from agiqa.train.recipe import AMP_MODES, OPTIMIZERS, SCHEDULES
+
+if TYPE_CHECKING:
+    from agiqa.track.live import LiveRun
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +267,8 @@ class FoldTrainer:
                 f"split {job.split} has no validation images to select on", file=job.splits
             )
         self.history: list[dict] = []
+        #: Called with each epoch's history row as soon as it is known (live MLflow logging).
+        self.epoch_hooks: list[Callable[[dict], None]] = []
         #: The last evaluation's per-sample (outputs, rows) of each part, for prediction_details.
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.training_data: PartData | None = None
@@ -498,6 +506,8 @@ class FoldTrainer:
         log.info(
             "epoch %d/%d loss %.4f %s SRCC %.4f", epoch, self.settings.epochs, loss, part, score
         )
+        for hook in self.epoch_hooks:
+            hook(self.history[-1])
         if score > progress.best_score:
             progress.best_score, progress.best_epoch = score, epoch
             progress.best_state = copy.deepcopy(trained_state(self.model))
@@ -591,16 +601,6 @@ class FoldTrainer:
         return total / max(count, 1)
 
 
-def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What training changes: trainable parameters and buffers (e.g. batch-norm statistics).
-
-    Frozen backbone weights are left out: they come from the backbone's own source.
-    """
-    keep = {name for name, p in model.named_parameters() if p.requires_grad}
-    keep |= {name for name, _ in model.named_buffers()}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in keep}
-
-
 class Preempted(Exception):
     """A scheduler signal stopped training; the last epoch's checkpoint is on disk."""
 
@@ -687,6 +687,16 @@ def prediction_frame(trainer: FoldTrainer, part: str, predictions: np.ndarray) -
     return table
 
 
+def run_config(trainer: FoldTrainer) -> dict:
+    """The run's resolved config with its training settings and provenance (``config.yaml``)."""
+    job = trainer.job
+    config = job.resolved_config()
+    config["model"]["train"] = asdict(trainer.settings)
+    config["provenance"] = provenance(job.splits, job.manifest)
+    # Plain YAML types: what config.yaml holds, and what MLflow's params are made from.
+    return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+
+
 def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) -> dict:
     job, out = trainer.job, Path(trainer.job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -707,15 +717,11 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
         columns=["epoch", "train_loss", trainer.selection_column, "lr", "seconds"],
     )
     history.to_csv(out / "history.csv", index=False)
-    config = job.resolved_config()
-    config["model"]["train"] = asdict(trainer.settings)
-    config["provenance"] = provenance(job.splits, job.manifest)
+    config = run_config(trainer)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # Self-contained (model entry, dimensions, preprocessing, frozen-weight fingerprint), so
     # `agiqa score` needs no manifest or config; plain types and tensors for weights_only=True.
-    from agiqa.scoring import checkpoint_payload
-
-    torch.save(checkpoint_payload(trainer, config, best_epoch), out / "checkpoint.pt")
+    save_checkpoint(trainer, config, best_epoch, out)
     metrics = {
         "dataset": job.dataset,
         "model": job.model_name,
@@ -743,8 +749,12 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
     return metrics
 
 
-def run_fold(job: FoldJob) -> dict:
-    """Train, select on val, evaluate on test and write the fold's outputs."""
+def run_fold(job: FoldJob, live: LiveRun | None = None) -> dict:
+    """Train, select on val, evaluate on test and write the fold's outputs.
+
+    With ``live`` (agiqa.track.live), the run is logged to MLflow as it trains: params at the
+    start, each epoch's history row, the final metrics, files and status.
+    """
     torch.set_num_threads(max(1, job.threads))
     started = time.perf_counter()
     trainer = FoldTrainer(job)
@@ -758,10 +768,20 @@ def run_fold(job: FoldJob) -> dict:
         trainable_parameter_count(trainer.model),
         trainer.device,
     )
-    best_epoch = trainer.train()
-    trainer.calibrate()
-    metrics = write_outputs(trainer, best_epoch, time.perf_counter() - started)
+    if live is not None:
+        live.start(trainer, run_config(trainer))
+        trainer.epoch_hooks.append(live.epoch)
+    try:
+        best_epoch = trainer.train()
+        trainer.calibrate()
+        metrics = write_outputs(trainer, best_epoch, time.perf_counter() - started)
+    except BaseException as error:
+        if live is not None:
+            live.fail("KILLED" if isinstance(error, Preempted) else "FAILED")
+        raise
     trainer.resume_path.unlink(missing_ok=True)  # done: a rerun must start afresh
     for dim, values in metrics["test"].items():
         log.info("test %s: %s", dim, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    if live is not None:
+        live.finish(metrics, Path(job.out_dir))
     return metrics
