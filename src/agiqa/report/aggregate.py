@@ -2,8 +2,10 @@
 
 A run directory ``results/<experiment>/runs/{protocol}/{dataset}/{model}/split{k}/`` holds
 ``metrics.json`` (the job's bookkeeping: protocol, split, provenance), ``predictions.csv`` (test)
-and ``val_predictions.csv`` (validation, empty for test-selection protocols), ``config.yaml`` and
-``history.csv``. Every reported number is recomputed here from the prediction files, with the
+and ``val_predictions.csv`` (validation, empty for protocols without a validation part),
+``config.yaml`` and ``history.csv``; a run whose selection rule picks PLCC separately (SCVA-AGIQA's,
+in the test-selection protocols) adds ``predictions_best_plcc.csv``, from which its PLCC metrics
+are computed. Every reported number is recomputed here from the prediction files, with the
 logistic mapping the config selects, so a change of mapping or significance settings reruns this
 step only, never a training job.
 
@@ -41,7 +43,13 @@ GROUP_KEYS = ("protocol", "dataset", "dimension", "model", "part")
 RUN_KEYS = ("protocol", "dataset", "model", "split", "dimension", "part")
 INFO_KEYS = ("n_train", "n_val", "n_test", "best_epoch", "epochs_run", "seconds")
 PARTS = ("test", "val")
-PREDICTION_FILES = {"test": "predictions.csv", "val": "val_predictions.csv"}
+PREDICTION_FILES = {
+    "test": "predictions.csv",
+    "val": "val_predictions.csv",
+    "best_plcc": "predictions_best_plcc.csv",
+}
+#: Metrics taken from the best-PLCC epoch's test predictions when a run selected PLCC separately.
+SEPARATE_PLCC_METRICS = ("plcc", "plcc_logistic")
 _REQUIRED = ("dataset", "model", "protocol", "split", "protocol_settings", "provenance")
 
 
@@ -52,7 +60,9 @@ class ReportSettings:
     precision: int = 3
     logistic: str = "logistic4"
     alpha: float = 0.05
-    significance_test: str = "bootstrap"
+    #: The test behind best/tie marks: ``corrected_t`` (counts training variance) or
+    #: ``bootstrap`` (over prompt groups; treats the trained models as fixed).
+    significance_test: str = "corrected_t"
     resamples: int = 2000
     seed: int = 0
     reference_protocol: str | None = None
@@ -152,6 +162,15 @@ class RunResult:
         )
 
 
+def metric_part(run: RunResult, part: str, metric: str) -> str:
+    """The prediction part ``metric`` of ``part`` is computed from: ``best_plcc`` for the PLCC
+    metrics of a run that selected PLCC separately (SCVA-AGIQA's rule), else ``part``."""
+    if part != "test" or metric not in SEPARATE_PLCC_METRICS:
+        return part
+    separate = "best_plcc" in run._frames or (run.path / PREDICTION_FILES["best_plcc"]).is_file()
+    return "best_plcc" if separate else part
+
+
 def load_run(run_dir: Path) -> RunResult:
     """Read ``run_dir/metrics.json``; raise ValueError naming the file when it is incomplete."""
     path = Path(run_dir) / "metrics.json"
@@ -197,12 +216,16 @@ def load_runs(run_dirs: Iterable[Path]) -> list[RunResult]:
     return runs
 
 
-def collect_runs(runs: Sequence[RunResult], logistic: str = "logistic4") -> pd.DataFrame:
+def collect_runs(
+    runs: Sequence[RunResult], logistic: str = "logistic4", metrics: Sequence[str] = METRICS
+) -> pd.DataFrame:
     """One row per (protocol, dataset, model, split, dimension, part), metrics recomputed.
 
     Rows keep the order of ``runs`` so tables list models in the order the pipeline configured
     them. ``test_train_ratio`` (for Nadeau and Bengio's correction) and the run's identity
-    travel along.
+    travel along. A run that selected PLCC separately takes its test PLCC metrics from the
+    best-PLCC epoch's predictions (``metric_part``), as its seed code reports them. Metrics not
+    in ``metrics`` (default all) are left NaN.
     """
     rows = []
     for run in runs:
@@ -224,7 +247,14 @@ def collect_runs(runs: Sequence[RunResult], logistic: str = "logistic4") -> pd.D
                     "split_sha256": run.split_sha256,
                     "run_dir": str(run.path),
                 }
-                row.update(compute_metrics(scores.pred, scores.target, logistic=logistic))
+                row.update(compute_metrics(scores.pred, scores.target, logistic, metrics))
+                separate = [m for m in SEPARATE_PLCC_METRICS if m in metrics]
+                if separate and metric_part(run, part, separate[0]) != part:
+                    best_plcc = run.scores("best_plcc", dim)
+                    if best_plcc is not None:
+                        row.update(
+                            compute_metrics(best_plcc.pred, best_plcc.target, logistic, separate)
+                        )
                 rows.append(row)
     columns = [
         *RUN_KEYS,
@@ -267,7 +297,15 @@ def summarize_runs(per_split: pd.DataFrame) -> pd.DataFrame:
 
 def report_files(paths: Mapping[str, Path], datasets: Sequence[str]) -> dict[str, list[Path]]:
     """Which tables and figures each dataset's MLflow parent runs carry ("" = every parent)."""
-    shared = ("main.", "val.", "combined.", "sensitivity.", "datasets.", "protocols.")
+    shared = (
+        "main.",
+        "val.",
+        "combined.",
+        "sensitivity.",
+        "datasets.",
+        "protocols.",
+        "protocol_factors.",
+    )
     files: dict[str, list[Path]] = {"": [p for n, p in paths.items() if n.startswith(shared)]}
     for dataset in datasets:
         # Per-dataset files are <kind>-<dataset>.<ext>; kinds hold no hyphen, datasets may.
@@ -303,7 +341,13 @@ def aggregate(
         cross_dataset: Hook for train-on-A / test-on-B results (columns train_dataset,
             test_dataset, model, dimension, srcc, plcc): adds their table and figure.
     """
-    from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
+    from agiqa.report.compare import (
+        compare_models,
+        groups_from_manifests,
+        protocol_contrasts,
+        protocol_sensitivity,
+        significance_marks,
+    )
     from agiqa.report.names import DisplayNames
     from agiqa.report.paper import paper_info
     from agiqa.report.paper_tables import PaperInputs, render_paper_tables
@@ -320,14 +364,18 @@ def aggregate(
         raise ValueError("no finished runs to aggregate")
     per_split = collect_runs(runs, settings.logistic)
     summary = summarize_runs(per_split)
-    comparisons = compare_models(runs, per_split, settings)
+    manifests = load_manifests(runs)
+    groups = groups_from_manifests(manifests)
+    comparisons = compare_models(runs, per_split, settings, groups)
     marks = significance_marks(summary, comparisons, settings)
-    sensitivity = protocol_sensitivity(runs, per_split, settings)
+    sensitivity = protocol_sensitivity(runs, per_split, settings, groups)
+    contrasts = protocol_contrasts(runs, per_split, settings, groups)
     types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
     tables_dir = Path(tables_dir)
-    paths = render_all(summary, comparisons, marks, sensitivity, tables_dir, settings, types)
+    paths = render_all(
+        summary, comparisons, marks, sensitivity, tables_dir, settings, types, contrasts
+    )
     reference = _reference(runs, settings)
-    manifests = load_manifests(runs)
     inputs = PaperInputs(
         summary,
         comparisons,
