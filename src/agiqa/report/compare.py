@@ -374,12 +374,12 @@ def protocol_sensitivity(
 ) -> pd.DataFrame:
     """Each protocol's mean test metrics and its difference from the reference protocol.
 
-    Columns per metric m (``SENSITIVITY_METRICS`` that ``report.metrics`` shows): ``m_mean``; for
-    every protocol but the reference ``delta_m`` with the
-    interval that counts training variance (``delta_m_ci_low/high``, ``p_m``; ``pairing`` says
-    whether it is paired by split or unpaired) and the cluster bootstrap's over prompt groups
-    (``delta_m_boot_ci_low/high``, ``p_m_bootstrap``; ``paired`` says whether the draw is shared).
-    ``changes`` names the factors in which the protocol differs from the reference.
+    Columns per metric m (the ``SENSITIVITY_METRICS`` that ``report.metrics`` shows): ``m_mean``;
+    for every protocol but the reference, ``delta_m`` with the interval that counts training
+    variance (``delta_m_ci_low/high``, ``p_m``; ``pairing``: by ``splits`` or ``unpaired``) and
+    the cluster bootstrap's over prompt groups (``delta_m_boot_ci_low/high``, ``p_m_bootstrap``;
+    ``paired``: one draw for both). ``changes`` names the factors in which the protocol differs
+    from the reference.
     """
     reference = reference_protocol(runs, settings)
     protocols = list(dict.fromkeys(run.protocol for run in runs))
@@ -414,11 +414,9 @@ def protocol_contrasts(
     study = _ProtocolStudy(runs, per_split, settings, _resolve_groups(runs, groups))
     pairs = []
     for a, b in itertools.permutations(protocols, 2):
-        factors = changed_factors(study.kinds[b].kind, study.kinds[a].kind)
-        if (
-            len(factors) == 1
-            and getattr(study.kinds[a].kind, factors[0]) == (HONEST_LEVELS[factors[0]])
-        ):
+        baseline = study.kinds[a].kind
+        factors = changed_factors(study.kinds[b].kind, baseline)
+        if len(factors) == 1 and getattr(baseline, factors[0]) == HONEST_LEVELS[factors[0]]:
             pairs.append((a, b, factors[0]))
     rows = []
     for dataset, model, dim in study.cells():
