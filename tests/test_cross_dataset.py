@@ -348,6 +348,7 @@ def test_collected_results_feed_the_report(trained_on_a: tuple[Path, dict]) -> N
 def test_the_report_writes_the_cross_dataset_csv_table_and_figure(
     trained_on_a: tuple[Path, dict], tmp_path: Path
 ) -> None:
+    from agiqa.report.aggregate import ReportSettings
     from agiqa.report.figures import cross_dataset_figure
     from agiqa.report.names import DisplayNames
     from agiqa.report.paper_tables import cross_dataset_frame
@@ -355,7 +356,8 @@ def test_the_report_writes_the_cross_dataset_csv_table_and_figure(
 
     run_root, config = trained_on_a
     folders = [str(run_root / d) for d in cross.predict_dirs(config)]
-    frame = cross_results(folders, tmp_path / "tables", "logistic5")
+    settings = ReportSettings(logistic="logistic5", resamples=200)
+    frame = cross_results(folders, tmp_path / "tables", settings)
     written = pd.read_csv(tmp_path / "tables" / "cross_dataset.csv")
     assert written["dimension"].tolist() == frame["dimension"].tolist()
     names = DisplayNames(datasets={"a": "A", "b": "B"})
