@@ -179,8 +179,8 @@ def marks_test_text(settings: ReportSettings) -> str:
         "bootstrap": "paired cluster bootstrap over test prompt groups resampled within each "
         f"split, {settings.resamples:,} resamples; it holds the trained models fixed, so "
         "training variance is not counted",
-        "corrected_t": "corrected resampled t-test on the per-split differences (Nadeau and "
-        "Bengio), which counts the variance of retraining as well as of the test folds",
+        "corrected_t": "Nadeau and Bengio's corrected resampled t-test on the per-split "
+        "differences, which counts the variance of retraining as well as of the test folds",
     }[settings.significance_test]
 
 
