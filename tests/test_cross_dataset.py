@@ -337,14 +337,18 @@ def test_collected_results_feed_the_report(trained_on_a: tuple[Path, dict]) -> N
     assert (frame["n"] == 32).all() and frame["srcc"].between(-1, 1).all()
     metrics = json.loads((folders[0] / "metrics.json").read_text())
     quality = frame.set_index("dimension").loc["quality"]
-    assert quality["plcc"] == pytest.approx(
-        metrics["dimensions"]["quality"]["metrics"]["plcc_logistic"]
-    )
+    job = metrics["dimensions"]["quality"]["metrics"]
+    # The in-dataset tables' names: plcc raw, plcc_logistic after the monotone mapping.
+    for name in ("srcc", "plcc", "plcc_logistic", "rmse", "rmse_logistic"):
+        assert quality[name] == pytest.approx(job[name])
+    assert quality["resampled"] == "prompt groups" and quality["n_prompt_groups"] == 8
+    assert quality["srcc_ci_low"] <= quality["srcc"] <= quality["srcc_ci_high"]
 
 
 def test_the_report_writes_the_cross_dataset_csv_table_and_figure(
     trained_on_a: tuple[Path, dict], tmp_path: Path
 ) -> None:
+    from agiqa.report.results import ReportSettings
     from agiqa.report.figures import cross_dataset_figure
     from agiqa.report.names import DisplayNames
     from agiqa.report.paper_tables import cross_dataset_frame
@@ -352,7 +356,8 @@ def test_the_report_writes_the_cross_dataset_csv_table_and_figure(
 
     run_root, config = trained_on_a
     folders = [str(run_root / d) for d in cross.predict_dirs(config)]
-    frame = cross_results(folders, tmp_path / "tables", "logistic5")
+    settings = ReportSettings(logistic="logistic5", resamples=200)
+    frame = cross_results(folders, tmp_path / "tables", settings)
     written = pd.read_csv(tmp_path / "tables" / "cross_dataset.csv")
     assert written["dimension"].tolist() == frame["dimension"].tolist()
     names = DisplayNames(datasets={"a": "A", "b": "B"})
@@ -360,6 +365,48 @@ def test_the_report_writes_the_cross_dataset_csv_table_and_figure(
     assert table.index.tolist() == [("tiny", "A")]
     assert sorted(table.columns.tolist()) == [("B", "Correspondence"), ("B", "Quality")]
     assert len(cross_dataset_figure(frame, names).axes) >= 2
+
+
+def _prediction_folder(folder: Path, predictions: pd.DataFrame) -> Path:
+    """A finished prediction job's folder (what run_predict writes), for the aggregation."""
+    folder.mkdir(parents=True)
+    predictions.to_csv(folder / "predictions.csv", index=False)
+    info = {
+        "train_dataset": "a",
+        "test_dataset": "b",
+        "model": "m",
+        "dimensions": {"quality": {"trained_dimension": "quality", "match": cross.BY_NAME}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_cross_dataset_intervals_resample_the_test_sets_prompt_groups(tmp_path: Path) -> None:
+    # B uses the middle of its 0-100 range; A's predictions, mapped linearly, the whole of it.
+    rng = np.random.default_rng(3)
+    groups = np.repeat([f"p{i}" for i in range(40)], 6)
+    prompt, prompt_error = rng.normal(size=(2, 40)).repeat(6, axis=1)
+    target = 50 + 8 * (prompt + rng.normal(size=240))
+    error = 8 * prompt_error + 4 * rng.normal(size=240)  # errors shared within a prompt
+    pred = 100 / (1 + np.exp(-(target - 50 + error) / 6))
+    frame = pd.DataFrame(
+        {"image": [f"{i}.jpg" for i in range(240)], "prompt_group": groups}
+    ).assign(pred_quality=pred, target_quality=target)
+    with_groups = _prediction_folder(tmp_path / "groups", frame)
+    without = _prediction_folder(tmp_path / "images", frame.drop(columns="prompt_group"))
+    results = cross.collect_results([with_groups, without], "logistic4", resamples=500, seed=1)
+    by_prompt, by_image = results.iloc[0], results.iloc[1]
+    assert by_prompt["n_prompt_groups"] == 40 and by_prompt["resampled"] == "prompt groups"
+    assert by_image["resampled"] == "images" and by_image["n_prompt_groups"] == 240
+    assert by_prompt["rmse_logistic"] < by_prompt["rmse"]  # the logistic absorbs scale use
+    for metric in cross.INTERVAL_METRICS:
+        low, high = by_prompt[f"{metric}_ci_low"], by_prompt[f"{metric}_ci_high"]
+        assert low < by_prompt[metric] < high, metric
+    # Whole prompts are drawn: wider than drawing images one by one.
+    width = {
+        row["resampled"]: row["srcc_ci_high"] - row["srcc_ci_low"] for _, row in results.iterrows()
+    }
+    assert width["prompt groups"] > width["images"]
 
 
 # --- the workflow -----------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from agiqa.evaluate.external import (
     scale_warnings,
 )
 from agiqa.provenance import file_sha256
-from agiqa.report.aggregate import ReportSettings, aggregate
+from agiqa.report.aggregate import aggregate
+from agiqa.report.results import ReportSettings
 
 runner = CliRunner()
 PROTOCOLS = {

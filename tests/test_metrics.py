@@ -254,3 +254,21 @@ def test_mean_confidence_interval_against_scipy() -> None:
     scale = math.sqrt((1 / 5 + 0.25) * np.var(values, ddof=1))
     assert wide == pytest.approx(stats.t.interval(0.95, 4, loc=np.mean(values), scale=scale))
     assert all(math.isnan(v) for v in mean_confidence_interval([0.5]))
+
+
+def test_compute_metrics_can_compute_a_subset_without_fitting_the_logistic(monkeypatch) -> None:
+    rng = np.random.default_rng(11)
+    target = rng.uniform(0, 5, size=50)
+    pred = target + rng.normal(0, 1, size=50)
+    full = compute_metrics(pred, target)
+    assert list(full) == list(METRICS)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the logistic was fitted for metrics that do not need it")
+
+    monkeypatch.setattr("agiqa.evaluate.metrics.logistic_metrics", no_fit)
+    subset = compute_metrics(pred, target, metrics=("rmse", "srcc"))
+    assert list(subset) == ["srcc", "rmse"]  # METRICS order
+    assert subset == {"srcc": full["srcc"], "rmse": full["rmse"]}
+    with pytest.raises(ValueError, match="unknown metrics"):
+        compute_metrics(pred, target, metrics=("srcc", "mae"))

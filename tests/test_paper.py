@@ -108,16 +108,21 @@ def test_cross_dataset_hook_renders_a_table() -> None:
             "model": ["m1", "m1"],
             "dimension": ["quality", "quality"],
             "srcc": [0.5, -0.2],
-            "plcc": [0.6, float("nan")],
+            "srcc_ci_low": [0.41, float("nan")],
+            "srcc_ci_high": [0.58, float("nan")],
+            "plcc": [0.1, 0.1],  # raw: not what the table shows
+            "plcc_logistic": [0.6, float("nan")],
         }
     )
     table = cross_dataset_frame(frame, NAMES, 3)
-    assert table.loc[("Model_1 & co", "Synthetic 50%"), ("Other", "Quality")] == "0.500 / 0.600"
+    assert table.loc[("Model_1 & co", "Synthetic 50%"), ("Other", "Quality")] == (
+        "0.500 [0.41, 0.58] / 0.600"
+    )
     assert table.loc[("Model_1 & co", "Synthetic 50%"), ("Synthetic 50%", "Quality")] == (
         "\u22120.200 / –"
     )
     with pytest.raises(ValueError, match="lack columns"):
-        cross_dataset_frame(frame.drop(columns="plcc"), NAMES, 3)
+        cross_dataset_frame(frame.drop(columns="plcc_logistic"), NAMES, 3)
 
 
 def _manifest(root: Path, images: list[str], targets: np.ndarray) -> Path:
@@ -194,7 +199,7 @@ def _cross_dataset() -> pd.DataFrame:
             "model": ["m1", "m1"],
             "dimension": ["quality", "quality"],
             "srcc": [0.5, -0.2],
-            "plcc": [0.6, float("nan")],
+            "plcc_logistic": [0.6, float("nan")],
         }
     )
 

@@ -51,7 +51,15 @@ def test_validation_is_carved_from_training_folds() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["kfold_grouped", "image_split", "grouped_test_selection", "literature_replica"]
+    "kind",
+    [
+        "kfold_grouped",
+        "image_split",
+        "grouped_test_selection",
+        "literature_replica",
+        "grouped_test_selection_same_train",
+        "image_test_selection_same_train",
+    ],
 )
 def test_splits_are_deterministic_for_a_seed(kind: str) -> None:
     frame = frame_with_groups()
@@ -96,6 +104,42 @@ def test_test_selection_protocols_have_no_validation_part(kind: str, grouped: bo
         assert bool(crossing) is not grouped
 
 
+@pytest.mark.parametrize(
+    ("kind", "twin"),
+    [
+        ("grouped_test_selection_same_train", "kfold_grouped"),
+        ("image_test_selection_same_train", "image_split"),
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_same_train_cells_draw_their_twins_split_file(kind: str, twin: str, seed: int) -> None:
+    # The cell that separates selection from training-set size: the same train, val and test
+    # parts as the honest twin, split by split; only the part the epoch is selected on differs.
+    frame = frame_with_groups()
+    settings = {"folds": 5, "repeats": 2, "val_fraction": 0.15, "seed": seed}
+    cell = Protocol.from_config({"type": kind, **settings})
+    honest = Protocol.from_config({"type": twin, **settings})
+    pd.testing.assert_frame_equal(make_splits(frame, cell), make_splits(frame, honest))
+    assert cell.selection == "test" and honest.selection == "val"
+    assert cell.kind.unit == honest.kind.unit and cell.kind.training_set == "carved"
+    assert cell.test_train_ratio == pytest.approx(honest.test_train_ratio)
+    # Its no-validation sibling trains on the validation part too (more images, same test).
+    full = make_splits(
+        frame,
+        Protocol(
+            type="grouped_test_selection" if cell.kind.unit == "prompt" else "literature_replica",
+            folds=5,
+            repeats=2,
+            seed=seed,
+        ),
+    )
+    same = make_splits(frame, cell)
+    for k in range(10):
+        column = split_column(k)
+        pd.testing.assert_series_equal(full[column] == "test", same[column] == "test")
+        assert (full[column] == "train").sum() > (same[column] == "train").sum()
+
+
 def test_random_split_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
     protocol = Protocol.from_config({"type": "random_split", "repeats": 10, "test_fraction": 0.2})
     assert protocol == Protocol(type="image_split", folds=5, repeats=2)
@@ -108,6 +152,9 @@ def test_nadeau_bengio_ratio() -> None:
     assert Protocol(folds=5, val_fraction=0.1).test_train_ratio == pytest.approx(0.2 / 0.72)
     replica = Protocol(type="literature_replica", folds=5)
     assert replica.test_train_ratio == pytest.approx(0.25)
+    # Validation carved but unused: the honest protocol's training set, so its ratio.
+    same_train = Protocol(type="grouped_test_selection_same_train", folds=5, val_fraction=0.1)
+    assert same_train.test_train_ratio == pytest.approx(0.2 / 0.72)
 
 
 def test_split_file_round_trip_and_bad_role(tmp_path) -> None:

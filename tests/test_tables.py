@@ -233,7 +233,8 @@ def test_missing_predictions_are_named(tmp_path: Path) -> None:
 
 def test_aggregate_writes_every_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
-    settings = ReportSettings(resamples=300)
+    # Three splits give the corrected t-test 2 degrees of freedom: the bootstrap marks here.
+    settings = ReportSettings(resamples=300, significance_test="bootstrap")
     paths = aggregate(_runs(tmp_path), tmp_path / "tables", uri, "test", settings)
     out = capsys.readouterr().out
     assert "| m1 | **" in out  # m1 (less noise) is significantly better on quality
@@ -241,10 +242,14 @@ def test_aggregate_writes_every_table(tmp_path: Path, capsys: pytest.CaptureFixt
         for ext in ("tex", "md", "csv"):
             assert paths[f"{name}.{ext}"].stat().st_size > 0
     main = paths["main.md"].read_text()
-    assert "α = 0.05" in main and "paired bootstrap over test images" in main
+    assert "α = 0.05" in main and "paired cluster bootstrap over test prompt groups" in main
+    assert "training variance is not counted" in main
     assert "PLCC (logistic)" in main and "synthetic / quality / PLCC |" in main
     significance = pd.read_csv(paths["significance.csv"])
     assert {"p_bootstrap", "p_corrected_t", "ci_low", "ci_high"} <= set(significance.columns)
+    assert {"ci_low_corrected_t", "ci_high_corrected_t"} <= set(significance.columns)
+    # No manifest beside these runs: the bootstrap says it resampled images, not prompt groups.
+    assert set(significance["resampled"]) == {"images"}
     assert set(significance["part"]) == {"test", "val"}
     assert "\\label{tab:significance}" in paths["significance.tex"].read_text()
     assert "protocols.md" not in paths  # one protocol: nothing to compare with

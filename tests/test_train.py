@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from agiqa.errors import ConfigError, DataError
 from agiqa.evaluate.metrics import METRICS
 from agiqa.pipeline import RUN_FILES
 from agiqa.provenance import file_sha256
-from agiqa.train.fold import FoldJob, FoldTrainer, run_fold
+from agiqa.train.fold import BEST_PLCC_PREDICTIONS, FoldJob, FoldTrainer, run_fold
 
 # The tiny ResNet-tower CLIP learns low-level quality cues from a few hundred images; the tiny ViT
 # does not (measured: held-out SRCC about 0.0-0.2), so the demo and learning tests use this one.
@@ -126,19 +127,75 @@ def parts_predicted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_literature_replica_selects_the_epoch_on_test(tmp_path: Path, monkeypatch) -> None:
-    # The seed code's protocol: no validation part, best epoch by test SRCC. It exists to measure
-    # the inflation; the trainer must do exactly that and nothing else.
+def frozen_config(epochs: int, **train: float) -> dict:
+    """The residual CLIP frozen: a head on cached features (quick epochs)."""
+    return residual_config(epochs, **train) | {"freeze": {"mode": "full"}}
+
+
+def test_literature_replica_selects_the_epoch_as_the_seed_code_does(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # The seed code's protocol: no validation part, and qiyan111/AIGC's rule for its model: the
+    # epoch with the best test alignment SRCC, every epoch run (patience 1 does not stop it).
     protocol = Protocol(type="literature_replica", folds=4)
     paths = prepare(tmp_path, n_prompts=12, protocol="literature_replica")
     seen = parts_predicted(monkeypatch)
-    metrics = run_fold(job(tmp_path, paths, residual_config(epochs=3), protocol=protocol))
-    assert "val" not in seen[:3] and seen[:3] == ["test"] * 3  # selection passes on test
+    model = frozen_config(epochs=4, patience=1)
+    metrics = run_fold(job(tmp_path, paths, model, protocol=protocol))
+    assert "val" not in seen[:4] and seen[:4] == ["test"] * 4  # selection passes on test
     history = pd.read_csv(tmp_path / "run" / "history.csv")
-    assert "test_srcc_mean" in history.columns and "val_srcc_mean" not in history.columns
-    assert metrics["best_epoch"] == int(history["epoch"][history["test_srcc_mean"].idxmax()])
+    assert "test_srcc_alignment" in history.columns and "val_srcc_mean" not in history.columns
+    assert metrics["epochs_run"] == 4
+    assert metrics["best_epoch"] == int(history["epoch"][history["test_srcc_alignment"].idxmax()])
+    assert metrics["selection_rule"] == "qiyan111_aigc"
+    assert metrics["selection_dimensions"] == ["align"]
     assert metrics["selection"] == "test" and metrics["n_val"] == 0 and metrics["val"] == {}
     assert pd.read_csv(tmp_path / "run" / "val_predictions.csv").empty
+    assert not (tmp_path / "run" / BEST_PLCC_PREDICTIONS).exists()
+
+
+def test_the_scva_rule_reports_srcc_and_plcc_from_their_own_best_epochs(tmp_path: Path) -> None:
+    # SCVA-AGIQA keeps running maxima of test SRCC and of test PLCC, each over every epoch.
+    protocol = Protocol(type="literature_replica", folds=4)
+    paths = prepare(tmp_path, n_prompts=12, protocol="literature_replica")
+    model = frozen_config(epochs=5, patience=1, replica_selection="scva_agiqa")
+    model["train"]["lr"] = 3e-2  # large steps: the two maxima tend to fall on different epochs
+    metrics = run_fold(job(tmp_path, paths, model, protocol=protocol))
+    run = tmp_path / "run"
+    history = pd.read_csv(run / "history.csv")
+    assert metrics["selection_rule"] == "scva_agiqa" and metrics["epochs_run"] == 5
+    assert metrics["best_epoch"] == int(history["epoch"][history["test_srcc_mean"].idxmax()])
+    best_plcc = int(history["epoch"][history["test_plcc_mean"].idxmax()])
+    assert metrics["best_plcc_epoch"] == best_plcc
+    # The tables take PLCC from that epoch's predictions, SRCC from the selected epoch's.
+    from agiqa.report.aggregate import collect_runs
+    from agiqa.report.results import load_runs
+
+    per_split = collect_runs(load_runs([run]), logistic="logistic4")
+    test = per_split[per_split["part"] == "test"].set_index("dimension")
+    separate = pd.read_csv(run / BEST_PLCC_PREDICTIONS)
+    selected = pd.read_csv(run / "predictions.csv")
+    plcc_mean = np.mean(
+        [np.corrcoef(separate[f"pred_{d}"], separate[f"target_{d}"])[0, 1] for d in test.index]
+    )
+    assert plcc_mean == pytest.approx(history["test_plcc_mean"].max(), abs=1e-6)
+    for dim in test.index:
+        pred, target = separate[f"pred_{dim}"], separate[f"target_{dim}"]
+        assert test.loc[dim, "plcc"] == pytest.approx(np.corrcoef(pred, target)[0, 1])
+        rank = selected[f"pred_{dim}"].rank().corr(selected[f"target_{dim}"].rank())
+        assert test.loc[dim, "srcc"] == pytest.approx(rank)
+
+
+def test_honest_protocols_select_with_agiqas_rule_whatever_the_replica_rule(
+    tmp_path: Path,
+) -> None:
+    paths = prepare(tmp_path, n_prompts=12)
+    model = frozen_config(epochs=2, replica_selection="scva_agiqa")
+    metrics = run_fold(job(tmp_path, paths, model))
+    assert metrics["selection_rule"] == "agiqa" and metrics["selection"] == "val"
+    assert metrics["best_plcc_epoch"] is None
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_srcc_mean", "lr", "seconds"]
 
 
 def test_test_selection_works_on_cached_features_without_a_validation_part(

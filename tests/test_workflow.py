@@ -235,13 +235,13 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path: Path) -> None
         for p in paper["protocols"].values()
     )
     # Every dataset x every (protocol, model, split): 5 grouped + 10 image-level + 5 grouped
-    # test-selected + 10 replica splits per model.
-    assert splits_per_model == 30 * len(paper["models"])
+    # test-selected + 10 replica + 5 grouped test-selected on kfold_grouped's training sets.
+    assert splits_per_model == 35 * len(paper["models"])
     assert counts["train_fold"] == str(len(paper["datasets"]) * splits_per_model)
     assert counts["verify_dataset"] == "4"
     assert counts["manifest"] == "4"
-    assert counts["split"] == "16"
-    assert counts["split_info"] == "16"  # each split file described, for agiqa evaluate
+    assert counts["split"] == str(4 * len(paper["protocols"]))
+    assert counts["split_info"] == counts["split"]  # each split file described, for agiqa evaluate
     assert counts["aggregate"] == "1"
     assert counts["describe"] == "3"  # published descriptions exist for 1K, 3K and 2023
     assert counts["download_dataset"] == "4"

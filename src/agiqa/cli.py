@@ -340,7 +340,8 @@ def split(
     protocol: Annotated[
         str,
         typer.Option(
-            help="kfold_grouped, image_split, grouped_test_selection or literature_replica"
+            help="kfold_grouped, image_split, grouped_test_selection, literature_replica, "
+            "grouped_test_selection_same_train or image_test_selection_same_train"
         ),
     ] = "kfold_grouped",
     folds: int = 5,

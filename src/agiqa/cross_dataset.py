@@ -15,8 +15,11 @@ compares with B's MOS on the dimensions the two share:
   other kind; without any, it is skipped (``metrics.json`` says so);
 - a prediction on A's declared range [lo_A, hi_A] goes to B's [lo_B, hi_B] through its position in
   [0, 1]: ``lo_B + (p - lo_A) / (hi_A - lo_A) * (hi_B - lo_B)``, clipped to B's range. SRCC does
-  not change; PLCC is computed after the project's monotone logistic (as in-dataset); RMSE is on
-  B's scale after this linear mapping.
+  not change. The metrics carry the in-dataset tables' names: ``plcc`` and ``rmse`` on the mapped
+  predictions, ``plcc_logistic`` and ``rmse_logistic`` after the project's monotone logistic fitted
+  on B (the RMSE to read: A's raters may use a different part of the range than B's).
+- 95% intervals come from a cluster bootstrap over B's prompt groups (the trained checkpoint held
+  fixed: one training run, so training variance is not in them).
 
 docs/cross-dataset.md says the same for readers of the paper.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,7 @@ import pandas as pd
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.evaluate.metrics import compute_metrics
+from agiqa.evaluate.significance import SplitScores, bootstrap_interval
 from agiqa.pipeline import (
     Layout,
     dataset_entry,
@@ -66,13 +71,25 @@ RESULT_COLUMNS = (
     "trained_dimension",
     "match",
     "srcc",
+    "srcc_ci_low",
+    "srcc_ci_high",
     "krcc",
     "plcc",
-    "plcc_raw",
+    "plcc_ci_low",
+    "plcc_ci_high",
+    "plcc_logistic",
+    "plcc_logistic_ci_low",
+    "plcc_logistic_ci_high",
     "rmse",
     "rmse_logistic",
+    "rmse_logistic_ci_low",
+    "rmse_logistic_ci_high",
     "n",
+    "n_prompt_groups",
+    "resampled",
 )
+#: Metrics of the aggregated results that get a bootstrap interval.
+INTERVAL_METRICS = ("srcc", "plcc", "plcc_logistic", "rmse_logistic")
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -423,8 +440,14 @@ def _descriptions(job: PredictJob, labelled: pd.DataFrame) -> list[str] | None:
 def prediction_table(
     labelled: pd.DataFrame, scores: pd.DataFrame, matches: Sequence[Match]
 ) -> pd.DataFrame:
-    """image, then ``pred_<dim>`` (on B's scale) and ``target_<dim>`` per matched dimension."""
-    table = pd.DataFrame({"image": labelled["image"].to_numpy()})
+    """image, its prompt group (the bootstrap's cluster), then ``pred_<dim>`` (on B's scale) and
+    ``target_<dim>`` per matched dimension."""
+    table = pd.DataFrame(
+        {
+            "image": labelled["image"].to_numpy(),
+            "prompt_group": labelled["prompt_group"].astype(str).to_numpy(),
+        }
+    )
     for match in matches:
         if match.trained is None:
             continue
@@ -467,19 +490,36 @@ def pair_metrics(job: PredictJob, predictions: pd.DataFrame, matches: Sequence[M
 # --- aggregation ------------------------------------------------------------------------------
 
 
-def collect_results(folders: Sequence[str | Path], logistic: str = JOB_LOGISTIC) -> pd.DataFrame:
+def collect_results(
+    folders: Sequence[str | Path],
+    logistic: str = JOB_LOGISTIC,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (A, B, model, matched dimension) of finished prediction jobs.
 
     Metrics are recomputed from predictions.csv with the report's ``logistic``, as the
-    in-dataset tables are; ``plcc`` is the PLCC after that monotone mapping, ``plcc_raw`` before.
+    in-dataset tables are, under the same names (``plcc`` raw, ``plcc_logistic`` after the
+    mapping). ``INTERVAL_METRICS`` get a 95% percentile interval from ``resamples`` draws of B's
+    prompt groups (seeded by ``seed`` and the pair); predictions written before the prompt group
+    was recorded are resampled image by image (``resampled`` says which).
     """
     rows = []
     for folder in map(Path, folders):
         info = json.loads((folder / "metrics.json").read_text())
-        predictions = pd.read_csv(folder / "predictions.csv")
+        predictions = pd.read_csv(folder / "predictions.csv", dtype={"image": str})
+        clusters, unit = _prompt_clusters(folder, predictions)
         for name, found in info["dimensions"].items():
-            metrics = compute_metrics(
-                predictions[f"pred_{name}"], predictions[f"target_{name}"], logistic=logistic
+            pred = predictions[f"pred_{name}"].to_numpy(float)
+            target = predictions[f"target_{name}"].to_numpy(float)
+            metrics = compute_metrics(pred, target, logistic=logistic)
+            identity = (info["train_dataset"], info["test_dataset"], info["model"], name)
+            intervals = _intervals(
+                SplitScores(0, predictions["image"].to_numpy(), pred, target),
+                clusters,
+                np.random.default_rng([seed, zlib.crc32("/".join(identity).encode())]),
+                resamples,
+                logistic,
             )
             rows.append(
                 {
@@ -489,13 +529,39 @@ def collect_results(folders: Sequence[str | Path], logistic: str = JOB_LOGISTIC)
                     "dimension": name,
                     "trained_dimension": found["trained_dimension"],
                     "match": found["match"],
-                    **{k: metrics[k] for k in ("srcc", "krcc", "rmse", "rmse_logistic")},
-                    "plcc": metrics["plcc_logistic"],
-                    "plcc_raw": metrics["plcc"],
+                    **metrics,
+                    **intervals,
                     "n": len(predictions),
+                    "n_prompt_groups": len(np.unique(clusters)),
+                    "resampled": unit,
                 }
             )
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def _prompt_clusters(folder: Path, predictions: pd.DataFrame) -> tuple[np.ndarray, str]:
+    if "prompt_group" in predictions.columns:
+        return predictions["prompt_group"].astype(str).to_numpy(), "prompt groups"
+    log.warning(
+        "%s has no prompt_group column (written by an older agiqa): its intervals resample "
+        "images, which understates them; rerun the prediction job to fix",
+        folder / "predictions.csv",
+    )
+    return predictions["image"].astype(str).to_numpy(), "images"
+
+
+def _intervals(
+    scores: SplitScores,
+    clusters: np.ndarray,
+    rng: np.random.Generator,
+    resamples: int,
+    logistic: str,
+) -> dict[str, float]:
+    intervals = {}
+    for metric in INTERVAL_METRICS:
+        low, high = bootstrap_interval(scores, metric, clusters, resamples, rng, logistic)
+        intervals[f"{metric}_ci_low"], intervals[f"{metric}_ci_high"] = low, high
+    return intervals
 
 
 # --- workflow steps (the thin scripts of workflow/rules/cross_dataset.smk call these) -------

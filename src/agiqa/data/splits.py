@@ -11,19 +11,29 @@ and two protocols' predictions can be paired image by image. The literature's "r
 split repeated N times" is built as K-fold with K = 5 (each split is still 80/20); unlike N
 independent draws, its repeats cannot share test images within a repeat.
 
-The protocols form a 2 x 2 design, split unit x the part the best epoch is selected on:
+The protocols vary three factors, so that each can be measured alone: the split unit, the part
+the best epoch is selected on, and whether a validation part is carved out of the training folds
+(which decides the size of the training set):
 
-=====================  ==============  ================================================
-protocol               split unit      selection
-=====================  ==============  ================================================
-``kfold_grouped``      prompt group    validation carved from the training folds (default)
-``image_split``        image           validation carved from the training folds
-``grouped_test_selection``  prompt group  the test fold (the CLIP-AGIQA / DCMPLN setup)
-``literature_replica`` image           the test fold, no validation (the seed code's setup)
-=====================  ==============  ================================================
+=====================================  ======  =========  ====================================
+protocol                               unit    selection  training set
+=====================================  ======  =========  ====================================
+``kfold_grouped``                      prompt  val        training folds minus validation
+``image_split``                        image   val        training folds minus validation
+``grouped_test_selection_same_train``  prompt  test       kfold_grouped's (validation unused)
+``image_test_selection_same_train``    image   test       image_split's (validation unused)
+``grouped_test_selection``             prompt  test       all training folds (CLIP-AGIQA)
+``literature_replica``                 image   test       all training folds (seed code 80/20)
+=====================================  ======  =========  ====================================
 
-Test-selection protocols exist only to measure how much selecting on test inflates the numbers;
-they are labelled as such in every table. ``random_split`` is a deprecated alias of
+``kfold_grouped`` is the default.
+
+A ``*_same_train`` protocol draws exactly the split file of its honest twin (same seed, folds and
+``val_fraction``: the same train, val and test parts), so its difference from the twin is the
+selection alone; its difference from the protocol that trains on all training folds is the
+training-set size alone. Test-selection protocols exist only to measure how much selecting on test
+inflates the numbers; they are labelled as such in every table, and select the epoch with the
+model's seed-code rule (agiqa.train.selection). ``random_split`` is a deprecated alias of
 ``image_split``.
 """
 
@@ -56,7 +66,18 @@ class ProtocolKind:
     selection: str
     #: One line for table captions.
     description: str
+    #: Whether a validation part is carved out of the training folds (always when selecting on
+    #: it; also in the ``*_same_train`` cells, so that their training sets equal their twins').
+    carves_validation: bool = True
 
+    @property
+    def training_set(self) -> str:
+        """The training-set factor: ``carved`` (folds minus validation) or ``full`` (all folds)."""
+        return "carved" if self.carves_validation else "full"
+
+
+#: The factors a protocol is made of (ProtocolKind attributes), in the order tables name them.
+FACTORS = {"unit": "split unit", "selection": "selection", "training_set": "training-set size"}
 
 PROTOCOLS: Registry[ProtocolKind] = Registry("protocol")
 for _name, _kind in {
@@ -64,11 +85,30 @@ for _name, _kind in {
         "prompt", "val", "prompt-grouped K-fold, selection on a validation part"
     ),
     "image_split": ProtocolKind("image", "val", "image-level K-fold, selection on validation"),
+    "grouped_test_selection_same_train": ProtocolKind(
+        "prompt",
+        "test",
+        "prompt-grouped K-fold, kfold_grouped's training sets (validation carved, unused), "
+        "epoch selected on the TEST fold (inflated)",
+    ),
+    "image_test_selection_same_train": ProtocolKind(
+        "image",
+        "test",
+        "image-level K-fold, image_split's training sets (validation carved, unused), "
+        "epoch selected on the TEST fold (inflated)",
+    ),
     "grouped_test_selection": ProtocolKind(
-        "prompt", "test", "prompt-grouped K-fold, epoch selected on the TEST fold (inflated)"
+        "prompt",
+        "test",
+        "prompt-grouped K-fold, no validation part, epoch selected on the TEST fold (inflated)",
+        carves_validation=False,
     ),
     "literature_replica": ProtocolKind(
-        "image", "test", "image-level 80/20 as in the seed code, epoch selected on TEST (inflated)"
+        "image",
+        "test",
+        "image-level 80/20 as in the seed code, no validation part, epoch selected on the TEST "
+        "fold by the model's seed-code rule (inflated)",
+        carves_validation=False,
     ),
 }.items():
     PROTOCOLS.register(_name)(_kind)
@@ -101,7 +141,7 @@ class Protocol:
         """n_test / n_train of a split, for Nadeau and Bengio's variance correction."""
         test = 1 / self.folds
         train = 1 - test
-        if self.selection == "val":
+        if self.kind.carves_validation:
             train *= 1 - self.val_fraction
         return test / train
 
@@ -222,7 +262,7 @@ def make_splits(labelled: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
         for k in range(protocol.folds):
             roles = pd.Series("train", index=frame.index)
             roles[fold == k] = "test"
-            if protocol.selection == "val":
+            if protocol.kind.carves_validation:
                 pool = roles.index[roles == "train"]
                 chosen = _carve_validation(
                     pool, groups if grouped else None, protocol.val_fraction, rng

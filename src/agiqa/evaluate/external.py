@@ -548,8 +548,16 @@ def evaluate(
         imported += runs
         warnings += found
     results = results_of(load_runs([*compared, *imported]), settings)
-    _, summary, comparisons, marks, sensitivity, types = results
-    tables = render_all(summary, comparisons, marks, sensitivity, out / "tables", settings, types)
+    tables = render_all(
+        results.summary,
+        results.comparisons,
+        results.marks,
+        results.sensitivity,
+        out / "tables",
+        settings,
+        results.types,
+        results.contrasts,
+    )
     record = {
         "name": name,
         "split_files": [

@@ -288,31 +288,43 @@ def _check(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def compute_metrics(
-    pred: np.ndarray, target: np.ndarray, logistic: str = "logistic4"
+    pred: np.ndarray,
+    target: np.ndarray,
+    logistic: str = "logistic4",
+    metrics: Sequence[str] = METRICS,
 ) -> dict[str, float]:
-    """All metrics in ``METRICS`` order; ``logistic`` names the mapping (``LOGISTICS``).
+    """The ``metrics`` (default all, in ``METRICS`` order); ``logistic`` names the mapping
+    (``LOGISTICS``), fitted only when a logistic metric is asked for.
 
     Raises:
-        ValueError: On NaN/inf values, mismatched lengths or fewer than 3 samples.
+        ValueError: On NaN/inf values, mismatched lengths, fewer than 3 samples or an unknown
+            metric.
 
     Constant ``pred`` or ``target`` give NaN for the correlations (correlation is undefined) and
     ``rmse_logistic``, and a real ``rmse``.
     """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
     pred, target = _check(pred, target)
     _family(logistic)
+    wanted = [m for m in METRICS if m in metrics]
     if np.ptp(pred) == 0 or np.ptp(target) == 0:
         _logger.warning("constant predictions or targets: correlations are NaN")
-        undefined = dict.fromkeys(CORRELATIONS, math.nan)
-        return {**undefined, "rmse": rmse(pred, target), "rmse_logistic": math.nan}
-    plcc_mapped, rmse_mapped = logistic_metrics(pred, target, logistic)
-    return {
-        "srcc": srcc(pred, target),
-        "krcc": krcc(pred, target),
-        "plcc": plcc(pred, target),
-        "plcc_logistic": plcc_mapped,
-        "rmse": rmse(pred, target),
-        "rmse_logistic": rmse_mapped,
+        undefined = {**dict.fromkeys(METRICS, math.nan), "rmse": rmse(pred, target)}
+        return {m: undefined[m] for m in wanted}
+    mapped = (math.nan, math.nan)
+    if {"plcc_logistic", "rmse_logistic"} & set(wanted):
+        mapped = logistic_metrics(pred, target, logistic)
+    computed = {
+        "srcc": lambda: srcc(pred, target),
+        "krcc": lambda: krcc(pred, target),
+        "plcc": lambda: plcc(pred, target),
+        "plcc_logistic": lambda: mapped[0],
+        "rmse": lambda: rmse(pred, target),
+        "rmse_logistic": lambda: mapped[1],
     }
+    return {m: computed[m]() for m in wanted}
 
 
 # --- summaries over splits ---------------------------------------------------------------------

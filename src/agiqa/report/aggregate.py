@@ -2,8 +2,10 @@
 
 A run directory ``results/<experiment>/runs/{protocol}/{dataset}/{model}/split{k}/`` holds
 ``metrics.json`` (the job's bookkeeping: protocol, split, provenance), ``predictions.csv`` (test)
-and ``val_predictions.csv`` (validation, empty for test-selection protocols), ``config.yaml`` and
-``history.csv``. Every reported number is recomputed here from the prediction files, with the
+and ``val_predictions.csv`` (validation, empty for protocols without a validation part),
+``config.yaml`` and ``history.csv``; a run whose selection rule picks PLCC separately (SCVA-AGIQA's,
+in the test-selection protocols) adds ``predictions_best_plcc.csv``, from which its PLCC metrics
+are computed. Every reported number is recomputed here from the prediction files, with the
 logistic mapping the config selects, so a change of mapping or significance settings reruns this
 step only, never a training job.
 
@@ -32,9 +34,11 @@ from agiqa.evaluate.metrics import (
 # The types the report modules share live below them (no import circle).
 from agiqa.report.results import (
     PARTS,
+    SEPARATE_PLCC_METRICS,
     ReportSettings,
     RunResult,
     load_runs,
+    metric_part,
 )
 
 if TYPE_CHECKING:
@@ -44,12 +48,16 @@ GROUP_KEYS = ("protocol", "dataset", "dimension", "model", "part")
 RUN_KEYS = ("protocol", "dataset", "model", "split", "dimension", "part")
 
 
-def collect_runs(runs: Sequence[RunResult], logistic: str = "logistic4") -> pd.DataFrame:
+def collect_runs(
+    runs: Sequence[RunResult], logistic: str = "logistic4", metrics: Sequence[str] = METRICS
+) -> pd.DataFrame:
     """One row per (protocol, dataset, model, split, dimension, part), metrics recomputed.
 
     Rows keep the order of ``runs`` so tables list models in the order the pipeline configured
     them. ``test_train_ratio`` (for Nadeau and Bengio's correction) and the run's identity
-    travel along.
+    travel along. A run that selected PLCC separately takes its test PLCC metrics from the
+    best-PLCC epoch's predictions (``metric_part``), as its seed code reports them. Metrics not
+    in ``metrics`` (default all) are left NaN.
     """
     rows = []
     for run in runs:
@@ -71,7 +79,14 @@ def collect_runs(runs: Sequence[RunResult], logistic: str = "logistic4") -> pd.D
                     "split_sha256": run.split_sha256,
                     "run_dir": str(run.path),
                 }
-                row.update(compute_metrics(scores.pred, scores.target, logistic=logistic))
+                row.update(compute_metrics(scores.pred, scores.target, logistic, metrics))
+                separate = [m for m in SEPARATE_PLCC_METRICS if m in metrics]
+                if separate and metric_part(run, part, separate[0]) != part:
+                    best_plcc = run.scores("best_plcc", dim)
+                    if best_plcc is not None:
+                        row.update(
+                            compute_metrics(best_plcc.pred, best_plcc.target, logistic, separate)
+                        )
                 rows.append(row)
     columns = [
         *RUN_KEYS,
@@ -124,26 +139,49 @@ class Results(NamedTuple):
     sensitivity: pd.DataFrame
     #: protocol -> its protocol type
     types: dict[str, str]
+    #: single-factor protocol contrasts (agiqa.report.compare.protocol_contrasts)
+    contrasts: pd.DataFrame
+    #: dataset -> (manifest frame, dimensions) of the runs' manifests (those still there)
+    manifests: dict[str, tuple[pd.DataFrame, list]]
 
 
 def results_of(runs: Sequence[RunResult], settings: ReportSettings) -> Results:
     """Metrics per split recomputed from the predictions, their summary, the pairwise tests, the
-    significance marks and the protocol-sensitivity study: what ``aggregate`` and ``agiqa
-    evaluate`` (agiqa.evaluate.external) both make their tables of."""
-    from agiqa.report.compare import compare_models, protocol_sensitivity, significance_marks
+    significance marks, the protocol-sensitivity study and contrasts: what ``aggregate`` and
+    ``agiqa evaluate`` (agiqa.evaluate.external) both make their tables of. Bootstraps resample
+    the prompt groups the runs' manifests give (images alone where a manifest is gone)."""
+    from agiqa.report.compare import (
+        compare_models,
+        groups_from_manifests,
+        protocol_contrasts,
+        protocol_sensitivity,
+        significance_marks,
+    )
+    from agiqa.report.pooled import load_manifests
 
     per_split = collect_runs(runs, settings.logistic)
     summary = summarize_runs(per_split)
-    comparisons = compare_models(runs, per_split, settings)
+    manifests = load_manifests(runs)
+    groups = groups_from_manifests(manifests)
+    comparisons = compare_models(runs, per_split, settings, groups)
     marks = significance_marks(summary, comparisons, settings)
-    sensitivity = protocol_sensitivity(runs, per_split, settings)
+    sensitivity = protocol_sensitivity(runs, per_split, settings, groups)
+    contrasts = protocol_contrasts(runs, per_split, settings, groups)
     types = {run.protocol: str(run.protocol_settings["type"]) for run in runs}
-    return Results(per_split, summary, comparisons, marks, sensitivity, types)
+    return Results(per_split, summary, comparisons, marks, sensitivity, types, contrasts, manifests)
 
 
 def report_files(paths: Mapping[str, Path], datasets: Sequence[str]) -> dict[str, list[Path]]:
     """Which tables and figures each dataset's MLflow parent runs carry ("" = every parent)."""
-    shared = ("main.", "val.", "combined.", "sensitivity.", "datasets.", "protocols.")
+    shared = (
+        "main.",
+        "val.",
+        "combined.",
+        "sensitivity.",
+        "datasets.",
+        "protocols.",
+        "protocol_factors.",
+    )
     files: dict[str, list[Path]] = {"": [p for n, p in paths.items() if n.startswith(shared)]}
     for dataset in datasets:
         # Per-dataset files are <kind>-<dataset>.<ext>; kinds hold no hyphen, datasets may.
@@ -182,7 +220,7 @@ def aggregate(
     from agiqa.report.names import DisplayNames
     from agiqa.report.paper import paper_info
     from agiqa.report.paper_tables import PaperInputs, render_paper_tables
-    from agiqa.report.pooled import generator_scores, load_manifests, pooled_predictions
+    from agiqa.report.pooled import generator_scores, pooled_predictions
     from agiqa.report.tables import render_all
     from agiqa.track.mlflow_log import log_to_mlflow  # lazy: importing mlflow takes seconds
 
@@ -195,11 +233,13 @@ def aggregate(
         raise ValueError("no finished runs to aggregate")
     # Protocol labels state the fold and repeat counts the runs were trained with.
     names = names.with_protocol_settings({run.protocol: run.protocol_settings for run in runs})
-    per_split, summary, comparisons, marks, sensitivity, types = results_of(runs, settings)
+    results = results_of(runs, settings)
+    per_split, summary, comparisons, marks, sensitivity, types, contrasts, manifests = results
     tables_dir = Path(tables_dir)
-    paths = render_all(summary, comparisons, marks, sensitivity, tables_dir, settings, types)
+    paths = render_all(
+        summary, comparisons, marks, sensitivity, tables_dir, settings, types, contrasts
+    )
     reference = _reference(runs, settings)
-    manifests = load_manifests(runs)
     inputs = PaperInputs(
         summary,
         comparisons,

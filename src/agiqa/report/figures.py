@@ -243,7 +243,8 @@ def _mean_and_interval(
 def protocols_figure(
     sensitivity: pd.DataFrame, names: DisplayNames, types: Mapping[str, str]
 ) -> Figure:
-    """Each protocol's test SRCC minus the reference protocol's, with 95% bootstrap intervals."""
+    """Each protocol's test SRCC minus the reference protocol's, with 95% intervals that count
+    training variance (agiqa.report.compare.protocol_sensitivity)."""
     if sensitivity.empty or "delta_srcc" not in sensitivity:
         return message_figure("One protocol only: nothing to compare with.")
     others = sensitivity[sensitivity["protocol"] != sensitivity["reference"]]

@@ -100,6 +100,7 @@ def paper_info(
                 "type": spec.type,
                 "description": spec.kind.description,
                 "selection": spec.selection,
+                "validation": spec.kind.carves_validation,
                 "unit": spec.kind.unit,
                 "folds": spec.folds,
                 "repeats": spec.repeats,
@@ -181,9 +182,10 @@ def figure_caption(figure: Figure, info: Mapping) -> str:
         ),
         "protocols": (
             f"Protocol sensitivity: each protocol's mean test SRCC minus that of "
-            f"{reference['name']}, per dataset, dimension and model, with 95% percentile "
-            "bootstrap intervals over test images. Test-selected protocols choose the epoch on "
-            "the test split and are inflated by design."
+            f"{reference['name']}, per dataset, dimension and model, with 95% intervals that "
+            "count training variance (paired by split where both protocols test identical "
+            "folds, else Welch's combination of their corrected variances). Test-selected "
+            "protocols choose the epoch on the test split and are inflated by design."
         ),
         "cross_dataset": (
             "Cross-dataset generalisation: SRCC of each model trained on one dataset (rows) and "
@@ -201,7 +203,7 @@ def protocol_text(info: Mapping) -> list[str]:
         repeats = f" $\\times$ {protocol['repeats']} repeats" if protocol["repeats"] > 1 else ""
         validation = (
             f", validation part {protocol['val_fraction']:.0%} of the training folds"
-            if protocol["selection"] == "val"
+            if protocol.get("validation", protocol["selection"] == "val")
             else ""
         )
         items.append(
@@ -213,10 +215,13 @@ def protocol_text(info: Mapping) -> list[str]:
         )
     test = {
         "bootstrap": (
-            "a paired bootstrap over test images, resampled within each split "
-            f"({settings['resamples']:,} resamples)"
+            "a paired cluster bootstrap over test prompt groups, resampled within each split "
+            f"({settings['resamples']:,} resamples), which holds the trained models fixed"
         ),
-        "corrected_t": "the corrected resampled t-test across splits (Nadeau and Bengio)",
+        "corrected_t": (
+            "the corrected resampled t-test across splits (Nadeau and Bengio), which counts "
+            "training variance"
+        ),
     }[settings["significance_test"]]
     return [
         r"\begin{itemize}",

@@ -577,26 +577,44 @@ def _scale(value: float) -> str:
 
 # --- cross-dataset hook ----------------------------------------------------------------------
 
-CROSS_DATASET_COLUMNS = ("train_dataset", "test_dataset", "model", "dimension", "srcc", "plcc")
+CROSS_DATASET_COLUMNS = (
+    "train_dataset",
+    "test_dataset",
+    "model",
+    "dimension",
+    "srcc",
+    "plcc_logistic",
+)
+CROSS_DATASET_CAPTION = (
+    "Cross-dataset generalisation: trained on one dataset, tested on another: SRCC [95% "
+    "interval] / PLCC after the monotone logistic. Intervals resample the test set's prompt "
+    "groups with the trained model held fixed (one training run: training variance is not in "
+    "them)."
+)
 
 
 def cross_dataset_frame(frame: pd.DataFrame, names: DisplayNames, precision: int) -> pd.DataFrame:
     """Train-on-A / test-on-B results as a table: rows model x training set, columns test set x
-    dimension, cells "SRCC / PLCC".
+    dimension, cells "SRCC [CI] / PLCC (logistic)".
 
     Args:
         frame: One row per (train_dataset, test_dataset, model, dimension) with ``srcc`` and
-            ``plcc`` (more columns are ignored).
+            ``plcc_logistic`` (and, when present, ``srcc_ci_low``/``srcc_ci_high``; more columns
+            are ignored).
     """
     missing = [c for c in CROSS_DATASET_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"cross-dataset results lack columns {missing}")
 
+    def number(value: float, digits: int) -> str:
+        return "–" if math.isnan(value) else text_number(f"{value:.{digits}f}")
+
     def cell(row: pd.Series) -> str:
-        values = [row["srcc"], row["plcc"]]
-        return " / ".join(
-            "–" if math.isnan(v) else text_number(f"{v:.{precision}f}") for v in values
-        )
+        srcc = number(row["srcc"], precision)
+        low, high = row.get("srcc_ci_low", math.nan), row.get("srcc_ci_high", math.nan)
+        if not (math.isnan(low) or math.isnan(high)):
+            srcc += f" [{number(low, precision - 1)}, {number(high, precision - 1)}]"
+        return f"{srcc} / {number(row['plcc_logistic'], precision)}"
 
     table = frame.assign(
         Model=frame["model"].map(names.model),
@@ -630,6 +648,7 @@ def sensitivity_frame(
             "Dimension": names.dimension(row["dimension"]),
             "Protocol": protocol_caption_label(row["protocol"], types, names),
             "Splits": str(row["n_splits"]),
+            "Changes": "–" if row["protocol"] == row["reference"] else str(row["changes"]),
         }
         for metric in ("srcc", "plcc"):
             shown[DISPLAY_NAMES[metric]] = _number(row.get(f"{metric}_mean"), precision)
@@ -646,21 +665,28 @@ def _number(value: float | None, precision: int) -> str:
 
 
 def _delta(row: Mapping, metric: str, precision: int) -> str:
+    if row["protocol"] == row["reference"]:
+        return "reference"
     value = row.get(f"delta_{metric}", math.nan)
     if value is None or math.isnan(value):
-        return "reference"
+        return "–"
     sign = "+" if value >= 0 else ""
     low = _number(row[f"delta_{metric}_ci_low"], precision)
     high = _number(row[f"delta_{metric}_ci_high"], precision)
-    return f"{sign}{_number(value, precision)} [{low}, {high}]"
+    interval = "[–]" if "–" in (low, high) else f"[{low}, {high}]"
+    paired = {"splits": "", "unpaired": "†"}.get(str(row.get("pairing")), "")
+    return f"{sign}{_number(value, precision)} {interval}{paired}"
 
 
 SENSITIVITY_CAPTION = (
-    "Protocol sensitivity: test SRCC and PLCC per protocol (mean over splits) and the difference "
-    "from {reference}, with a 95% percentile bootstrap interval over test images ({resamples:,} "
-    "resamples, paired by image where both protocols test the same images). Test-selected "
-    "protocols pick the epoch on the test split, as published code does: their numbers are "
-    "inflated by design. Image-level protocols let one prompt's images fall on both sides."
+    "Protocol sensitivity: test SRCC and PLCC per protocol (mean over splits), the factors in "
+    "which each differs from {reference}, and the difference from {reference}. The 95% interval "
+    "counts training variance: a corrected resampled t interval (Nadeau and Bengio) on the "
+    "per-split differences where both protocols test identical folds; otherwise (†) each "
+    "protocol's corrected variance of its mean, combined as in Welch's test. Test-selected "
+    "protocols pick the epoch on the test split with the model's seed-code rule, as published "
+    "code does: their numbers are inflated by design. Image-level protocols let one prompt's "
+    "images fall on both sides."
 )
 
 
@@ -726,9 +752,7 @@ def render_paper_tables(inputs: PaperInputs, out_dir: Path) -> tuple[dict[str, P
     info["overview"] = "datasets.tex" if "datasets.tex" in paths else None
     if inputs.cross_dataset is not None and not inputs.cross_dataset.empty:
         frame = cross_dataset_frame(inputs.cross_dataset, names, settings.precision)
-        caption = (
-            "Cross-dataset generalisation: trained on one dataset, tested on another (SRCC / PLCC)."
-        )
+        caption = CROSS_DATASET_CAPTION
         paths["cross_dataset.tex"] = write_text(
             out_dir / "cross_dataset.tex",
             styler_latex(frame, caption, "tab:cross-dataset"),

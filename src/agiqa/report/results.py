@@ -23,7 +23,13 @@ from agiqa.evaluate.significance import SplitScores
 
 INFO_KEYS = ("n_train", "n_val", "n_test", "best_epoch", "epochs_run", "seconds")
 PARTS = ("test", "val")
-PREDICTION_FILES = {"test": "predictions.csv", "val": "val_predictions.csv"}
+PREDICTION_FILES = {
+    "test": "predictions.csv",
+    "val": "val_predictions.csv",
+    "best_plcc": "predictions_best_plcc.csv",
+}
+#: Metrics taken from the best-PLCC epoch's test predictions when a run selected PLCC separately.
+SEPARATE_PLCC_METRICS = ("plcc", "plcc_logistic")
 _REQUIRED = ("dataset", "model", "protocol", "split", "protocol_settings", "provenance")
 
 
@@ -45,7 +51,9 @@ class ReportSettings:
     precision: int = 3
     logistic: str = "logistic4"
     alpha: float = 0.05
-    significance_test: str = "bootstrap"
+    #: The test behind best/tie marks: ``corrected_t`` (counts training variance) or
+    #: ``bootstrap`` (over prompt groups; treats the trained models as fixed).
+    significance_test: str = "corrected_t"
     resamples: int = 2000
     seed: int = 0
     reference_protocol: str | None = None
@@ -132,6 +140,15 @@ class RunResult:
             frame[pred_column].to_numpy(float),
             frame[target_column].to_numpy(float),
         )
+
+
+def metric_part(run: RunResult, part: str, metric: str) -> str:
+    """The prediction part ``metric`` of ``part`` is computed from: ``best_plcc`` for the PLCC
+    metrics of a run that selected PLCC separately (SCVA-AGIQA's rule), else ``part``."""
+    if part != "test" or metric not in SEPARATE_PLCC_METRICS:
+        return part
+    separate = "best_plcc" in run._frames or (run.path / PREDICTION_FILES["best_plcc"]).is_file()
+    return "best_plcc" if separate else part
 
 
 def load_run(run_dir: Path) -> RunResult:

@@ -16,6 +16,8 @@ from agiqa.steps import job_log
 if TYPE_CHECKING:
     import pandas as pd
 
+    from agiqa.report.results import ReportSettings
+
 log = logging.getLogger("agiqa.steps")
 
 
@@ -50,15 +52,16 @@ def aggregate_step(
             settings,
             names=DisplayNames.from_dict(names),
             figures_dir=Path(figures) if figures else None,
-            cross_dataset=cross_results(cross, Path(tables), settings.logistic) if cross else None,
+            cross_dataset=cross_results(cross, Path(tables), settings) if cross else None,
         )
 
 
-def cross_results(folders: Sequence[str], tables: Path, logistic: str) -> pd.DataFrame:
-    """The cross-dataset results, also written as ``cross_dataset.csv`` with the tables."""
+def cross_results(folders: Sequence[str], tables: Path, settings: ReportSettings) -> pd.DataFrame:
+    """The cross-dataset results, also written as ``cross_dataset.csv`` with the tables
+    (metrics with the report's logistic, intervals with its resamples and seed)."""
     from agiqa.cross_dataset import collect_results
 
-    frame = collect_results(folders, logistic)
+    frame = collect_results(folders, settings.logistic, settings.resamples, settings.seed)
     tables.mkdir(parents=True, exist_ok=True)
     frame.to_csv(tables / "cross_dataset.csv", index=False)
     log.info("%d cross-dataset results from %d prediction jobs", len(frame), len(folders))

@@ -5,11 +5,14 @@ Files written by ``render_all`` (``<name>.tex|md|csv``):
 - ``main``: test results. Rows are models (grouped by protocol when there are several); columns
   are a three-level header dataset / dimension / metric. Cells show mean ± sample std over splits
   and the 95% confidence interval of the mean. Marks come from significance tests, not from the
-  order of the means (see agiqa.report.compare): bold = best, significantly better than the
-  runner-up; underlined = tied for best. NaN cells show a dash.
+  order of the means (see agiqa.report.compare; by default the corrected resampled t-test, which
+  counts training variance): bold = best, significantly better than the runner-up; underlined =
+  tied for best. NaN cells show a dash.
 - ``val``: the same layout from the selected epoch's validation metrics. Tune on this table.
 - ``significance``: every pairwise comparison (CSV), and p-value matrices (LaTeX).
-- ``protocols``: the protocol-sensitivity table (each protocol minus the reference, with CIs).
+- ``protocols``: the protocol-sensitivity table (each protocol minus the reference, with CIs and
+  the factors that differ); ``protocols.md`` ends with the single-factor contrasts, which are also
+  ``protocol_factors.csv|tex``.
 """
 
 from __future__ import annotations
@@ -170,6 +173,17 @@ def _check_summary(summary: pd.DataFrame, metrics: Sequence[str]) -> None:
         raise ValueError("summary is empty: no finished runs to tabulate")
 
 
+def marks_test_text(settings: ReportSettings) -> str:
+    """The test behind the best/tie marks, in words, with what it covers."""
+    return {
+        "bootstrap": "paired cluster bootstrap over test prompt groups resampled within each "
+        f"split, {settings.resamples:,} resamples; it holds the trained models fixed, so "
+        "training variance is not counted",
+        "corrected_t": "Nadeau and Bengio's corrected resampled t-test on the per-split "
+        "differences, which counts the variance of retraining as well as of the test folds",
+    }[settings.significance_test]
+
+
 def results_caption(
     summary: pd.DataFrame,
     settings: ReportSettings,
@@ -191,11 +205,7 @@ def results_caption(
         label = names.protocol(protocol) if names is not None else protocol
         parts.append(f"{label}: {n} split{'s' if high > 1 else ''}, {kind.description}")
     what = "Test results" if part == "test" else "Validation results (selected epoch)"
-    tests = {
-        "bootstrap": "paired bootstrap over test images resampled within each split, "
-        f"{settings.resamples:,} resamples",
-        "corrected_t": "corrected resampled t-test across splits (Nadeau and Bengio)",
-    }[settings.significance_test]
+    tests = marks_test_text(settings)
     return (
         f"{what}: mean ± sample standard deviation (ddof=1) over splits, and in brackets the 95% "
         "confidence interval of the mean (Student t, variance corrected for overlapping "
@@ -449,11 +459,13 @@ def significance_latex(
         shown = names.protocol(protocol, "test-selected" if test_selected else None)
         title = _latex_caption(f"{shown} / {names.dataset(dataset)} / {names.dimension(dim)}")
         blocks.append(r"\par\smallskip\noindent " + title + r"\\" + "\n" + "\n".join(lines))
+    marks_by = {"corrected_t": "lower", "bootstrap": "upper"}[settings.significance_test]
     caption = (
         f"Two-sided p-values of pairwise {DISPLAY_NAMES[metric]} differences on the test parts. "
-        f"Upper triangle: paired bootstrap over test images within each split "
-        f"({settings.resamples:,} resamples); lower triangle: corrected resampled t-test "
-        f"(Nadeau and Bengio). Bold: p < α = {settings.alpha}."
+        f"Upper triangle: paired cluster bootstrap over test prompt groups within each split "
+        f"({settings.resamples:,} resamples; the trained models held fixed); lower triangle: "
+        f"corrected resampled t-test across splits (Nadeau and Bengio; counts training "
+        f"variance). The table marks use the {marks_by} triangle. Bold: p < α = {settings.alpha}."
     )
     if compact:
         caption += " Columns are numbered as the rows."
@@ -472,24 +484,54 @@ SENSITIVITY_SHOWN = ("srcc", "plcc")
 
 
 def _delta_text(row: Mapping, metric: str, precision: int) -> str:
+    if row["protocol"] == row["reference"]:
+        return "reference"
     delta = format_number(row.get(f"delta_{metric}", math.nan), precision)
     if delta is None:
-        return "reference"
+        return "–"
+    sign = "+" if not delta.startswith("-") else ""
     low = format_number(row[f"delta_{metric}_ci_low"], precision)
     high = format_number(row[f"delta_{metric}_ci_high"], precision)
-    sign = "+" if not delta.startswith("-") else ""
+    if low is None or high is None:
+        return f"{sign}{delta} [–]"
     return f"{sign}{delta} [{low}, {high}]"
+
+
+#: How a protocol difference's interval was formed, as the tables say it.
+PAIRING_TEXT = {"splits": "by split", "unpaired": "unpaired"}
+
+INTERVALS_TEXT = (
+    "The 95% interval counts training variance: where both protocols test identical folds, a "
+    "corrected resampled t interval (Nadeau and Bengio) on the per-split differences (paired by "
+    "split); otherwise each protocol's corrected variance of its mean, combined as in Welch's "
+    "test (unpaired; conservative, since both protocols score the same dataset). "
+    "{csv} also gives a paired cluster bootstrap interval over test prompt groups "
+    "({resamples:,} resamples), which holds the trained models fixed and so covers only the "
+    "draw of test prompts. "
+)
 
 
 def sensitivity_caption(sensitivity: pd.DataFrame, settings: ReportSettings) -> str:
     reference = sensitivity["reference"].iloc[0]
     return (
-        "Protocol sensitivity: test SRCC and raw PLCC per protocol (mean over splits) and the "
-        f"difference from {reference}, with a 95% percentile bootstrap interval over test images "
-        f"({settings.resamples:,} resamples; paired by image where both protocols test the same "
-        "images, which every agiqa protocol does within a repeat). Test-selected protocols pick "
-        "the epoch on the test split, as the seed code does: their numbers are inflated by "
-        "design. Image-level protocols let prompts appear on both sides of a split."
+        "Protocol sensitivity: test SRCC and raw PLCC per protocol (mean over splits), the "
+        f"factors in which each protocol differs from {reference}, and the difference from "
+        f"{reference}. "
+        + INTERVALS_TEXT.format(csv="protocols.csv", resamples=settings.resamples)
+        + "Test-selected protocols pick the epoch on the test split with the model's seed-code "
+        "rule: their numbers are inflated by design. Image-level protocols let prompts appear "
+        "on both sides of a split."
+    )
+
+
+def contrasts_caption(settings: ReportSettings) -> str:
+    return (
+        "Single-factor contrasts: each row compares two protocols that differ in one factor "
+        "only, from the honest level to the other (split unit: prompt groups to images; "
+        "selection: validation with agiqa's rule to the test fold with the seed code's rule; "
+        "training-set size: training folds minus the validation part to all training folds), "
+        "so each factor's effect is measured alone. "
+        + INTERVALS_TEXT.format(csv="protocol_factors.csv", resamples=settings.resamples)
     )
 
 
@@ -498,24 +540,47 @@ def _sensitivity_label(row: Mapping) -> str:
     return f"{row['protocol']}{test_selected}"
 
 
-def sensitivity_markdown(sensitivity: pd.DataFrame, settings: ReportSettings) -> str:
-    header = ["Dataset", "Model", "Dimension", "Protocol", "Splits"]
+def _pairing(row: Mapping) -> str:
+    return PAIRING_TEXT.get(str(row.get("pairing")), "–")
+
+
+def sensitivity_markdown(
+    sensitivity: pd.DataFrame, settings: ReportSettings, contrasts: pd.DataFrame | None = None
+) -> str:
+    header = ["Dataset", "Model", "Dimension", "Protocol", "Splits", "Changes", "Paired"]
     for metric in SENSITIVITY_SHOWN:
         header += [DISPLAY_NAMES[metric], f"Δ {DISPLAY_NAMES[metric]} [95% CI]"]
     lines = [sensitivity_caption(sensitivity, settings), "", _md_row(header)]
-    lines.append(_md_row([":--"] * 5 + [":-:"] * (2 * len(SENSITIVITY_SHOWN))))
+    lines.append(_md_row([":--"] * 7 + [":-:"] * (2 * len(SENSITIVITY_SHOWN))))
     for row in sensitivity.to_dict("records"):
         cells = [row["dataset"], row["model"], row["dimension"], _sensitivity_label(row)]
-        cells.append(str(row["n_splits"]))
+        reference = row["protocol"] == row["reference"]
+        cells += [str(row["n_splits"]), "–" if reference else row["changes"], _pairing(row)]
         for metric in SENSITIVITY_SHOWN:
-            cells.append(format_number(row[f"{metric}_mean"], settings.precision) or "–")
+            mean = format_number(row.get(f"{metric}_mean", math.nan), settings.precision)
+            cells.append(mean or "–")
             cells.append(_delta_text(row, metric, settings.precision))
+        lines.append(_md_row([_md_text(c) for c in cells]))
+    if contrasts is not None and not contrasts.empty:
+        lines += ["", contrasts_markdown(contrasts, settings).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def contrasts_markdown(contrasts: pd.DataFrame, settings: ReportSettings) -> str:
+    header = ["Dataset", "Model", "Dimension", "Factor", "From", "To", "Paired"]
+    header += [f"Δ {DISPLAY_NAMES[m]} [95% CI]" for m in SENSITIVITY_SHOWN]
+    lines = [contrasts_caption(settings), "", _md_row(header)]
+    lines.append(_md_row([":--"] * 7 + [":-:"] * len(SENSITIVITY_SHOWN)))
+    for row in contrasts.to_dict("records"):
+        cells = [row["dataset"], row["model"], row["dimension"], row["factor"]]
+        cells += [row["reference"], _sensitivity_label(row), _pairing(row)]
+        cells += [_delta_text(row, m, settings.precision) for m in SENSITIVITY_SHOWN]
         lines.append(_md_row([_md_text(c) for c in cells]))
     return "\n".join(lines) + "\n"
 
 
 def sensitivity_latex(sensitivity: pd.DataFrame, settings: ReportSettings) -> str:
-    header = ["Dataset", "Model", "Dim.", "Protocol", "$J$"]
+    header = ["Dataset", "Model", "Dim.", "Protocol", "$J$", "Changes"]
     for metric in SENSITIVITY_SHOWN:
         header += [LATEX_NAMES[metric], r"$\Delta$ " + LATEX_NAMES[metric] + " [95\\% CI]"]
     lines = [
@@ -523,7 +588,7 @@ def sensitivity_latex(sensitivity: pd.DataFrame, settings: ReportSettings) -> st
         r"\centering",
         r"\caption{" + _latex_caption(sensitivity_caption(sensitivity, settings)) + "}",
         r"\label{tab:protocols}",
-        r"\begin{tabular}{llll" + "c" * (1 + 2 * len(SENSITIVITY_SHOWN)) + "}",
+        r"\begin{tabular}{llllcl" + "c" * (2 * len(SENSITIVITY_SHOWN)) + "}",
         r"\toprule",
         " & ".join(header) + r" \\",
         r"\midrule",
@@ -531,14 +596,46 @@ def sensitivity_latex(sensitivity: pd.DataFrame, settings: ReportSettings) -> st
     for row in sensitivity.to_dict("records"):
         cells = [latex_escape(row[k]) for k in ("dataset", "model", "dimension")]
         cells += [latex_escape(_sensitivity_label(row)), str(row["n_splits"])]
+        reference = row["protocol"] == row["reference"]
+        cells.append("--" if reference else latex_escape(_changes_with_pairing(row)))
         for metric in SENSITIVITY_SHOWN:
-            mean = format_number(row[f"{metric}_mean"], settings.precision)
+            mean = format_number(row.get(f"{metric}_mean", math.nan), settings.precision)
             cells.append(_latex_number(mean) if mean else "--")
-            delta = _delta_text(row, metric, settings.precision)
-            cells.append(delta.replace("-", r"\textminus{}"))
+            cells.append(_latex_delta(row, metric, settings.precision))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def contrasts_latex(contrasts: pd.DataFrame, settings: ReportSettings) -> str:
+    header = ["Dataset", "Model", "Dim.", "Factor", "From", "To"]
+    header += [r"$\Delta$ " + LATEX_NAMES[m] + " [95\\% CI]" for m in SENSITIVITY_SHOWN]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{" + _latex_caption(contrasts_caption(settings)) + "}",
+        r"\label{tab:protocol-factors}",
+        r"\begin{tabular}{llllll" + "c" * len(SENSITIVITY_SHOWN) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    for row in contrasts.to_dict("records"):
+        cells = [latex_escape(row[k]) for k in ("dataset", "model", "dimension")]
+        cells.append(latex_escape(f"{row['factor']} ({_pairing(row)})"))
+        cells += [latex_escape(row["reference"]), latex_escape(_sensitivity_label(row))]
+        cells += [_latex_delta(row, m, settings.precision) for m in SENSITIVITY_SHOWN]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _changes_with_pairing(row: Mapping) -> str:
+    return f"{row['changes']} ({_pairing(row)})"
+
+
+def _latex_delta(row: Mapping, metric: str, precision: int) -> str:
+    return _delta_text(row, metric, precision).replace("-", r"\textminus{}").replace("–", "--")
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -575,6 +672,7 @@ def render_all(
     out_dir: Path,
     settings: ReportSettings,
     protocol_types: Mapping[str, str] | None = None,
+    contrasts: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Every table of an experiment; returns ``{"main.md": path, ...}``."""
     out_dir = Path(out_dir)
@@ -605,7 +703,12 @@ def render_all(
         paths["protocols.csv"] = out_dir / "protocols.csv"
         sensitivity.to_csv(paths["protocols.csv"], index=False)
         paths["protocols.md"] = out_dir / "protocols.md"
-        paths["protocols.md"].write_text(sensitivity_markdown(sensitivity, settings))
+        paths["protocols.md"].write_text(sensitivity_markdown(sensitivity, settings, contrasts))
         paths["protocols.tex"] = out_dir / "protocols.tex"
         paths["protocols.tex"].write_text(sensitivity_latex(sensitivity, settings))
+    if contrasts is not None and not contrasts.empty:
+        paths["protocol_factors.csv"] = out_dir / "protocol_factors.csv"
+        contrasts.to_csv(paths["protocol_factors.csv"], index=False)
+        paths["protocol_factors.tex"] = out_dir / "protocol_factors.tex"
+        paths["protocol_factors.tex"].write_text(contrasts_latex(contrasts, settings))
     return paths

@@ -1,12 +1,15 @@
 """One fold job: a pure function of (model config, manifest, split file, seed) -> result files.
 
-It trains on the split's ``train`` part and selects the best epoch (early stopping with patience)
-on the protocol's selection part: ``val`` for every honest protocol, after which ``test`` is
-predicted once; ``test`` only for the protocols that replicate the literature's selection on the
-test split, to measure its inflation (see agiqa.data.splits). Outputs in ``out_dir``:
+It trains on the split's ``train`` part and selects the best epoch on the protocol's selection
+part: ``val`` for every honest protocol (agiqa's rule: mean SRCC, early stopping with patience),
+after which ``test`` is predicted once; ``test`` only for the protocols that replicate the
+literature's selection on the test split, to measure its inflation (see agiqa.data.splits), with
+the model's seed-code rule (agiqa.train.selection). Outputs in ``out_dir``:
 ``predictions.csv`` (test), ``val_predictions.csv``, ``metrics.json``, ``history.csv``,
 ``config.yaml`` (resolved, with provenance) and ``checkpoint.pt`` (the trained parameters of the
-best epoch; frozen backbone weights come from the backbone's own source).
+best epoch; frozen backbone weights come from the backbone's own source). A rule that selects PLCC
+separately (SCVA-AGIQA's) adds ``predictions_best_plcc.csv``: the test predictions of the epoch
+with the best test PLCC, as evaluated during that epoch.
 
 ``metrics.json`` scores use the 4-parameter logistic; the tables recompute every metric from the
 prediction files with the mapping the config selects.
@@ -50,6 +53,7 @@ from agiqa.train.checkpoint import save_checkpoint, trained_state
 from agiqa.train.data import FeatureDataset, ImageTextDataset, ManifestImages, normalised_targets
 from agiqa.train.feature_cache import FeatureCache
 from agiqa.train.recipe import AMP_MODES, OPTIMIZERS, SCHEDULES
+from agiqa.train.selection import RULES, selection_rule
 
 if TYPE_CHECKING:
     from agiqa.track.live import LiveRun
@@ -58,6 +62,8 @@ log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
 VAL_PREDICTIONS = "val_predictions.csv"
+#: Test predictions of the best-PLCC epoch, written only by rules that select PLCC separately.
+BEST_PLCC_PREDICTIONS = "predictions_best_plcc.csv"
 #: The logistic mapping behind metrics.json's plcc_logistic / rmse_logistic.
 JOB_LOGISTIC = "logistic4"
 
@@ -94,6 +100,9 @@ class TrainSettings:
     #: Decode each image once per job and keep it in memory, shrunk to this short side.
     decode_cache: bool = True
     decode_cache_short_side: int | None = 256
+    #: Epoch-selection rule of the test-selection protocols (agiqa.train.selection); None: the
+    #: model type's seed code. Honest protocols always select with agiqa's rule on validation.
+    replica_selection: str | None = None
 
     @classmethod
     def from_config(cls, config: dict | None) -> TrainSettings:
@@ -113,6 +122,8 @@ class TrainSettings:
             raise ConfigError(f"train.schedule must be one of {SCHEDULES}")
         if not isinstance(settings.amp, bool) and settings.amp not in AMP_MODES:
             raise ConfigError(f"train.amp must be one of {sorted(AMP_MODES)}")
+        if settings.replica_selection is not None:
+            RULES.get(settings.replica_selection)  # a ConfigError naming the known rules
         return settings
 
 
@@ -262,6 +273,10 @@ class FoldTrainer:
         self.parts = split_parts(self.manifest, roles, job.splits)
         #: The part the best epoch is selected on (``test`` only in the inflation replicas).
         self.selection = job.protocol_spec.selection
+        #: How the epoch is chosen on that part (agiqa's rule on val, the seed code's on test).
+        self.rule = selection_rule(
+            self.selection, job.model_config["type"], self.settings.replica_selection
+        )
         if self.selection == "val" and type(self.model).trainable and not len(self.parts["val"]):
             raise DataError(
                 f"split {job.split} has no validation images to select on", file=job.splits
@@ -269,6 +284,8 @@ class FoldTrainer:
         self.history: list[dict] = []
         #: Called with each epoch's history row as soon as it is known (live MLflow logging).
         self.epoch_hooks: list[Callable[[dict], None]] = []
+        #: The selection state of the last ``train`` (None before, or for untrained models).
+        self.progress: Progress | None = None
         #: The last evaluation's per-sample (outputs, rows) of each part, for prediction_details.
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.training_data: PartData | None = None
@@ -438,7 +455,7 @@ class FoldTrainer:
         return results
 
     def train(self) -> int | None:
-        """Run the epochs; return the best epoch (1-based) selected on ``val``.
+        """Run the epochs; return the best epoch (1-based) the selection rule chose.
 
         A checkpoint (``resume.pt``) is written after every epoch; a rerun of the same job
         continues from it and ends with the same result as an uninterrupted run. SIGTERM or
@@ -449,6 +466,7 @@ class FoldTrainer:
         settings = self.settings
         optimizer, scheduler = self.optimization()
         progress = self.resume(optimizer, scheduler)
+        self.progress = progress
         with StopOnSignal() as stop:
             while not progress.finished and len(self.history) < settings.epochs:
                 self.run_epoch(optimizer, scheduler, progress, stop)
@@ -492,33 +510,62 @@ class FoldTrainer:
         started = time.perf_counter()
         loss = self.train_epoch(optimizer, scheduler, stop)
         part = self.selection
-        scores = self.evaluate(part, self.predict(part))
-        score = float(np.nanmean([m["srcc"] for m in scores.values()]))
+        predictions = self.predict(part)
+        scores = self.evaluate(part, predictions)
+        score = self.rule.score(scores, self.dimensions, "srcc")
+        row = {"epoch": epoch, "train_loss": loss, self.selection_column: score}
+        if self.rule.separate_plcc:
+            row[self.plcc_column] = self.rule.score(scores, self.dimensions, "plcc")
         self.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss,
-                self.selection_column: score,
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": time.perf_counter() - started,
-            }
+            row | {"lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         )
         log.info(
-            "epoch %d/%d loss %.4f %s SRCC %.4f", epoch, self.settings.epochs, loss, part, score
+            "epoch %d/%d loss %.4f %s %.4f",
+            epoch,
+            self.settings.epochs,
+            loss,
+            self.selection_column,
+            score,
         )
         for hook in self.epoch_hooks:
             hook(self.history[-1])
-        if score > progress.best_score:
+        self.select(epoch, score, row.get(self.plcc_column), predictions, progress)
+
+    def select(
+        self,
+        epoch: int,
+        score: float,
+        plcc_score: float | None,
+        predictions: np.ndarray,
+        progress: Progress,
+    ) -> None:
+        """Keep this epoch if the rule prefers it; stop early if the rule says so."""
+        if self.rule.last or score > progress.best_score:
             progress.best_score, progress.best_epoch = score, epoch
             progress.best_state = copy.deepcopy(trained_state(self.model))
-        elif epoch - (progress.best_epoch or 0) >= self.settings.patience:
-            log.info("early stop: no val improvement for %d epochs", self.settings.patience)
+        elif self.rule.early_stop and epoch - (progress.best_epoch or 0) >= self.settings.patience:
+            patience = self.settings.patience
+            log.info("early stop: no %s improvement for %d epochs", self.selection, patience)
             progress.finished = True
+        if plcc_score is not None and plcc_score > progress.best_plcc_score:
+            progress.best_plcc_score, progress.best_plcc_epoch = plcc_score, epoch
+            progress.best_plcc_predictions = torch.from_numpy(predictions.copy())
 
     @property
     def selection_column(self) -> str:
-        """History column of the selection score, named after the part it was measured on."""
-        return f"{self.selection}_srcc_mean"
+        """History column of the selection score: the part it was measured on and what it
+        averages (``mean`` over the trained dimensions, or the rule's dimension kind)."""
+        return f"{self.selection}_srcc_{self.scored_kind}"
+
+    @property
+    def plcc_column(self) -> str:
+        """History column of the separately selected PLCC (rules with ``separate_plcc``)."""
+        return f"{self.selection}_plcc_{self.scored_kind}"
+
+    @property
+    def scored_kind(self) -> str:
+        scored = self.rule.dimensions(self.dimensions)
+        return self.rule.kind if self.rule.kind and len(scored) < len(self.dimensions) else "mean"
 
     @property
     def resume_path(self) -> Path:
@@ -613,6 +660,11 @@ class Progress:
     best_epoch: int | None = None
     best_state: dict[str, torch.Tensor] | None = None
     finished: bool = False
+    #: The separately selected PLCC (rules with ``separate_plcc``): score, epoch, and the
+    #: selection part's normalised predictions of that epoch.
+    best_plcc_score: float = -math.inf
+    best_plcc_epoch: int | None = None
+    best_plcc_predictions: torch.Tensor | None = None
 
 
 class StopOnSignal:
@@ -712,11 +764,13 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
     details["val"] = trainer.details("val")
     val_frame = prediction_frame(trainer, "val", val_pred).assign(**details["val"].columns)
     val_frame.to_csv(out / VAL_PREDICTIONS, index=False)
+    scored = [trainer.selection_column]
+    scored += [trainer.plcc_column] if trainer.rule.separate_plcc else []
     history = pd.DataFrame(
-        trainer.history,
-        columns=["epoch", "train_loss", trainer.selection_column, "lr", "seconds"],
+        trainer.history, columns=["epoch", "train_loss", *scored, "lr", "seconds"]
     )
     history.to_csv(out / "history.csv", index=False)
+    best_plcc = write_best_plcc(trainer, out)
     config = run_config(trainer)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # Self-contained (model entry, dimensions, preprocessing, frozen-weight fingerprint), so
@@ -728,11 +782,14 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
         "protocol": job.protocol,
         "protocol_settings": job.protocol_settings,
         "selection": trainer.selection,
+        "selection_rule": trainer.rule.name,
+        "selection_dimensions": [d.name for d in trainer.rule.dimensions(trainer.dimensions)],
         "split": job.split,
         "n_train": len(trainer.parts["train"]),
         "n_val": len(trainer.parts["val"]),
         "n_test": len(trainer.parts["test"]),
         "best_epoch": best_epoch,
+        "best_plcc_epoch": best_plcc,
         "epochs_run": len(trainer.history),
         "seconds": seconds,
         "device": str(trainer.device),
@@ -747,6 +804,21 @@ def write_outputs(trainer: FoldTrainer, best_epoch: int | None, seconds: float) 
         metrics["details"] = {part: found.metrics for part, found in details.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
     return metrics
+
+
+def write_best_plcc(trainer: FoldTrainer, out: Path) -> int | None:
+    """``predictions_best_plcc.csv`` of a rule that selects PLCC separately; returns its epoch.
+
+    Any older copy is removed otherwise, so that the tables never read a stale one.
+    """
+    path = out / BEST_PLCC_PREDICTIONS
+    path.unlink(missing_ok=True)
+    progress = trainer.progress
+    if progress is None or progress.best_plcc_predictions is None:
+        return None
+    predictions = progress.best_plcc_predictions.numpy()
+    prediction_frame(trainer, trainer.selection, predictions).to_csv(path, index=False)
+    return progress.best_plcc_epoch
 
 
 def run_fold(job: FoldJob, live: LiveRun | None = None) -> dict:
