@@ -30,13 +30,13 @@ import pandas as pd
 
 from agiqa.data.splits import Protocol
 from agiqa.report.aggregate import collect_runs, summarize_runs
-from agiqa.report.results import ReportSettings, RunResult
 from agiqa.report.compare import (
     BEST,
     compare_models,
     protocol_sensitivity,
     significance_marks,
 )
+from agiqa.report.results import ReportSettings, RunResult
 
 DATASET = "simulated"
 DIMENSION = "quality"

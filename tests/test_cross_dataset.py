@@ -348,10 +348,10 @@ def test_collected_results_feed_the_report(trained_on_a: tuple[Path, dict]) -> N
 def test_the_report_writes_the_cross_dataset_csv_table_and_figure(
     trained_on_a: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    from agiqa.report.results import ReportSettings
     from agiqa.report.figures import cross_dataset_figure
     from agiqa.report.names import DisplayNames
     from agiqa.report.paper_tables import cross_dataset_frame
+    from agiqa.report.results import ReportSettings
     from agiqa.report.steps import cross_results
 
     run_root, config = trained_on_a
