@@ -99,6 +99,9 @@ def write_agiqa_run(root: Path, files: dict[str, Path], protocol: str, model: st
             },
         }
         (run / "metrics.json").write_text(json.dumps(metrics))
+        # As a fold job's: the manifest it names gives the bootstrap its prompt groups.
+        config = {"dataset": {"name": "synthetic", "manifest": str(files["manifest"])}}
+        (run / "config.yaml").write_text(json.dumps(config))
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,12 @@ message (and no Snakemake param) ever carries one.
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from agiqa.errors import ConfigError
+from agiqa.safe_names import SAFE_NAME
 
-#: Dataset, model, protocol, describer, backbone and experiment names become paths and
-#: wildcards: a safe pattern keeps them out of any shell and file-system trouble.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAMED_SECTIONS = ("datasets", "models", "protocols", "describers", "pretrained_backbones")
 
 
@@ -279,66 +276,10 @@ def check_external(config: dict) -> None:
 
 def check_model_entry(config: dict, name: str) -> None:
     """The entry (and each of its per-dataset presets) binds to its model's constructor."""
+    from agiqa.models.base import check_entry
     from agiqa.pipeline import model_entry
 
     datasets = [None, *(config["models"][name].get("per_dataset") or {})]
     for dataset in datasets:
         entry = model_entry(config, name, dataset)
         check_entry(entry, f"models.{name}" + (f".per_dataset.{dataset}" if dataset else ""))
-
-
-def check_entry(entry: dict, where: str) -> None:
-    """A model entry binds to its model's constructor and passes its ``check_settings``.
-
-    Raises:
-        ConfigError: ``"<where>: <problem>"``.
-    """
-    from agiqa.models import MODELS
-    from agiqa.models.base import PIPELINE_KEYS
-
-    try:
-        model_class = MODELS.get(entry["type"])
-    except (ConfigError, KeyError, TypeError) as error:
-        raise ConfigError(f"{where}: {error}") from None
-    kwargs = {k: v for k, v in entry.items() if k not in PIPELINE_KEYS}
-    _bind(model_class, kwargs, where, entry["type"])
-    try:
-        model_class.check_settings(_with_defaults(model_class, kwargs))
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-    except (TypeError, ValueError, AttributeError) as error:  # a value of the wrong shape
-        raise ConfigError(f"{where}: {type(error).__name__}: {error}") from None
-
-
-def _with_defaults(model_class: type, kwargs: dict) -> dict:
-    """The constructor's keyword arguments: the entry's, then the defaults of the rest."""
-    parameters = inspect.signature(model_class.__init__).parameters
-    defaults = {
-        name: p.default
-        for name, p in parameters.items()
-        if name not in ("self", "dimensions") and p.default is not inspect.Parameter.empty
-    }
-    return {**defaults, **kwargs}
-
-
-def _bind(model_class: type, kwargs: dict, where: str, model_type: str) -> None:
-    signature = inspect.signature(model_class.__init__)
-    parameters = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    known = [n for n in parameters if n not in ("self", "dimensions")]
-    unknown = sorted(set(kwargs) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting(s) {unknown} for model type '{model_type}' "
-            f"(known: {', '.join(known)})"
-        )
-    missing = [
-        n
-        for n in known
-        if parameters[n].default is inspect.Parameter.empty
-        and parameters[n].kind is not inspect.Parameter.VAR_POSITIONAL
-        and n not in kwargs
-    ]
-    if missing:
-        raise ConfigError(f"{where}: model type '{model_type}' needs the setting(s) {missing}")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agiqa.config_checks import SAFE_NAME
 from agiqa.data.splits import Protocol
 from agiqa.describe.workflow import describer_datasets, description_path
 from agiqa.errors import ConfigError
+from agiqa.safe_names import SAFE_NAME
 from agiqa.train.fold import FoldJob
 
 if TYPE_CHECKING:

@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from agiqa.config_checks import SAFE_NAME
 from agiqa.data.manifest import Dimension
 from agiqa.data.split_info import SplitFile, read_info
 from agiqa.errors import ConfigError, DataError
 from agiqa.provenance import file_sha256, git_commit, library_versions
+from agiqa.safe_names import SAFE_NAME
 
 log = logging.getLogger(__name__)
 

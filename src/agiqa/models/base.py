@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from agiqa.data.manifest import Dimension
+from agiqa.errors import ConfigError
 from agiqa.registry import Registry
 from agiqa.train.data import DecodedImages, ImageTextDataset, ManifestImages
 
@@ -208,8 +210,6 @@ def build_model(config: dict, dimensions: Sequence[Dimension]) -> AgiqaModel:
     """Build a model from its config entry ``{type: NAME, train: {...}, **kwargs}``."""
     # The pipeline's own keys (describer, trained dimensions, training recipe) are not the
     # model's constructor arguments.
-    from agiqa.config_checks import check_entry
-
     check_entry(config, f"model '{config.get('type')}'")  # a ConfigError, not a TypeError
     kwargs = {k: v for k, v in config.items() if k not in PIPELINE_KEYS}
     model_class = MODELS.get(config["type"])
@@ -218,3 +218,57 @@ def build_model(config: dict, dimensions: Sequence[Dimension]) -> AgiqaModel:
 
 def trainable_parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_entry(entry: dict, where: str) -> None:
+    """A model entry binds to its model's constructor and passes its ``check_settings``.
+
+    Raises:
+        ConfigError: ``"<where>: <problem>"``.
+    """
+    try:
+        model_class = MODELS.get(entry["type"])
+    except (ConfigError, KeyError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    kwargs = {k: v for k, v in entry.items() if k not in PIPELINE_KEYS}
+    _bind(model_class, kwargs, where, entry["type"])
+    try:
+        model_class.check_settings(_with_defaults(model_class, kwargs))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:  # a value of the wrong shape
+        raise ConfigError(f"{where}: {type(error).__name__}: {error}") from None
+
+
+def _with_defaults(model_class: type, kwargs: dict) -> dict:
+    """The constructor's keyword arguments: the entry's, then the defaults of the rest."""
+    parameters = inspect.signature(model_class.__init__).parameters
+    defaults = {
+        name: p.default
+        for name, p in parameters.items()
+        if name not in ("self", "dimensions") and p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **kwargs}
+
+
+def _bind(model_class: type, kwargs: dict, where: str, model_type: str) -> None:
+    signature = inspect.signature(model_class.__init__)
+    parameters = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [n for n in parameters if n not in ("self", "dimensions")]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting(s) {unknown} for model type '{model_type}' "
+            f"(known: {', '.join(known)})"
+        )
+    missing = [
+        n
+        for n in known
+        if parameters[n].default is inspect.Parameter.empty
+        and parameters[n].kind is not inspect.Parameter.VAR_POSITIONAL
+        and n not in kwargs
+    ]
+    if missing:
+        raise ConfigError(f"{where}: model type '{model_type}' needs the setting(s) {missing}")

@@ -310,7 +310,8 @@ class _RunLogger:
         stored = self.client.get_run(run_id)
         if stored.inputs is not None and stored.inputs.dataset_inputs:
             return
-        config = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+        config_path = run.path / "config.yaml"  # absent from a run made elsewhere (tests)
+        config = yaml.safe_load(config_path.read_text()) or {} if config_path.is_file() else {}
         manifest = Path(str((config.get("dataset") or {}).get("manifest", "")))
         if manifest.is_file():
             if manifest not in self.manifests:
