@@ -142,13 +142,18 @@ class AgiqaModel(nn.Module):
 
     # --- after training -------------------------------------------------------------------
 
-    def calibrate(self, training: PartData, run: RunDataset) -> None:
-        """Fit post-training state on the training part; the default does nothing.
+    def calibrate(
+        self, training: PartData, run: RunDataset, validation: PartData | None = None
+    ) -> None:
+        """Fit post-training state; the default does nothing.
 
         The trainer calls it once for every model, after training and the best-epoch restore
         (zero-shot models included), before the val and test predictions that go to the
-        outputs. ``run`` evaluates a dataset the model built (e.g. from ``training``) batched
-        as at prediction. State fitted here belongs in buffers, so ``checkpoint.pt`` keeps it.
+        outputs. ``training`` is the training part; ``validation`` the split's validation part
+        (None where the protocol carves none): images the model was never trained on, so a fit
+        of labels on its outputs there is out of sample. ``run`` evaluates a dataset the model
+        built (e.g. from either part) batched as at prediction. State fitted here belongs in
+        buffers, so ``checkpoint.pt`` keeps it.
         """
 
     def prediction_details(

@@ -67,6 +67,8 @@ class TrainSettings:
     weight_decay: float = 1e-4
     #: adamw or adam (agiqa.train.recipe).
     optimizer: str = "adamw"
+    #: Adam's (beta1, beta2).
+    betas: tuple[float, float] = (0.9, 0.999)
     #: Exclude biases and 1-D parameters from weight decay.
     no_decay: bool = False
     #: constant, cosine or step (with milestones, in epochs, and gamma).
@@ -97,6 +99,13 @@ class TrainSettings:
             raise ConfigError(f"unknown train settings {sorted(unknown)}")
         if "milestones" in config:
             config["milestones"] = tuple(config["milestones"])
+        if "betas" in config:
+            betas = config["betas"]
+            if not isinstance(betas, list | tuple) or len(betas) != 2:
+                raise ConfigError(f"train.betas must be two numbers; got {betas!r}")
+            config["betas"] = tuple(float(b) for b in betas)
+            if not all(0.0 <= b < 1.0 for b in config["betas"]):
+                raise ConfigError(f"train.betas must lie in [0, 1); got {betas!r}")
         settings = cls(**config)
         for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip", "gamma"):
             if not isinstance(getattr(settings, name), int | float):
@@ -264,6 +273,8 @@ class FoldTrainer:
         #: The last evaluation's per-sample (outputs, rows) of each part, for prediction_details.
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.training_data: PartData | None = None
+        #: Each part as models see it (``calibrate`` gets the validation part from here).
+        self.part_data: dict[str, PartData] = {}
         self.cache: FeatureCache | None = None
         self.datasets = self.build_datasets()
 
@@ -288,8 +299,9 @@ class FoldTrainer:
                 # Token ids are cheap and may feed a trained prompt encoder: never cached.
                 features["tokens"] = tokens
                 datasets[part, True] = datasets[part, False] = FeatureDataset(features, targets)
-                # Described anyway: calibrate() gets the training part whatever the path.
-                training = training or PartData(part, frame, images, targets, None)
+                # Described anyway: calibrate() gets the parts whatever the path.
+                self.part_data[part] = PartData(part, frame, images, targets, None)
+                training = training or self.part_data[part]
                 continue
             decoded = None
             if self.settings.decode_cache:
@@ -298,6 +310,7 @@ class FoldTrainer:
             data = PartData(
                 part, frame, images, targets, self.descriptions_of(frame), decoded, training
             )
+            self.part_data[part] = data
             training = training or data
             for train in (True, False):
                 datasets[part, train] = self.model.make_dataset(data, train=train)
@@ -409,9 +422,13 @@ class FoldTrainer:
         return np.clip(predictions, 0.0, 1.0)
 
     def calibrate(self) -> None:
-        """The model's post-training fit on the training part (AgiqaModel.calibrate)."""
+        """The model's post-training fit (AgiqaModel.calibrate): the training part, and the
+        validation part where the split has one."""
         if self.training_data is not None:
-            self.model.calibrate(self.training_data, self.run_outputs)
+            validation = self.part_data.get("val")
+            if validation is not None and not len(validation.frame):
+                validation = None
+            self.model.calibrate(self.training_data, self.run_outputs, validation)
 
     def details(self, part: str) -> PredictionDetails:
         """The model's extra columns and metrics for the part's last prediction."""
@@ -455,7 +472,7 @@ class FoldTrainer:
         """The optimizer and per-step schedule of the model's recipe (agiqa.train.recipe)."""
         settings = self.settings
         groups = recipe.parameter_groups(self.model, settings.weight_decay, settings.no_decay)
-        optimizer = recipe.make_optimizer(settings.optimizer, groups, settings.lr)
+        optimizer = recipe.make_optimizer(settings.optimizer, groups, settings.lr, settings.betas)
         steps_per_epoch = max(1, len(self.loader("train", train=True)))
         total = settings.epochs * steps_per_epoch
         scheduler = recipe.make_scheduler(
