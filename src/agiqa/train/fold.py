@@ -25,8 +25,10 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -455,6 +457,8 @@ class FoldTrainer:
         """
         if not type(self.model).trainable:
             return None
+        if self.model.fit(self.training_batches(), self.part_data["train"]):
+            return None  # fitted in closed form: no epochs, nothing to select
         settings = self.settings
         optimizer, scheduler = self.optimization()
         progress = self.resume(optimizer, scheduler)
@@ -467,6 +471,13 @@ class FoldTrainer:
         if progress.best_state is not None:
             self.model.load_state_dict(progress.best_state, strict=False)
         return progress.best_epoch
+
+    def training_batches(self) -> Iterator[tuple[dict, Any, np.ndarray]]:
+        """Every training sample once, in order and eval mode, for ``AgiqaModel.fit``."""
+        self.model.eval()
+        with torch.no_grad():
+            for inputs, targets, rows in self.loader("train", train=False):
+                yield self.to_device(inputs), targets, np.asarray(rows)
 
     def optimization(self) -> tuple[torch.optim.Optimizer, LRScheduler]:
         """The optimizer and per-step schedule of the model's recipe (agiqa.train.recipe)."""
