@@ -254,28 +254,32 @@ def test_real_weights_separate_real_images(seeded: Path) -> None:  # noqa: F811
     assert penguins > penguin_pizza + 0.1
 
 
-def test_ridge_closed_form_equals_least_squares_on_the_augmented_system() -> None:
+@pytest.mark.parametrize(("rows", "columns"), [(40, 6), (8, 20)])  # primal and dual forms
+def test_ridge_closed_form_equals_least_squares_on_the_augmented_system(
+    rows: int, columns: int
+) -> None:
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(40, 6)) + 3.0  # not centred: the intercept is unpenalised
-    targets = features @ rng.normal(size=(6, 2)) + rng.normal(scale=0.3, size=(40, 2)) + 1.0
+    features = rng.normal(size=(rows, columns)) + 3.0  # not centred: intercept unpenalised
+    noise = rng.normal(scale=0.3, size=(rows, 2))
+    targets = features @ rng.normal(size=(columns, 2)) + noise + 1.0
     alphas = (0.01, 1.0, 30.0)
     weights, biases = ridge_solutions(features, targets, alphas)
     centred = features - features.mean(axis=0)
     centred_y = targets - targets.mean(axis=0)
     for a, alpha in enumerate(alphas):
         # min |Yc - Xc W|^2 + alpha |W|^2  ==  lstsq of [Xc; sqrt(alpha) I] W = [Yc; 0]
-        augmented = np.vstack([centred, np.sqrt(alpha) * np.eye(6)])
-        goal = np.vstack([centred_y, np.zeros((6, 2))])
+        augmented = np.vstack([centred, np.sqrt(alpha) * np.eye(columns)])
+        goal = np.vstack([centred_y, np.zeros((columns, 2))])
         expected = np.linalg.lstsq(augmented, goal, rcond=None)[0]
         np.testing.assert_allclose(weights[a], expected, atol=1e-10)
         intercept = targets.mean(axis=0) - features.mean(axis=0) @ expected
         np.testing.assert_allclose(biases[a], intercept, atol=1e-10)
-    # A tiny penalty gives ordinary least squares with an intercept.
-    design = np.hstack([features, np.ones((40, 1))])
-    ols = np.linalg.lstsq(design, targets, rcond=None)[0]
-    tiny_weights, tiny_biases = ridge_solutions(features, targets, (1e-9,))
-    np.testing.assert_allclose(tiny_weights[0], ols[:6], atol=1e-6)
-    np.testing.assert_allclose(tiny_biases[0], ols[6], atol=1e-6)
+    if rows > columns:  # a tiny penalty gives ordinary least squares with an intercept
+        design = np.hstack([features, np.ones((rows, 1))])
+        ols = np.linalg.lstsq(design, targets, rcond=None)[0]
+        tiny_weights, tiny_biases = ridge_solutions(features, targets, (1e-9,))
+        np.testing.assert_allclose(tiny_weights[0], ols[:columns], atol=1e-6)
+        np.testing.assert_allclose(tiny_biases[0], ols[columns], atol=1e-6)
 
 
 def test_ridge_head_standardises_then_applies_the_closed_form() -> None:
@@ -284,15 +288,16 @@ def test_ridge_head_standardises_then_applies_the_closed_form() -> None:
     features[:, 3] = 7.0  # a constant feature is harmless
     targets = rng.uniform(size=(30, 2))
     head = RidgeHead(4, 2)
-    head.fit(features, targets, alpha=2.0)
+    head.fit(features, targets, alphas=(2.0, 50.0))  # a penalty per output column
     scale = features.std(axis=0)
     scale[3] = 1.0
     standard = (features - features.mean(axis=0)) / scale
-    weights, biases = ridge_solutions(standard, targets, (2.0,))
-    expected = standard @ weights[0] + biases[0]
     predicted = head(torch.from_numpy(features)).double().numpy()
-    np.testing.assert_allclose(predicted, expected, atol=1e-5)
-    assert float(head.alpha) == 2.0
+    for column, alpha in enumerate((2.0, 50.0)):
+        weights, biases = ridge_solutions(standard, targets[:, column : column + 1], (alpha,))
+        expected = standard @ weights[0] + biases[0]
+        np.testing.assert_allclose(predicted[:, column : column + 1], expected, atol=1e-5)
+    assert head.alpha.tolist() == [2.0, 50.0]
 
 
 def test_group_folds_keep_each_prompt_in_one_fold() -> None:
@@ -310,12 +315,13 @@ def test_cross_validation_picks_a_small_penalty_for_a_clean_signal() -> None:
     rng = np.random.default_rng(2)
     groups = np.repeat(np.arange(40).astype(str), 5)
     features = rng.normal(size=(200, 8))
-    clean = np.stack([features[:, 0], features[:, 1]], axis=1)
-    alpha, scores = select_alpha(features, clean, groups, RidgeSettings())
-    assert alpha == min(RidgeSettings().alphas) and scores.max() > 0.99
-    noise = rng.normal(size=(200, 2))  # nothing to learn: shrinking all the way is as good
-    alpha, _ = select_alpha(features, noise, groups, RidgeSettings())
-    assert alpha > 1.0
+    clean = features[:, 0] + 0.05 * rng.normal(size=200)
+    # Column 0 is a clean linear signal, column 1 noise: each gets its own penalty.
+    goal = np.stack([clean, rng.normal(size=200)], axis=1)
+    alphas, scores = select_alpha(features, goal, groups, RidgeSettings())
+    assert scores.shape == (len(RidgeSettings().alphas), 2)
+    assert alphas[0] <= 10.0 and scores[:, 0].max() > 0.95
+    assert alphas[1] > alphas[0]  # nothing to learn: more shrinkage is as good or better
 
 
 RIDGE = {
@@ -361,6 +367,7 @@ def test_ridge_fold_job_fits_on_the_training_part_alone(tmp_path: Path) -> None:
     assert metrics["epochs_run"] == 0 and metrics["best_epoch"] is None
     assert metrics["trainable_parameters"] == 0
     assert set(head) == {"head.mean", "head.scale", "head.weight", "head.bias", "head.alpha"}
+    assert head["head.alpha"].shape == (2,)  # a penalty per dimension
     assert head["head.weight"].abs().sum() > 0
     _, scrambled = ridge_run(tmp_path / "b", scramble_test=True)
     for name, value in head.items():  # the test labels changed, the fit did not

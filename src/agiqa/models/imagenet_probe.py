@@ -29,9 +29,9 @@ An optional ``prompt_encoder`` reads the generation prompt:
 -> Linear`` and a sigmoid, trained by the fold trainer's epochs) or ``ridge``: the standard
 linear probe, a closed-form ridge regression on the standardised frozen features (image, and the
 sentence embedding when there is one), fitted once on the training part. Its regularisation is
-chosen by prompt-grouped K-fold cross-validation inside the training part (mean SRCC over the
-dimensions), so neither the validation nor the test part shapes it; no epochs, nothing else to
-select.
+chosen per dimension (each output is its own ridge problem) by prompt-grouped K-fold
+cross-validation inside the training part (held-out SRCC), so neither the validation nor the test
+part shapes it; no epochs, nothing else to select.
 """
 
 from __future__ import annotations
@@ -394,7 +394,10 @@ class RidgeSettings:
 
 
 class RidgeHead(nn.Module):
-    """``standardise(x) @ weight + bias``, fitted in closed form (buffers, no gradient)."""
+    """``standardise(x) @ weight + bias``, fitted in closed form (buffers, no gradient).
+
+    Each output column is its own ridge problem, so each has its own penalty (``alpha``).
+    """
 
     def __init__(self, features: int, outputs: int) -> None:
         super().__init__()
@@ -402,21 +405,23 @@ class RidgeHead(nn.Module):
         self.register_buffer("scale", torch.ones(features, dtype=torch.float64))
         self.register_buffer("weight", torch.zeros(features, outputs, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(outputs, dtype=torch.float64))
-        self.register_buffer("alpha", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("alpha", torch.full((outputs,), float("nan"), dtype=torch.float64))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         standard = (features.double() - self.mean) / self.scale
         return (standard @ self.weight + self.bias).float()
 
-    def fit(self, features: np.ndarray, targets: np.ndarray, alpha: float) -> None:
+    def fit(self, features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]) -> None:
+        """Standardise on ``features`` and solve each output column with its own penalty."""
         mean = features.mean(axis=0)
         scale = features.std(axis=0)
         scale = np.where(scale > 1e-12, scale, 1.0)  # a constant feature stays 0 after centring
-        weights, biases = ridge_solutions((features - mean) / scale, targets, (alpha,))
-        for name, value in (("mean", mean), ("scale", scale), ("weight", weights[0])):
-            getattr(self, name).copy_(torch.from_numpy(value))
-        self.bias.copy_(torch.from_numpy(biases[0]))
-        self.alpha.fill_(alpha)
+        weights, biases = ridge_solutions((features - mean) / scale, targets, tuple(alphas))
+        columns = np.arange(targets.shape[1])
+        for name, value in (("mean", mean), ("scale", scale), ("alpha", np.asarray(alphas))):
+            getattr(self, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float64)))
+        self.weight.copy_(torch.from_numpy(weights[columns, :, columns].T.copy()))
+        self.bias.copy_(torch.from_numpy(biases[columns, columns].copy()))
 
 
 def ridge_solutions(
@@ -424,19 +429,29 @@ def ridge_solutions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ridge weights for every penalty at once, intercept unpenalised.
 
-    ``argmin_W |Yc - Xc W|^2 + alpha |W|^2`` on the centred data is ``V diag(s / (s^2 +
-    alpha)) U^T Yc`` from one thin SVD ``Xc = U diag(s) V^T``; the intercept is the target mean
-    minus the feature mean times W.
+    ``argmin_W |Yc - Xc W|^2 + alpha |W|^2`` on the centred data, from one eigendecomposition of
+    the smaller Gram matrix: ``V diag(1 / (l + alpha)) V^T Xc^T Yc`` with ``Xc^T Xc = V diag(l)
+    V^T`` when there are fewer features than rows, else ``Xc^T U diag(1 / (l + alpha)) U^T Yc``
+    with ``Xc Xc^T = U diag(l) U^T`` (the same solution). The intercept is the target mean minus
+    the feature mean times W.
 
     Returns:
         ``[len(alphas), features, outputs]`` weights and ``[len(alphas), outputs]`` intercepts.
     """
     x_mean, y_mean = features.mean(axis=0), targets.mean(axis=0)
     centred, centred_y = features - x_mean, targets - y_mean
-    u, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    projected = u.T @ centred_y  # [r, outputs]
-    shrink = singular[None, :] / (singular[None, :] ** 2 + np.asarray(alphas)[:, None])
-    weights = np.einsum("rf,ar,ro->afo", vt, shrink, projected)
+    penalties = np.asarray(alphas, dtype=np.float64)[:, None]
+    primal = centred.shape[1] <= centred.shape[0]
+    gram = centred.T @ centred if primal else centred @ centred.T
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    shrink = 1.0 / (np.clip(eigenvalues, 0.0, None)[None, :] + penalties)  # [alphas, r]
+    if primal:
+        projected = vectors.T @ (centred.T @ centred_y)  # [r, outputs]
+        weights = np.einsum("fr,ar,ro->afo", vectors, shrink, projected, optimize=True)
+    else:
+        projected = vectors.T @ centred_y
+        dual = np.einsum("nr,ar,ro->ano", vectors, shrink, projected, optimize=True)
+        weights = np.einsum("nf,ano->afo", centred, dual, optimize=True)
     return weights, y_mean[None, :] - np.einsum("f,afo->ao", x_mean, weights)
 
 
@@ -455,16 +470,17 @@ def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 def select_alpha(
     features: np.ndarray, targets: np.ndarray, groups: np.ndarray, settings: RidgeSettings
-) -> tuple[float, np.ndarray]:
-    """The penalty with the best mean held-out SRCC over prompt-grouped folds of the part.
+) -> tuple[list[float], np.ndarray]:
+    """Per output column, the penalty with the best held-out SRCC over prompt-grouped folds.
 
     Returns:
-        The chosen penalty and the cross-validated score of every penalty.
+        The chosen penalty of each column and the cross-validated SRCC ``[alphas, columns]``
+        (the mean over the folds; -1 where a fold's predictions are constant).
     """
     from scipy.stats import spearmanr
 
     fold = group_folds(groups, settings.cv_folds, settings.seed)
-    scores = np.zeros(len(settings.alphas))
+    scores = np.zeros((len(settings.alphas), targets.shape[1]))
     for held in range(settings.cv_folds):
         train, test = fold != held, fold == held
         mean = features[train].mean(axis=0)
@@ -475,12 +491,11 @@ def select_alpha(
         held_out = (features[test] - mean) / scale
         for a in range(len(settings.alphas)):
             values = held_out @ weights[a] + biases[a]
-            correlations = [
-                spearmanr(values[:, d], targets[test, d])[0] for d in range(targets.shape[1])
-            ]
-            mean_srcc = np.nanmean(correlations) if np.isfinite(correlations).any() else -1.0
-            scores[a] += mean_srcc / settings.cv_folds
-    return float(settings.alphas[int(np.argmax(scores))]), scores
+            for d in range(targets.shape[1]):
+                srcc = spearmanr(values[:, d], targets[test, d])[0]
+                scores[a, d] += (srcc if np.isfinite(srcc) else -1.0) / settings.cv_folds
+    chosen = [float(settings.alphas[int(a)]) for a in np.argmax(scores, axis=0)]
+    return chosen, scores
 
 
 @MODELS.register("imagenet_probe")
@@ -617,14 +632,16 @@ class ImageNetProbe(AgiqaModel):
         features, goal = np.concatenate(designs)[order], np.concatenate(targets)[order]
         frame = training.frame
         groups = frame["prompt_group"] if "prompt_group" in frame else frame["prompt"]
-        alpha, scores = select_alpha(
+        alphas, scores = select_alpha(
             features, goal, groups.astype(str).to_numpy(), self.ridge_settings
         )
-        self.head.fit(features, goal, alpha)
-        log.info(
-            "ridge head: alpha %g chosen by grouped %d-fold CV (SRCC %.4f) on %d training images",
-            alpha, self.ridge_settings.cv_folds, scores.max(), len(goal),
-        )  # fmt: skip
+        self.head.fit(features, goal, alphas)
+        for column, dim in enumerate(self.dimensions):
+            log.info(
+                "ridge head, %s: alpha %g chosen by grouped %d-fold CV (SRCC %.4f) on %d "
+                "training images", dim.name, alphas[column], self.ridge_settings.cv_folds,
+                scores[:, column].max(), len(goal),
+            )  # fmt: skip
         return True
 
     @torch.no_grad()
