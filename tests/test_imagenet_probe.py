@@ -20,14 +20,8 @@ import agiqa.models.imagenet_probe as probe_module
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models import MODELS, build_model
-from agiqa.models.imagenet_probe import (
-    ImageNetProbe,
-    RidgeHead,
-    RidgeSettings,
-    group_folds,
-    ridge_solutions,
-    select_alpha,
-)
+from agiqa.models.imagenet_probe import ImageNetProbe
+from agiqa.models.ridge import RidgeHead, RidgeSettings, group_folds, ridge_solutions, select_alpha
 from agiqa.train.fold import run_fold
 from agiqa.weights import WeightsUnavailableError
 from shared_data import AGIQA_3K, need

@@ -15,7 +15,7 @@ import torch
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models import build_model
-from agiqa.models.imagenet_probe import SentenceEncoder, SentenceSettings
+from agiqa.models.prompt_encoders import SentenceEncoder, SentenceSettings
 from agiqa.weights import (
     ALL_MINILM_L6_V2,
     WeightsHashError,

