@@ -9,16 +9,19 @@ import dataclasses
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+import agiqa.models.imagenet_probe as probe_module
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models import MODELS, build_model
 from agiqa.models.imagenet_probe import ImageNetProbe
+from agiqa.models.ridge import RidgeHead, RidgeSettings, group_folds, ridge_solutions, select_alpha
 from agiqa.train.fold import run_fold
 from agiqa.weights import WeightsUnavailableError
 from shared_data import AGIQA_3K, need
@@ -243,3 +246,140 @@ def test_real_weights_separate_real_images(seeded: Path) -> None:  # noqa: F811
     penguins = cosine(features[0], features[1], dim=0)
     penguin_pizza = cosine(features[0], features[2], dim=0)
     assert penguins > penguin_pizza + 0.1
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(40, 6), (8, 20)])  # primal and dual forms
+def test_ridge_closed_form_equals_least_squares_on_the_augmented_system(
+    rows: int, columns: int
+) -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(rows, columns)) + 3.0  # not centred: intercept unpenalised
+    noise = rng.normal(scale=0.3, size=(rows, 2))
+    targets = features @ rng.normal(size=(columns, 2)) + noise + 1.0
+    alphas = (0.01, 1.0, 30.0)
+    weights, biases = ridge_solutions(features, targets, alphas)
+    centred = features - features.mean(axis=0)
+    centred_y = targets - targets.mean(axis=0)
+    for a, alpha in enumerate(alphas):
+        # min |Yc - Xc W|^2 + alpha |W|^2  ==  lstsq of [Xc; sqrt(alpha) I] W = [Yc; 0]
+        augmented = np.vstack([centred, np.sqrt(alpha) * np.eye(columns)])
+        goal = np.vstack([centred_y, np.zeros((columns, 2))])
+        expected = np.linalg.lstsq(augmented, goal, rcond=None)[0]
+        np.testing.assert_allclose(weights[a], expected, atol=1e-10)
+        intercept = targets.mean(axis=0) - features.mean(axis=0) @ expected
+        np.testing.assert_allclose(biases[a], intercept, atol=1e-10)
+    if rows > columns:  # a tiny penalty gives ordinary least squares with an intercept
+        design = np.hstack([features, np.ones((rows, 1))])
+        ols = np.linalg.lstsq(design, targets, rcond=None)[0]
+        tiny_weights, tiny_biases = ridge_solutions(features, targets, (1e-9,))
+        np.testing.assert_allclose(tiny_weights[0], ols[:columns], atol=1e-6)
+        np.testing.assert_allclose(tiny_biases[0], ols[columns], atol=1e-6)
+
+
+def test_ridge_head_standardises_then_applies_the_closed_form() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(30, 4)) * [1.0, 10.0, 0.1, 1.0] + [0.0, 5.0, -2.0, 0.0]
+    features[:, 3] = 7.0  # a constant feature is harmless
+    targets = rng.uniform(size=(30, 2))
+    head = RidgeHead(4, 2)
+    head.fit(features, targets, alphas=(2.0, 50.0))  # a penalty per output column
+    scale = features.std(axis=0)
+    scale[3] = 1.0
+    standard = (features - features.mean(axis=0)) / scale
+    predicted = head(torch.from_numpy(features)).double().numpy()
+    for column, alpha in enumerate((2.0, 50.0)):
+        weights, biases = ridge_solutions(standard, targets[:, column : column + 1], (alpha,))
+        expected = standard @ weights[0] + biases[0]
+        np.testing.assert_allclose(predicted[:, column : column + 1], expected, atol=1e-5)
+    assert head.alpha.tolist() == [2.0, 50.0]
+
+
+def test_group_folds_keep_each_prompt_in_one_fold() -> None:
+    groups = np.repeat([f"p{i}" for i in range(10)], 3)
+    fold = group_folds(groups, 4, seed=0)
+    for group in np.unique(groups):
+        assert len(set(fold[groups == group])) == 1
+    assert set(fold) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(fold, group_folds(groups, 4, seed=0))
+    with pytest.raises(ConfigError, match="prompt groups"):
+        group_folds(groups[:6], 4, seed=0)
+
+
+def test_cross_validation_picks_a_small_penalty_for_a_clean_signal() -> None:
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(40).astype(str), 5)
+    features = rng.normal(size=(200, 8))
+    clean = features[:, 0] + 0.05 * rng.normal(size=200)
+    # Column 0 is a clean linear signal, column 1 noise: each gets its own penalty.
+    goal = np.stack([clean, rng.normal(size=200)], axis=1)
+    alphas, scores = select_alpha(features, goal, groups, RidgeSettings())
+    assert scores.shape == (len(RidgeSettings().alphas), 2)
+    assert alphas[0] <= 10.0 and scores[:, 0].max() > 0.95
+    assert alphas[1] > alphas[0]  # nothing to learn: more shrinkage is as good or better
+
+
+RIDGE = {
+    "type": "imagenet_probe",
+    "backbone": {"name": "resnet18", "weights": None},
+    "head": "ridge",
+    "ridge": {"cv_folds": 3},
+    "train": {"epochs": 5, "batch_size": 8},
+}
+
+
+def ridge_run(tmp_path: Path, scramble_test: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    paths = prepare(tmp_path, n_prompts=24, folds=3)
+    if scramble_test:  # other test labels: a fit that saw them would change
+        splits = pd.read_csv(paths[2])
+        manifest = pd.read_csv(paths[1])
+        test = manifest["image"].isin(splits.loc[splits["split0"] == "test", "image"])
+        rng = np.random.default_rng(9)
+        for column in ("mos_quality", "mos_align"):
+            manifest.loc[test, column] = rng.permutation(manifest.loc[test, column].to_numpy())
+        manifest.to_csv(paths[1], index=False)
+    seen: dict[str, object] = {}
+    real = probe_module.select_alpha
+
+    def recording(features, targets, groups, settings):
+        seen["rows"], seen["groups"] = len(features), set(groups)
+        return real(features, targets, groups, settings)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probe_module, "select_alpha", recording)
+        metrics = run_fold(job(tmp_path, paths, RIDGE))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["trained_state"]
+    splits = pd.read_csv(paths[2])
+    train = splits[splits["split0"] == "train"]
+    assert seen["rows"] == len(train)
+    assert seen["groups"] == set(train["prompt_group"].astype(str))
+    assert not seen["groups"] & set(splits.loc[splits["split0"] != "train", "prompt_group"])
+    return metrics, {k: v for k, v in state.items() if k.startswith("head.")}
+
+
+def test_ridge_fold_job_fits_on_the_training_part_alone(tmp_path: Path) -> None:
+    metrics, head = ridge_run(tmp_path / "a", scramble_test=False)
+    assert metrics["epochs_run"] == 0 and metrics["best_epoch"] is None
+    assert metrics["trainable_parameters"] == 0
+    assert set(head) == {"head.mean", "head.scale", "head.weight", "head.bias", "head.alpha"}
+    assert head["head.alpha"].shape == (2,)  # a penalty per dimension
+    assert head["head.weight"].abs().sum() > 0
+    _, scrambled = ridge_run(tmp_path / "b", scramble_test=True)
+    for name, value in head.items():  # the test labels changed, the fit did not
+        torch.testing.assert_close(scrambled[name], value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"head": "lasso"}, "head must be one of"),
+        ({"head": "ridge", "freeze": False}, "freeze: true"),
+        ({"head": "ridge", "prompt_encoder": BOW}, "bag of words"),
+        ({"ridge": {"cv_folds": 3}}, "need head: ridge"),
+        ({"head": "ridge", "ridge": {"cv_folds": 1}}, "cv_folds"),
+        ({"head": "ridge", "ridge": {"alphas": [0.0]}}, "positive"),
+        ({"head": "ridge", "ridge": {"folds": 3}}, "unknown keys"),
+    ],
+)
+def test_bad_ridge_settings_are_refused(entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_model({"type": "imagenet_probe", "backbone": RANDOM, **entry}, BOTH)

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 
 import agiqa
 from agiqa.data.manifest import Dimension
+from agiqa.data.splits import Protocol
 from agiqa.errors import ConfigError
 from agiqa.models import MODELS, build_model, trainable_parameter_count
 from agiqa.models.mllm.backbone import (
@@ -28,6 +30,7 @@ from agiqa.models.mllm.backbone import (
     language_model,
     tiny_tokenizer,
 )
+from agiqa.models.mllm.depictqa import thurstone_outcomes
 from agiqa.models.mllm.deqa import PairSample
 from agiqa.models.mllm.levels import LEVEL_WORDS
 from agiqa.train.fold import FoldTrainer, run_fold
@@ -304,3 +307,84 @@ def test_chat_turns_use_the_processor_template() -> None:
     text = prompter.prefix(turn)
     assert text.endswith("<|im_start|>assistant\nThe alignment of the image with the prompt is")
     assert '"two red circles"' in text
+
+
+def record_calibration_parts(model: nn.Module) -> list[str]:
+    """Names of the parts ``calibrate`` compares with the anchors (patched onto ``model``)."""
+    seen: list[str] = []
+    original = model.anchor_dataset
+
+    def recording(data, rows):
+        seen.append(data.name)
+        return original(data, rows)
+
+    model.anchor_dataset = recording
+    return seen
+
+
+def test_depictqa_calibration_never_reads_training_labels(paths, tmp_path: Path) -> None:
+    trainer = FoldTrainer(job(tmp_path, paths, depictqa_config()))
+    model = trainer.model
+    # Were the training labels read, this constant would make the fitted map flat.
+    trainer.training_data.targets[:] = 0.5
+    seen = record_calibration_parts(model)
+    trainer.calibrate()
+    assert seen == ["val"] and bool(model.calibrated)
+    validation = trainer.part_data["val"].targets
+    for column in range(len(model.dimensions)):
+        y = model.calibration_y[column].numpy()
+        assert y.min() >= validation[:, column].min() - 1e-9
+        assert y.max() <= validation[:, column].max() + 1e-9
+        assert y.max() > y.min()
+
+
+def test_depictqa_without_a_validation_part_uses_the_training_quantiles(tmp_path: Path) -> None:
+    protocol = Protocol(type="grouped_test_selection", folds=4)
+    paths = prepare(tmp_path, n_prompts=8, protocol=protocol.type)
+    trainer = FoldTrainer(job(tmp_path, paths, depictqa_config(), protocol=protocol))
+    assert not len(trainer.parts["val"])  # the empty part builds (it used to fail as "< 2 images")
+    assert not len(FoldTrainer(job(tmp_path, paths, deqa_config(), protocol=protocol)).parts["val"])
+    seen = record_calibration_parts(trainer.model)
+    trainer.calibrate()
+    assert seen == []  # no comparison of any image: nothing is fitted on the comparator
+    targets = trainer.training_data.targets
+    for column in range(len(trainer.model.dimensions)):
+        np.testing.assert_allclose(
+            trainer.model.calibration_y[column].numpy(),
+            np.quantile(targets[:, column], np.linspace(0, 1, 32)),
+        )
+
+
+def test_depictqa_thurstone_score_and_ranks_of_the_raw_score(paths, tmp_path: Path) -> None:
+    trainer = FoldTrainer(job(tmp_path, paths, depictqa_config(score="thurstone")))
+    model = trainer.model
+    outputs, rows = trainer.run_outputs(trainer.datasets["test", False])
+    n_rows = len(trainer.parts["test"])
+    raw = model.scores(outputs, rows, n_rows)
+    np.testing.assert_allclose(raw, model.scores(outputs, rows, n_rows))
+    mean_probit = [
+        np.mean(thurstone_outcomes(outputs[rows == r, c][np.isfinite(outputs[rows == r, c])]))
+        for r in range(n_rows)
+        for c in range(len(model.dimensions))
+    ]
+    np.testing.assert_allclose(raw.ravel(), mean_probit, rtol=1e-6)
+    trainer.calibrate()
+    predicted = model.reduce_predictions(outputs, rows, n_rows)
+    for column in range(len(model.dimensions)):
+        assert spearmanr(predicted[:, column], raw[:, column])[0] == pytest.approx(1.0)
+
+
+def test_deqa_cross_entropy_is_averaged_over_all_answer_tokens(paths, tmp_path: Path) -> None:
+    model = FoldTrainer(job(tmp_path, paths, deqa_config())).model
+    model.weights = type(model.weights)(rank=0.0, next_token=1.0, softkl=0.0)
+    log_levels = torch.log(torch.full((4, 5), 0.2))
+    # A: answers of 2 and 6 tokens (CE sums 2 and 18); B: 1 and 1 token (CE 1 and 3).
+    summed = torch.tensor([[2.0], [18.0], [1.0], [3.0]])
+    counts = torch.tensor([[2.0], [6.0], [1.0], [1.0]])
+    targets = {
+        "mos": torch.tensor([1.0, 2.0, 3.0, 4.0]),
+        "std": torch.ones(4),
+        "soft": torch.full((4, 5), 0.2),
+    }
+    loss = model.loss(torch.cat([log_levels, summed, counts], dim=1), targets)
+    assert loss.item() == pytest.approx(20 / 8 + 4 / 2)  # per sample first: (1 + 3) / 2 + 2

@@ -73,6 +73,11 @@ def test_paper_presets_are_the_published_recipes() -> None:
     }
     assert sorted({e["type"] for e in mllm_entries(config).values()}) == sorted(MLLM_TYPES)
     assert models["depictqa_compare"]["lora"] == {"r": 16, "alpha": 16, "dropout": 0.1}
+    # DepictQA's DeepSpeed "Adam" runs in AdamW mode (decoupled decay), betas (0.9, 0.95).
+    depictqa_train = models["depictqa_compare"]["train"]
+    assert depictqa_train["optimizer"] == "adamw" and depictqa_train["betas"] == [0.9, 0.95]
+    assert depictqa_train["weight_decay"] == 1.0e-3 and depictqa_train["lr"] == 2.0e-4
+    assert models["depictqa_compare"]["calibration"] == "validation"
     for entry in mllm_entries(config).values():
         assert entry["backbone"]["name"] in REAL_SIZES
 

@@ -7,8 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 
-from agiqa.models.mllm.depictqa import monotone_knots, quantile_anchors
+from agiqa.models.mllm.common import token_mean
+from agiqa.models.mllm.depictqa import (
+    TIE_BREAK,
+    calibrated,
+    monotone_knots,
+    quantile_anchors,
+    quantile_knots,
+    thurstone_outcomes,
+)
 from agiqa.models.mllm.losses import (
     distribution_metrics,
     expected_scores,
@@ -155,3 +164,79 @@ def test_monotone_knots_are_non_decreasing_and_fit_a_monotone_relation() -> None
     x, y = monotone_knots(win, target, 32)
     assert len(x) == len(y) == 32 and np.all(np.diff(y) >= 0) and np.all(np.diff(x) > 0)
     assert np.interp(0.9, x, y) == pytest.approx(0.81, abs=0.08)
+
+
+def test_calibration_ties_are_broken_by_the_raw_win_rate() -> None:
+    """The isotonic fit is flat over stretches of win rates; the calibrated map is not."""
+    rng = np.random.default_rng(3)
+    win = rng.uniform(size=300)
+    target = np.clip(win + rng.normal(scale=0.3, size=300), 0, 1)  # noisy: many flat blocks
+    x, y = monotone_knots(win[:100], target[:100], 32)  # fitted on one part...
+    assert (np.diff(y) == 0).sum() >= 4  # ...with flat segments, as in the issue's simulation
+    plain = np.interp(win[100:], x, y)
+    mapped = calibrated(win[100:], win[100:], x, y)  # ...applied to another
+    assert len(np.unique(plain)) < len(np.unique(win[100:]))  # the plain fit creates ties
+    assert len(np.unique(mapped)) == len(np.unique(win[100:]))
+    assert np.all(np.diff(mapped[np.argsort(win[100:])]) > 0)
+    held_out = target[100:]
+    assert spearmanr(mapped, held_out)[0] == spearmanr(win[100:], held_out)[0]
+    assert spearmanr(plain, held_out)[0] != spearmanr(win[100:], held_out)[0]
+    assert np.abs(mapped - plain).max() <= TIE_BREAK  # the scale is barely moved
+    assert mapped.min() >= 0 and mapped.max() <= 1
+
+
+def test_quantile_calibration_maps_a_unit_score_to_training_quantiles() -> None:
+    targets = np.random.default_rng(0).beta(2, 5, size=500)
+    x, y = quantile_knots(targets, 32)
+    assert x[0] == 0 and x[-1] == 1 and np.all(np.diff(y) >= 0)
+    assert np.interp(0.5, x, y) == pytest.approx(np.median(targets), abs=0.02)
+    assert (y[0], y[-1]) == (targets.min(), targets.max())
+
+
+def test_thurstone_score_is_linear_in_the_scale_where_the_win_rate_saturates() -> None:
+    """Outcomes p = Phi(mu_i - a_k): the mean of Phi^-1(p) is mu_i - mean(a), exactly."""
+    from scipy.special import ndtr
+
+    mu = np.linspace(-2.5, 2.5, 11)
+    anchors = np.linspace(-1.0, 1.0, 8)
+    p = ndtr(mu[:, None] - anchors[None, :])
+    thurstone = thurstone_outcomes(p).mean(axis=1)
+    np.testing.assert_allclose(thurstone, mu - anchors.mean(), atol=1e-6)
+    win = p.mean(axis=1)
+    assert np.corrcoef(win, mu)[0, 1] < np.corrcoef(thurstone, mu)[0, 1] == pytest.approx(1.0)
+    # Equal win rates (0.9): the image that wins its comparisons more surely scores higher.
+    sure = thurstone_outcomes(np.array([[0.9, 0.9], [0.99, 0.81]])).mean(axis=1)
+    assert sure[1] > sure[0]
+    assert np.isnan(thurstone_outcomes(np.array([np.nan]))[0])  # spread's NaN columns stay NaN
+
+
+def bradley_terry_mle(win_rate: float, anchors: np.ndarray) -> float:
+    """The maximum-likelihood strength against fixed anchors (bisection on its score equation)."""
+    low, high = -40.0, 40.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        expected = np.mean(1 / (1 + np.exp(-(middle - anchors))))
+        low, high = (middle, high) if expected < win_rate else (low, middle)
+    return (low + high) / 2
+
+
+def test_a_bradley_terry_fit_against_common_anchors_ranks_as_the_win_rate() -> None:
+    """Why ``score`` offers Thurstone's least squares and not a Bradley-Terry MLE: when every
+    image meets the same anchors its wins are the MLE's sufficient statistic."""
+    rng = np.random.default_rng(1)
+    anchors = rng.normal(size=8)
+    outcomes = rng.uniform(0.02, 0.98, size=(40, 8))
+    win = outcomes.mean(axis=1)
+    strengths = np.array([bradley_terry_mle(w, anchors) for w in win])
+    assert spearmanr(strengths, win)[0] == pytest.approx(1.0)
+    thurstone = thurstone_outcomes(outcomes).mean(axis=1)
+    assert spearmanr(thurstone, win)[0] < 0.999
+
+
+def test_token_mean_weighs_every_answer_token_alike() -> None:
+    summed = torch.tensor([6.0, 1.0])  # 3 tokens of mean CE 2, 1 token of CE 1
+    counts = torch.tensor([3.0, 1.0])
+    assert token_mean(summed, counts).item() == pytest.approx(7 / 4)
+    assert (summed / counts).mean().item() == pytest.approx(1.5)  # the per-sample mean differs
+    equal = torch.tensor([2.0, 2.0])
+    assert token_mean(torch.tensor([4.0, 2.0]), equal).item() == pytest.approx(1.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from snakemake.utils import validate
 
 from agiqa.errors import ConfigError
+from agiqa.models.scva import Scva
 from agiqa.pipeline import fold_job, model_entry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +173,45 @@ def test_ablation_config_validates_and_toggles_the_fidelity_switches() -> None:
         ("dcmpln", "visual_prompt_sets", "2"),
     } <= settings
     assert set(config["datasets"]) == {"synthetic"}  # runs on the demo data
+
+
+# Each SCVA head difference from the published code: (setting, published, earlier variant).
+SCVA_HEAD_SWITCHES = [
+    ("normalisation", "swapped", "matched"),
+    ("token_alignment", "hungarian", "soft"),
+    ("consistency_pooling", "linear", "attention"),
+    ("description_attention", "published", "masked"),
+    ("fusion", "published", "offset"),
+    ("shared_attention", "cross", "self"),
+    ("dropout", 0.0, 0.1),
+]
+
+
+def test_ablations_switch_each_scva_head_difference_alone() -> None:
+    models = yaml.safe_load((REPO / "config" / "ablations.yaml").read_text())["models"]
+    published = models["scva"]
+    for key, value, _ in SCVA_HEAD_SWITCHES:
+        assert published[key] == value, key
+    for key, _, variant in SCVA_HEAD_SWITCHES:
+        single = [
+            m for m in models.values()
+            if m["type"] == "scva" and m.get(key) == variant
+            and all(m.get(k) == v for k, v, _ in SCVA_HEAD_SWITCHES if k != key)
+        ]  # fmt: skip
+        assert single, f"no ablation entry switches only {key} to {variant!r}"
+        differing = {k for k in published if single[0].get(k) != published[k]}
+        assert differing == {key}, (key, differing)
+
+
+def test_paper_scva_is_the_published_head() -> None:
+    entry = model_entry(paper(), "scva", "agiqa-3k")
+    for key, value, _ in SCVA_HEAD_SWITCHES:
+        assert entry[key] == value, key
+    assert model_entry(paper(), "scva", "aigiqa-20k")["normalisation"] == "imagenet"
+    # The model's own defaults are the published head too.
+    defaults = inspect.signature(Scva).parameters
+    for key, value, _ in SCVA_HEAD_SWITCHES:
+        assert defaults[key].default == value, key
 
 
 def test_stand_in_backbone_names_resolve_to_their_checkpoint() -> None:

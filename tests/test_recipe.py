@@ -34,6 +34,18 @@ def test_optimizers() -> None:
     assert type(recipe.make_optimizer("adamw", groups, 1e-3)) is torch.optim.AdamW
 
 
+def test_betas_reach_the_optimizer_and_are_checked() -> None:
+    settings = TrainSettings.from_config({"optimizer": "adamw", "betas": [0.9, 0.95]})
+    assert settings.betas == (0.9, 0.95)
+    groups = recipe.parameter_groups(nn.Linear(2, 1), 0.1, no_decay=False)
+    optimizer = recipe.make_optimizer(settings.optimizer, groups, 1e-3, settings.betas)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    assert TrainSettings.from_config({}).betas == (0.9, 0.999)  # PyTorch's
+    for bad in ([0.9], [0.9, 1.0], "0.9"):
+        with pytest.raises(ConfigError, match="betas"):
+            TrainSettings.from_config({"betas": bad})
+
+
 def factors(schedule: str, **extra: object) -> list[float]:
     settings = {"total_steps": 10, "steps_per_epoch": 2, "warmup_steps": 2, **extra}
     return [recipe.lr_factor(step, schedule=schedule, **settings) for step in range(10)]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -16,7 +17,13 @@ import agiqa.models.scva as scva
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import PartData, build_model, trainable_parameter_count
-from agiqa.models.scva_parts import CsfPooling, hungarian_align
+from agiqa.models.scva_parts import (
+    CsfPooling,
+    DescriptionAttention,
+    MoeRegressor,
+    SemanticConsistency,
+    hungarian_align,
+)
 from agiqa.train.data import DecodedImages, ManifestImages
 
 DIMS = (Dimension("quality", "quality", 0.0, 5.0), Dimension("align", "alignment", 0.0, 5.0))
@@ -279,10 +286,13 @@ def test_pinned_timm_tag_brings_its_own_statistics_and_offline_fails_fast() -> N
 
 
 def test_swapped_normalisation_is_the_published_swap(vocab_file: Path) -> None:
-    model = tiny(vocab_file, normalisation="swapped")
+    model = tiny(vocab_file)  # the default is the published AGIQA-1K/3K/AIGCIQA2023 swap
     assert model.crop_stats == (list(scva.BLIP_MEAN), list(scva.BLIP_STD))
     assert model.whole_stats == (list(scva.IMAGENET_MEAN), list(scva.IMAGENET_STD))
-    matched = tiny(vocab_file)
+    imagenet = tiny(vocab_file, normalisation="imagenet")  # published on AIGIQA-20K
+    imagenet_stats = (list(scva.IMAGENET_MEAN), list(scva.IMAGENET_STD))
+    assert imagenet.crop_stats == imagenet.whole_stats == imagenet_stats
+    matched = tiny(vocab_file, normalisation="matched")
     assert matched.whole_stats == (list(scva.BLIP_MEAN), list(scva.BLIP_STD))
 
 
@@ -335,7 +345,11 @@ def test_without_weights_builds_imagereward_sizes_offline() -> None:
     [
         {"crop_training": "mean"},
         {"csf_pooling": "sum"},
-        {"normalisation": "imagenet"},
+        {"normalisation": "clip"},
+        {"description_attention": "unmasked"},
+        {"fusion": "noise"},
+        {"shared_attention": "mean"},
+        {"dim": 30, "heads": 4},
         {"token_alignment": "greedy"},
         {"consistency_pooling": "max"},
         {"resize_below": 0},
@@ -345,3 +359,95 @@ def test_without_weights_builds_imagereward_sizes_offline() -> None:
 def test_bad_fidelity_switches_are_config_errors(vocab_file: Path, setting: dict) -> None:
     with pytest.raises(ConfigError):
         tiny(vocab_file, **setting)
+
+
+def test_defaults_are_the_published_head(vocab_file: Path) -> None:
+    model = tiny(vocab_file)
+    assert model.cross.mode == "published"
+    assert model.consistency.alignment == "hungarian"
+    assert model.consistency.pool_positions is not None  # Linear(L -> 1)
+    assert model.consistency.fusion == "published"
+    assert model.head.shared_mode == "cross"
+    head_parts = (model.cross, model.consistency, model.head, model.pooling)
+    dropouts = [m.p for part in head_parts for m in part.modules() if isinstance(m, nn.Dropout)]
+    assert not any(dropouts)  # no dropout anywhere in the published head
+    assert model.text_proj.bias is None  # the published bias-free projection matrix
+
+
+def test_published_shared_dims_are_a_function_of_the_consistency_token() -> None:
+    torch.manual_seed(0)
+    moe = MoeRegressor(8, 1, 4, 3, 16, 4, 2, 0.0, 0, shared_attention="cross", shared_head_dim=4)
+    visual, consistency = torch.randn(3, 8), torch.randn(3, 8)
+    shared = moe.shared_features(visual, consistency)
+    # The visual feature queries one key: the softmax is 1, only v(consistency) passes.
+    torch.testing.assert_close(moe.shared_features(torch.randn(3, 8), consistency), shared)
+    attention = moe.shared_attention
+    expected = moe.shared_proj(attention.to_out(attention.to_v(consistency)))
+    torch.testing.assert_close(shared, expected)
+    assert not torch.allclose(moe.shared_features(visual, torch.randn(3, 8)), shared)
+    variant = MoeRegressor(8, 1, 4, 3, 16, 4, 2, 0.0, 0, shared_attention="self")
+    reference = variant.shared_features(visual, consistency)
+    assert not torch.allclose(variant.shared_features(torch.randn(3, 8), consistency), reference)
+
+
+def test_no_dropout_in_published_experts_and_description_attention() -> None:
+    torch.manual_seed(0)
+    visual, text = torch.randn(2, 5, 8), torch.randn(2, 3, 8)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    published = DescriptionAttention(8, 2, 0.0).train()
+    torch.testing.assert_close(published(visual, text, mask), published(visual, text, mask))
+    moe = MoeRegressor(8, 1, 4, 3, 16, 4, 2, 0.0, 0).train()
+    features = torch.randn(6, 8), torch.randn(6, 8)
+    torch.testing.assert_close(moe(*features), moe(*features))
+    variant = MoeRegressor(8, 1, 4, 3, 16, 4, 2, 0.5, 0).train()  # the earlier dropout variant
+    assert not torch.allclose(variant(*features), variant(*features))
+
+
+def test_published_description_attention_normalises_the_text_and_sees_padding() -> None:
+    torch.manual_seed(0)
+    visual, text = torch.randn(2, 5, 8), torch.randn(2, 4, 8)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    published = DescriptionAttention(8, 2, 0.0, "published")
+    out = published(visual, text, mask)
+    # A plain residual over the attention to the LayerNorm-ed text: no norm after it.
+    torch.testing.assert_close(out, visual + published.attention(visual, published.norm(text)))
+    padded = text.clone()
+    padded[0, 2:] = torch.randn(2, 8)
+    assert not torch.allclose(published(visual, padded, mask)[0], out[0])  # no padding mask
+    masked = DescriptionAttention(8, 2, 0.0, "masked").eval()
+    torch.testing.assert_close(masked(visual, padded, mask), masked(visual, text, mask))
+
+
+def test_published_gemini_fusion_adds_noise_before_the_key_projection() -> None:
+    torch.manual_seed(0)
+    fusion = SemanticConsistency(8, 0.1, 4, fusion="published")
+    assert all(layer.bias is None for layer in (fusion.query, fusion.key, fusion.value))
+    assert fusion.relation[0].out_features == 2 and isinstance(fusion.relation[1], nn.GELU)
+    assert fusion.noise.abs().sum() > 0  # random at init, as published
+    own, other = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    gate = torch.sigmoid(fusion.relation(torch.cat([own, other], dim=-1)))
+    keys = torch.stack([fusion.key(own + fusion.noise), gate * fusion.key(other)], dim=-2)
+    values = torch.stack([fusion.value(own), fusion.value(other)], dim=-2)
+    logits = (keys @ fusion.query(own).unsqueeze(-1)).squeeze(-1) / 8**0.5
+    expected = own + (logits.softmax(dim=-1).unsqueeze(-1) * values).sum(dim=-2)
+    torch.testing.assert_close(fusion.fuse(own, other), expected)
+    offset = SemanticConsistency(8, 0.1, 4, fusion="offset")
+    assert offset.key.bias is not None and not offset.noise.any()
+    assert offset.relation[0].out_features == 8 and isinstance(offset.relation[1], nn.ReLU)
+
+
+def test_previous_head_variants_still_build_and_train(vocab_file: Path) -> None:
+    model = tiny(
+        vocab_file,
+        token_alignment="soft",
+        consistency_pooling="attention",
+        description_attention="masked",
+        fusion="offset",
+        shared_attention="self",
+        dropout=0.1,
+        normalisation="matched",
+    )
+    images = torch.stack([model.image_transform(train=True)(image(i)) for i in range(2)])
+    predictions = model(images, model.tokenize(["two red circles", "one square"], ["a", "b"]))
+    model.loss(predictions, torch.rand(2, 2)).backward()
+    assert model.head.shared_attention.in_proj_weight.grad is not None

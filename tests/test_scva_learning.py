@@ -56,10 +56,15 @@ def test_vit_checkpoint_loads_without_its_classifier(pretrained_tiny_vit: Path) 
 def test_scva_learns_quality_from_a_pretrained_vit(
     tmp_path: Path, pretrained_tiny_vit: Path
 ) -> None:
-    """Held-out quality SRCC clearly above chance.
+    """Held-out quality SRCC above chance, with the published head (the model's defaults).
 
-    Measured with this setting on evaluation data seeds 0-4: 0.55, 0.65, 0.50, 0.66, 0.55 (from
-    a random ViT: -0.02 to 0.12). Chance on the 60-image test fold is 0 +- 0.13.
+    Measured with this setting on one thread (data seed x training seed, the job's ``seed``):
+    data 0: 0.676, 0.737, 0.586; data 1: 0.298, 0.500, 0.668; data 2: 0.640, 0.550, 0.538 (the
+    head used before, with dropout and the soft alignment: 0.55, 0.65, 0.50, 0.66, 0.55 on data
+    seeds 0-4, training seed 0; from a random ViT: -0.02 to 0.12). Chance on the 60-image test
+    fold is 0 +- 0.13, and the epoch is selected on a validation part of about 18 images, hence
+    the spread. The test runs data and training seed 0 and asserts 0.2, below the worst of the
+    nine (0.298).
     """
     paths = prepare(tmp_path, n_prompts=60, seed=0)
     config = {
@@ -76,4 +81,4 @@ def test_scva_learns_quality_from_a_pretrained_vit(
         "train": {"epochs": 30, "batch_size": 16, "lr": 1e-3, "patience": 30},
     }
     metrics = run_fold(job(tmp_path, paths, config))
-    assert metrics["test"]["quality"]["srcc"] > 0.3
+    assert metrics["test"]["quality"]["srcc"] > 0.2

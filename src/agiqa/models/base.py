@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -161,15 +161,32 @@ class AgiqaModel(nn.Module):
         predictions[rows] = outputs
         return predictions
 
+    # --- closed-form fitting ---------------------------------------------------------------
+
+    def fit(self, batches: Iterable[tuple[Any, Any, Any]], training: PartData) -> bool:
+        """Fit the trainable part in closed form instead of by epochs; False: train by epochs.
+
+        ``batches`` yields every training sample once, in eval mode and without augmentation,
+        as ``(inputs on the device, targets, rows)``; ``training`` is the training part (its
+        frame gives, e.g., the prompt groups for an internal cross-validation). A model that
+        fits here has no epochs and nothing to select; the default trains by epochs.
+        """
+        return False
+
     # --- after training -------------------------------------------------------------------
 
-    def calibrate(self, training: PartData, run: RunDataset) -> None:
-        """Fit post-training state on the training part; the default does nothing.
+    def calibrate(
+        self, training: PartData, run: RunDataset, validation: PartData | None = None
+    ) -> None:
+        """Fit post-training state; the default does nothing.
 
         The trainer calls it once for every model, after training and the best-epoch restore
         (zero-shot models included), before the val and test predictions that go to the
-        outputs. ``run`` evaluates a dataset the model built (e.g. from ``training``) batched
-        as at prediction. State fitted here belongs in buffers, so ``checkpoint.pt`` keeps it.
+        outputs. ``training`` is the training part; ``validation`` the split's validation part
+        (None where the protocol carves none): images the model was never trained on, so a fit
+        of labels on its outputs there is out of sample. ``run`` evaluates a dataset the model
+        built (e.g. from either part) batched as at prediction. State fitted here belongs in
+        buffers, so ``checkpoint.pt`` keeps it.
         """
 
     def prediction_details(

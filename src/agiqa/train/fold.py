@@ -28,10 +28,10 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,8 @@ class TrainSettings:
     weight_decay: float = 1e-4
     #: adamw or adam (agiqa.train.recipe).
     optimizer: str = "adamw"
+    #: Adam's (beta1, beta2).
+    betas: tuple[float, float] = (0.9, 0.999)
     #: Exclude biases and 1-D parameters from weight decay.
     no_decay: bool = False
     #: constant, cosine or step (with milestones, in epochs, and gamma).
@@ -112,6 +114,13 @@ class TrainSettings:
             raise ConfigError(f"unknown train settings {sorted(unknown)}")
         if "milestones" in config:
             config["milestones"] = tuple(config["milestones"])
+        if "betas" in config:
+            betas = config["betas"]
+            if not isinstance(betas, list | tuple) or len(betas) != 2:
+                raise ConfigError(f"train.betas must be two numbers; got {betas!r}")
+            config["betas"] = tuple(float(b) for b in betas)
+            if not all(0.0 <= b < 1.0 for b in config["betas"]):
+                raise ConfigError(f"train.betas must lie in [0, 1); got {betas!r}")
         settings = cls(**config)
         for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip", "gamma"):
             if not isinstance(getattr(settings, name), int | float):
@@ -289,6 +298,8 @@ class FoldTrainer:
         #: The last evaluation's per-sample (outputs, rows) of each part, for prediction_details.
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.training_data: PartData | None = None
+        #: Each part as models see it (``calibrate`` gets the validation part from here).
+        self.part_data: dict[str, PartData] = {}
         self.cache: FeatureCache | None = None
         self.datasets = self.build_datasets()
 
@@ -313,8 +324,9 @@ class FoldTrainer:
                 # Token ids are cheap and may feed a trained prompt encoder: never cached.
                 features["tokens"] = tokens
                 datasets[part, True] = datasets[part, False] = FeatureDataset(features, targets)
-                # Described anyway: calibrate() gets the training part whatever the path.
-                training = training or PartData(part, frame, images, targets, None)
+                # Described anyway: calibrate() gets the parts whatever the path.
+                self.part_data[part] = PartData(part, frame, images, targets, None)
+                training = training or self.part_data[part]
                 continue
             decoded = None
             if self.settings.decode_cache:
@@ -323,6 +335,7 @@ class FoldTrainer:
             data = PartData(
                 part, frame, images, targets, self.descriptions_of(frame), decoded, training
             )
+            self.part_data[part] = data
             training = training or data
             for train in (True, False):
                 datasets[part, train] = self.model.make_dataset(data, train=train)
@@ -434,9 +447,13 @@ class FoldTrainer:
         return np.clip(predictions, 0.0, 1.0)
 
     def calibrate(self) -> None:
-        """The model's post-training fit on the training part (AgiqaModel.calibrate)."""
+        """The model's post-training fit (AgiqaModel.calibrate): the training part, and the
+        validation part where the split has one."""
         if self.training_data is not None:
-            self.model.calibrate(self.training_data, self.run_outputs)
+            validation = self.part_data.get("val")
+            if validation is not None and not len(validation.frame):
+                validation = None
+            self.model.calibrate(self.training_data, self.run_outputs, validation)
 
     def details(self, part: str) -> PredictionDetails:
         """The model's extra columns and metrics for the part's last prediction."""
@@ -463,6 +480,8 @@ class FoldTrainer:
         """
         if not type(self.model).trainable:
             return None
+        if self.model.fit(self.training_batches(), self.part_data["train"]):
+            return None  # fitted in closed form: no epochs, nothing to select
         settings = self.settings
         optimizer, scheduler = self.optimization()
         progress = self.resume(optimizer, scheduler)
@@ -477,11 +496,18 @@ class FoldTrainer:
             self.model.load_state_dict(progress.best_state, strict=False)
         return progress.best_epoch
 
+    def training_batches(self) -> Iterator[tuple[dict, Any, np.ndarray]]:
+        """Every training sample once, in order and eval mode, for ``AgiqaModel.fit``."""
+        self.model.eval()
+        with torch.no_grad():
+            for inputs, targets, rows in self.loader("train", train=False):
+                yield self.to_device(inputs), targets, np.asarray(rows)
+
     def optimization(self) -> tuple[torch.optim.Optimizer, LRScheduler]:
         """The optimizer and per-step schedule of the model's recipe (agiqa.train.recipe)."""
         settings = self.settings
         groups = recipe.parameter_groups(self.model, settings.weight_decay, settings.no_decay)
-        optimizer = recipe.make_optimizer(settings.optimizer, groups, settings.lr)
+        optimizer = recipe.make_optimizer(settings.optimizer, groups, settings.lr, settings.betas)
         steps_per_epoch = max(1, len(self.loader("train", train=True)))
         total = settings.epochs * steps_per_epoch
         scheduler = recipe.make_scheduler(

@@ -3,7 +3,8 @@
 Everything here is set by the model entry's ``train:`` section (``TrainSettings`` in
 agiqa.train.fold), so each method's preset carries its published recipe:
 
-- ``optimizer``: ``adamw`` (decoupled weight decay) or ``adam`` (L2 in the gradient);
+- ``optimizer``: ``adamw`` (decoupled weight decay) or ``adam`` (L2 in the gradient), with
+  ``betas`` (default PyTorch's 0.9, 0.999);
 - ``no_decay``: biases and every 1-D parameter (norm scales, embeddings' 1-D gains) get no
   weight decay, as timm's and open_clip's training scripts do;
 - ``schedule``: ``constant``, ``cosine`` (to zero at the last step) or ``step`` (multiply by
@@ -40,11 +41,16 @@ def parameter_groups(
     return [*groups, {"params": plain, "weight_decay": 0.0}] if plain else groups
 
 
-def make_optimizer(name: str, groups: list[dict[str, object]], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str,
+    groups: list[dict[str, object]],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, betas=betas)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
 
 

@@ -272,8 +272,9 @@ class MllmModel(AgiqaModel):
         return logits.gather(1, inputs["choices"]).softmax(dim=-1)
 
     def answer_outputs(self, inputs: Mapping[str, Any]) -> torch.Tensor:
-        """[B, n_choices + 1]: full-vocabulary log-probabilities of the choices at the choice
-        position, then the mean cross-entropy of the message's other tokens."""
+        """[B, n_choices + 2]: full-vocabulary log-probabilities of the choices at the choice
+        position, then the summed cross-entropy of the message's other tokens and their count
+        (``token_mean`` averages over all of a batch's tokens)."""
         labels = inputs["labels"]
         keep = int(inputs["keep"])
         start = labels.shape[1] - keep
@@ -283,12 +284,21 @@ class MllmModel(AgiqaModel):
         per_token = F.cross_entropy(
             logits[:, :-1].transpose(1, 2), predicted, ignore_index=IGNORE, reduction="none"
         )
-        counted = (predicted != IGNORE).sum(dim=1).clamp(min=1)
-        cross_entropy = per_token.sum(dim=1) / counted
+        counted = (predicted != IGNORE).sum(dim=1).to(per_token.dtype)
         batch = torch.arange(len(labels), device=labels.device)
         at_choice = logits[batch, inputs["choice_positions"] - 1 - start].log_softmax(dim=-1)
         chosen = at_choice.gather(1, inputs["choices"])
-        return torch.cat([chosen, cross_entropy[:, None]], dim=1)
+        return torch.cat([chosen, per_token.sum(dim=1)[:, None], counted[:, None]], dim=1)
+
+
+def token_mean(summed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over every counted token of a batch, not per sample first.
+
+    A causal LM's loss (DeQA-Score's and DepictQA's ``CrossEntropyLoss`` over the shifted
+    labels) weighs each answer token equally, so a longer answer weighs more; the mean of
+    per-sample means is the same only when every answer has the same length.
+    """
+    return summed.sum() / counts.sum().clamp(min=1)
 
 
 def encode_turns(

@@ -10,10 +10,19 @@ first is drawn at random per pair.
 
 Scoring: each image is compared with K anchor images of the training part, chosen per dimension
 (seeded, one per training-MOS quantile stratum, so they span the training range), in both orders
-(``symmetric``, to cancel position bias); its score is the mean probability that it wins. That
-win rate maps to the dimension's scale through a monotone (isotonic) fit of win rate to MOS on
-the training part only, run once after training (``calibrate``). The anchors (images, prompts,
-descriptions) and the fit are buffers, so a checkpoint scores new images without the dataset.
+(``symmetric``, to cancel position bias). Its score (``score``) is either its mean probability
+of winning (``win_rate``) or Mosteller's least-squares Thurstone (Case V) fit of all its pairwise
+outcomes, the mean of ``Phi^-1(p)`` over its comparisons (``thurstone``; the anchors' own scale
+values are a constant shared by every image, since every image meets every anchor). After
+training (``calibrate``) a monotone map from score to the dimension's scale is fitted out of
+sample: an isotonic fit of the normalised MOS on the score over the validation part, images the
+comparator never trained on (``calibration: validation``); where the split has no validation part
+(the test-selection protocols), or with ``calibration: quantile``, the score's unit value (the
+win rate, or ``Phi`` of the Thurstone score) is mapped to that quantile of the training part's
+MOS, which uses no comparison of a training image. Ties of the fitted step function are broken
+by the raw score, so the map is strictly increasing and the ranks (SRCC) are the raw score's.
+The anchors (images, prompts, descriptions) and the fit are buffers, so a checkpoint scores new
+images without the dataset.
 
 Reasoning (optional): when the model entry names a describer, the answer first describes both
 images with the describer's texts ("Image A: <description>\\nImage B: <description>\\n") and
@@ -23,7 +32,7 @@ holds the describer's descriptions of the two images (not generated text).
 Differences from DepictQA: a native transformers MLLM (paper preset Qwen2.5-VL) instead of a
 frozen CLIP + Vicuna with a trained projector; soft preference targets from MOS and std instead
 of text answers; no reference image; the score is the win rate against training anchors (DepictQA
-votes against same-reference images); a monotone fit on training data maps it to the scale.
+votes against same-reference images); a monotone fit on held-out data maps it to the scale.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from agiqa.models.mllm.common import (
     Sample,
     rows_mean,
     spread,
+    token_mean,
     training_part,
 )
 from agiqa.models.mllm.losses import soft_kl, thurstone_probability
@@ -68,8 +78,18 @@ DEFAULT_QUESTIONS = {
 #: DepictQA's LoRA (r 16, alpha 16, dropout 0.1 on the attention projections; here on every
 #: linear layer of the language model, like deqa).
 DEFAULT_LORA = {"r": 16, "alpha": 16, "dropout": 0.1}
-#: Knots of the stored monotone map from win rate to the normalised scale.
+#: Knots of the stored monotone map from score to the normalised scale.
 CALIBRATION_KNOTS = 32
+#: Weight of the raw score's unit value in the calibrated prediction: breaks the ties of the
+#: isotonic step function (so the map is strictly increasing) and moves a prediction by at most
+#: this fraction of the scale.
+TIE_BREAK = 1e-3
+#: Per-image scores from the pairwise outcomes (``DepictqaCompare``).
+SCORES = ("win_rate", "thurstone")
+#: Where the monotone map to the scale is fitted.
+CALIBRATIONS = ("validation", "quantile")
+#: Outcomes are clipped to [P_CLIP, 1 - P_CLIP] before Phi^-1.
+P_CLIP = 1e-4
 #: Bytes kept per anchor prompt or description (UTF-8, NUL-padded in a uint8 buffer).
 TEXT_BYTES = 1024
 
@@ -93,18 +113,40 @@ def _decode_text(raw: torch.Tensor) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-def monotone_knots(win: np.ndarray, target: np.ndarray, knots: int) -> tuple[np.ndarray, ...]:
-    """Isotonic fit of ``target`` on ``win``, sampled at ``knots`` evenly spaced win rates."""
+def monotone_knots(score: np.ndarray, target: np.ndarray, knots: int) -> tuple[np.ndarray, ...]:
+    """Isotonic fit of ``target`` on ``score``, sampled at ``knots`` evenly spaced scores."""
     from scipy.optimize import isotonic_regression
 
-    values, inverse = np.unique(win, return_inverse=True)
+    values, inverse = np.unique(score, return_inverse=True)
     sums = np.bincount(inverse, weights=target)
     counts = np.bincount(inverse)
     fitted = isotonic_regression(sums / counts, weights=counts, increasing=True).x
     if len(values) == 1:
-        return np.linspace(0.0, 1.0, knots), np.full(knots, fitted[0])
+        return np.linspace(values[0] - 0.5, values[0] + 0.5, knots), np.full(knots, fitted[0])
     x = np.linspace(values[0], values[-1], knots)
     return x, np.interp(x, values, fitted)
+
+
+def quantile_knots(unit_target: np.ndarray, knots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit score u in [0, 1] -> the u-quantile of the (training) targets, at ``knots`` points."""
+    x = np.linspace(0.0, 1.0, knots)
+    return x, np.quantile(unit_target, x)
+
+
+def thurstone_outcomes(win: np.ndarray) -> np.ndarray:
+    """Per-comparison Thurstone scale differences ``Phi^-1(p)`` (NaN stays NaN)."""
+    from scipy.special import ndtri
+
+    return ndtri(np.clip(win, P_CLIP, 1 - P_CLIP))
+
+
+def calibrated(score: np.ndarray, unit: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The monotone map at ``score`` with ties broken by the raw ``unit`` value (in [0, 1]).
+
+    ``(1 - TIE_BREAK) * interp(score) + TIE_BREAK * unit``: strictly increasing in the score, so
+    the predictions rank exactly as the raw scores do, and within [0, 1] when both parts are.
+    """
+    return (1 - TIE_BREAK) * np.interp(score, x, y) + TIE_BREAK * unit
 
 
 @MODELS.register("depictqa_compare")
@@ -124,8 +166,15 @@ class DepictqaCompare(MllmModel):
         anchors: K, anchors per dimension.
         anchor_seed: Seed of the anchor draw.
         symmetric: Score both orders (image first, anchor first) and average.
-        calibration_rows: Training images the monotone fit uses (a seeded sample; None: all).
-        token_weight: Weight of the cross-entropy on the non-A/B answer tokens.
+        score: ``win_rate`` (mean win probability) or ``thurstone`` (mean ``Phi^-1`` of the
+            win probabilities: Mosteller's least-squares Thurstone Case V fit).
+        calibration: ``validation`` (isotonic fit on the validation part; the quantile map
+            where a split has none) or ``quantile`` (the score's unit value -> that quantile of
+            the training MOS).
+        calibration_rows: Validation images the isotonic fit uses at most (a seeded sample;
+            None: all).
+        token_weight: Weight of the cross-entropy on the non-A/B answer tokens (averaged over
+            all those tokens of the batch).
     """
 
     uses_descriptions = True
@@ -143,6 +192,8 @@ class DepictqaCompare(MllmModel):
         anchors: int = 8,
         anchor_seed: int = 0,
         symmetric: bool = True,
+        score: str = "win_rate",
+        calibration: str = "validation",
         calibration_rows: int | None = None,
         token_weight: float = 1.0,
     ) -> None:
@@ -158,6 +209,11 @@ class DepictqaCompare(MllmModel):
         self.answer_ids = self.choice_ids(stem, self.answers)
         self.anchor_count, self.anchor_seed = anchors, int(anchor_seed)
         self.symmetric = bool(symmetric)
+        if score not in SCORES:
+            raise ConfigError(f"score must be one of {SCORES}; got {score!r}")
+        if calibration not in CALIBRATIONS:
+            raise ConfigError(f"calibration must be one of {CALIBRATIONS}; got {calibration!r}")
+        self.score, self.calibration = score, calibration
         self.calibration_rows = calibration_rows
         self.token_weight = float(token_weight)
         n_dims, size = len(self.dimensions), self.spec.image_size
@@ -172,6 +228,7 @@ class DepictqaCompare(MllmModel):
         knots = torch.linspace(0, 1, CALIBRATION_KNOTS, dtype=torch.float64).repeat(n_dims, 1)
         self.register_buffer("calibration_x", knots.clone())
         self.register_buffer("calibration_y", knots.clone())
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
@@ -253,7 +310,7 @@ class DepictqaCompare(MllmModel):
     def pair_dataset(self, data: PartData) -> Dataset:
         """One item per (row, dimension) with a random partner of the training part."""
         n_rows = len(data.frame)
-        if n_rows < 2:
+        if n_rows == 1:  # an empty part (a protocol without validation) has no plans
             raise ConfigError("depictqa_compare trains on pairs: it needs at least 2 images")
         images, prompts, descriptions = self._items(data)
         mos = [data.frame[dim.mos_column].to_numpy(float) for dim in self.dimensions]
@@ -285,13 +342,8 @@ class DepictqaCompare(MllmModel):
         plans = [(row, column) for row in range(n_rows) for column in range(len(self.dimensions))]
         return PlanDataset(plans, build)
 
-    def anchor_dataset(
-        self, data: PartData, rows: Sequence[int], skip: np.ndarray | None = None
-    ) -> Dataset:
-        """Samples (row, dimension, anchor, order) comparing each row with the stored anchors.
-
-        ``skip[row, column, k]`` leaves out comparisons of an image with itself (calibration).
-        """
+    def anchor_dataset(self, data: PartData, rows: Sequence[int]) -> Dataset:
+        """Samples (row, dimension, anchor, order) comparing each row with the stored anchors."""
         if bool((self.anchor_rows < 0).any()):
             raise ConfigError(
                 "depictqa_compare has no anchors: build its datasets from a split (the training "
@@ -310,7 +362,6 @@ class DepictqaCompare(MllmModel):
             for column in range(len(self.dimensions))
             for k in range(self.anchor_count)
             for order in orders
-            if skip is None or not skip[row, column, k]
         ]
 
         def build(plan: tuple[int, int, int, int]) -> Sample:
@@ -333,8 +384,8 @@ class DepictqaCompare(MllmModel):
     # --- forward, loss ---------------------------------------------------------------------
 
     def forward_batch(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """Training: [B, 3] (log p(A), log p(B), CE); evaluation: the evaluated image's win
-        probability at its sample's column, NaN elsewhere ([B, n_dims])."""
+        """Training: [B, 4] (log p(A), log p(B), summed CE, CE tokens); evaluation: the
+        evaluated image's win probability at its sample's column, NaN elsewhere ([B, n_dims])."""
         if "labels" in inputs:
             return self.answer_outputs(inputs)
         probabilities = self.choice_probabilities(inputs)
@@ -343,47 +394,81 @@ class DepictqaCompare(MllmModel):
         return spread(win[:, None], inputs["columns"], len(self.dimensions))
 
     def loss(self, predictions: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Soft cross-entropy (KL) to the Thurstone preference + token_weight x CE."""
+        """Soft cross-entropy (KL) to the Thurstone preference + token_weight x CE, the CE
+        averaged over every other answer token of the batch (as a causal LM's loss is)."""
         preference = targets["preference"]
         soft = torch.stack([preference, 1 - preference], dim=1)
         kl = soft_kl(predictions[:, :2], soft)
-        return (kl + self.token_weight * predictions[:, 2]).mean()
+        return kl.mean() + self.token_weight * token_mean(predictions[:, 2], predictions[:, 3])
 
     # --- scale -----------------------------------------------------------------------------
 
-    def win_rates(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    def scores(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+        """Per row and dimension: the mean win rate, or the mean Thurstone difference."""
+        if self.score == "thurstone":
+            outputs = thurstone_outcomes(outputs)
         return rows_mean(outputs, rows, n_rows, 1)[..., 0]
 
+    def unit(self, score: np.ndarray) -> np.ndarray:
+        """The score as a value in [0, 1]: the win rate itself, ``Phi`` of a Thurstone score."""
+        if self.score == "thurstone":
+            from scipy.special import ndtr
+
+            return ndtr(score)
+        return score
+
     def reduce_predictions(self, outputs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
-        """Mean win rate per row and dimension through the calibrated monotone map."""
-        win = self.win_rates(outputs, rows, n_rows)
-        predictions = np.empty_like(win)
+        """Per row and dimension: the score through the calibrated monotone map (float64, so
+        the tie-breaking term survives)."""
+        score = self.scores(outputs, rows, n_rows)
+        if not bool(self.calibrated):  # epochs are selected on the raw score
+            return self.unit(score)
+        predictions = np.empty_like(score)
         for column in range(len(self.dimensions)):
             x = self.calibration_x[column].cpu().numpy()
             y = self.calibration_y[column].cpu().numpy()
-            predictions[:, column] = np.interp(win[:, column], x, y)
-        return predictions.astype(np.float32)
+            predictions[:, column] = calibrated(score[:, column], self.unit(score[:, column]), x, y)
+        return predictions
 
-    def calibrate(self, training: PartData, run: RunDataset) -> None:
-        """Fit win rate -> normalised MOS (isotonic) on the training part, per dimension."""
-        n_rows = len(training.frame)
+    def calibrate(
+        self, training: PartData, run: RunDataset, validation: PartData | None = None
+    ) -> None:
+        """Fit score -> normalised MOS per dimension, never on images the comparator trained on.
+
+        ``validation`` given and ``calibration: validation``: an isotonic fit on the validation
+        part (``calibration_rows`` of it at most). Otherwise the quantile map to the training
+        part's MOS, which reads no comparison of a training image.
+        """
+        if self.calibration == "validation" and validation is not None:
+            self._fit_isotonic(validation, run)
+        else:
+            if self.calibration == "validation":
+                log.info("no validation part: calibrating by the training MOS quantiles")
+            for column in range(len(self.dimensions)):
+                x, y = quantile_knots(training.targets[:, column], CALIBRATION_KNOTS)
+                if self.score == "thurstone":
+                    x = thurstone_outcomes(x)
+                self.calibration_x[column] = torch.from_numpy(x)
+                self.calibration_y[column] = torch.from_numpy(y)
+        self.calibrated.fill_(True)
+
+    def _fit_isotonic(self, validation: PartData, run: RunDataset) -> None:
+        n_rows = len(validation.frame)
         rows = np.arange(n_rows)
         if self.calibration_rows is not None and self.calibration_rows < n_rows:
             pick = np.random.default_rng(self.anchor_seed).choice(
                 n_rows, self.calibration_rows, replace=False
             )
             rows = np.sort(pick)
-        skip = np.zeros((n_rows, len(self.dimensions), self.anchor_count), dtype=bool)
+        outputs, out_rows = run(self.anchor_dataset(validation, rows))
+        score = self.scores(outputs, out_rows, n_rows)
         for column in range(len(self.dimensions)):
-            for k, row in enumerate(self.anchor_rows[column].tolist()):
-                skip[row, column, k] = True  # an anchor against itself says nothing
-        outputs, out_rows = run(self.anchor_dataset(training, rows, skip))
-        win = self.win_rates(outputs, out_rows, n_rows)
-        for column in range(len(self.dimensions)):
-            known = np.isfinite(win[rows, column])
+            known = np.isfinite(score[rows, column])
             x, y = monotone_knots(
-                win[rows, column][known], training.targets[rows, column][known], CALIBRATION_KNOTS
+                score[rows, column][known],
+                validation.targets[rows, column][known],
+                CALIBRATION_KNOTS,
             )
             self.calibration_x[column] = torch.from_numpy(x)
             self.calibration_y[column] = torch.from_numpy(y)
-        log.info("calibrated win rate -> scale on %d training images", len(rows))
+        log.info("calibrated score -> scale on %d validation images", len(rows))

@@ -41,7 +41,7 @@ from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, PartData
 from agiqa.models.mllm.backbone import Turn, known_keys
-from agiqa.models.mllm.common import PlanDataset, Sample, format_question
+from agiqa.models.mllm.common import PlanDataset, Sample, format_question, token_mean
 from agiqa.models.mllm.levels import LEVEL_WORDS, LevelModel
 from agiqa.models.mllm.losses import (
     fidelity_loss,
@@ -204,7 +204,9 @@ class DeqaScore(LevelModel):
     def pair_dataset(self, data: PartData) -> Dataset:
         """One item per (row, dimension) of the training part, paired with a random partner."""
         n_rows, n_columns = len(data.frame), len(self.dimensions)
-        if n_rows < 2:
+        if n_rows == 0:  # the empty validation part of a protocol that carves none
+            return PlanDataset([], lambda plan: plan)
+        if n_rows == 1:
             raise ConfigError("deqa trains on pairs: the training part needs at least 2 images")
         images = self.images_of(data)
         prompts = data.frame["prompt"].astype(str).tolist()
@@ -252,20 +254,28 @@ class DeqaScore(LevelModel):
     # --- training --------------------------------------------------------------------------
 
     def forward_batch(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """Training: [2n, 6] (five level log-probs, CE); evaluation: LevelModel's."""
+        """Training: [2n, 7] (five level log-probs, summed CE, CE tokens); evaluation:
+        LevelModel's."""
         if "labels" in inputs:
             return self.answer_outputs(inputs)
         return super().forward_batch(inputs)
 
     def loss(self, predictions: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``rank x fidelity + next_token x sum over A, B of (CE + softkl x KL)``."""
+        """``rank x fidelity + next_token x sum over A, B of (CE + softkl x KL)``.
+
+        As DeQA-Score: CE averaged over all of the A (or B) batch's answer tokens but the level
+        token, KL averaged over the batch's samples (``batchmean``).
+        """
         half = len(predictions) // 2
-        log_levels, cross_entropy = predictions[:, :5], predictions[:, 5]
+        log_levels, summed, counts = predictions[:, :5], predictions[:, 5], predictions[:, 6]
         scores = log_levels.softmax(dim=-1) @ self.level_scores.to(log_levels)
         mos, std = targets["mos"], targets["std"]
         preferred = fixed_std_preference(scores[:half], scores[half:])
         target = thurstone_target(mos[:half], mos[half:], std[:half], std[half:])
         fidelity = fidelity_loss(preferred, target)
-        token = cross_entropy + self.weights.softkl * soft_kl(log_levels, targets["soft"])
-        token_loss = token[:half].mean() + token[half:].mean()
+        kl = soft_kl(log_levels, targets["soft"])
+        token_loss = sum(
+            token_mean(summed[side], counts[side]) + self.weights.softkl * kl[side].mean()
+            for side in (slice(None, half), slice(half, None))
+        )
         return self.weights.rank * fidelity + self.weights.next_token * token_loss
