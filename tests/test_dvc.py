@@ -254,3 +254,25 @@ def test_the_shipped_data_dvc_tracks_nothing_and_a_fresh_clone_pulls(tmp_path: P
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_data_records_leave_the_commit_clean_code_changes_do_not(tmp_path: Path) -> None:
+    """`dvc_track` stages pointers mid-run; the jobs after it recorded their commit `-dirty`."""
+    from agiqa.provenance import commit_of
+
+    sh(*GIT, "init", "-q", cwd=tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n")
+    sh("git", "add", "-A", cwd=tmp_path)
+    sh(*GIT, "commit", "-q", "-m", "code", cwd=tmp_path)
+    head = sh("git", "rev-parse", "HEAD", cwd=tmp_path).strip()
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    for name in ("x.dvc", ".gitignore"):
+        (tmp_path / "data" / "raw" / name).write_text("outs: []\n")
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = local\n")
+    sh("git", "add", "data", ".dvc", cwd=tmp_path)
+    assert commit_of(tmp_path / "src") == head
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    assert commit_of(tmp_path / "src") == f"{head}-dirty"
