@@ -65,6 +65,8 @@ rule cross_predict:
         ),
     log:
         f"{LAYOUT.logs}/cross/{{dataset}}/{{model}}/tested_on/{{test}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/cross/{{dataset}}/{{model}}/tested_on/{{test}}.tsv"
     wildcard_constraints:
         test=one_of(DATASETS),
     params:

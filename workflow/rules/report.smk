@@ -69,6 +69,8 @@ rule aggregate:
         cross=[f"{TABLES_DIR}/cross_dataset.csv"] if CROSS_PREDICTIONS else [],
     log:
         f"{LAYOUT.logs}/aggregate.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/aggregate.tsv"
     localrule: True
     params:
         runs=run_dirs(),
@@ -95,6 +97,8 @@ rule paper:
         tex=f"{LAYOUT.results}/paper/paper.tex",
     log:
         f"{LAYOUT.logs}/paper.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/paper.tsv"
     localrule: True
     params:
         tables=TABLES_DIR,
