@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from agiqa.config_checks import check_config
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
+from agiqa.resources import job_mem_mb
 from agiqa.pipeline import (
     RUN_FILES,
     dataset_root,
@@ -93,6 +94,16 @@ def stand_in_weights(wildcards):
 def gpus_for(wildcards):
     model_type = config["models"][wildcards.model]["type"]
     return int(MODELS.get(model_type).uses_gpu)
+
+
+def memory_for(wildcards, input):
+    """mem_mb of a model's job: the model and the decoded images it reads (agiqa.resources).
+
+    Evaluated once the manifest exists (Snakemake shows <TBD> before); a cross-dataset
+    prediction reads the images of the dataset it tests.
+    """
+    images_of = getattr(wildcards, "test", wildcards.dataset)
+    return job_mem_mb(config, wildcards.model, wildcards.dataset, input.manifest, images_of)
 
 
 def run_dirs():

@@ -48,6 +48,7 @@ rule cross_train:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+        mem_mb=memory_for,
     script:
         "../scripts/cross_train.py"
 
@@ -74,5 +75,6 @@ rule cross_predict:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+        mem_mb=memory_for,
     script:
         "../scripts/cross_predict.py"
