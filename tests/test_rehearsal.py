@@ -31,6 +31,8 @@ from shared_data import FIXTURES, need
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 REHEARSAL = yaml.safe_load((REPO / "config" / "paper-rehearsal.yaml").read_text())
+#: The rehearsal's images per dataset (its overlay's max_images).
+LIMITS = {name: entry.get("max_images") for name, entry in REHEARSAL["datasets"].items()}
 BIN = Path(sys.executable).parent
 
 
@@ -112,11 +114,12 @@ def test_the_rule_is_not_a_frozen_copy_of_the_paper_config() -> None:
 def official(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     need(FIXTURES.is_dir(), f"metadata fixtures not found at {FIXTURES}")
     root = tmp_path_factory.mktemp("raw")
-    limits = {"agiqa-1k": 12, "aigciqa2023": 12, "aigiqa-20k": 16}
     return {
-        "agiqa-1k": datasets.build_agiqa1k(root / "agiqa-1k", FIXTURES, limits["agiqa-1k"]),
-        "aigciqa2023": datasets.build_aigciqa2023(root / "aigciqa2023", FIXTURES, 12),
-        "aigiqa-20k": datasets.build_aigiqa20k(root / "aigiqa-20k", FIXTURES, 16),
+        "agiqa-1k": datasets.build_agiqa1k(root / "agiqa-1k", FIXTURES, LIMITS["agiqa-1k"]),
+        "aigciqa2023": datasets.build_aigciqa2023(
+            root / "aigciqa2023", FIXTURES, LIMITS["aigciqa2023"]
+        ),
+        "aigiqa-20k": datasets.build_aigiqa20k(root / "aigiqa-20k", FIXTURES, LIMITS["aigiqa-20k"]),
     }
 
 
@@ -148,7 +151,7 @@ def test_the_rebuilt_datasets_are_read_from_their_official_files(
     manifest = read_dataset(name, root)
     rows, image_format = OFFICIAL_ROWS[name]
     assert len(manifest.frame) == rows  # the readers see every official row, quirks included
-    kept = limit_images(manifest, 16 if name == "aigiqa-20k" else 12)
+    kept = limit_images(manifest, LIMITS[name])
     for image in kept.frame["image"]:
         with Image.open(root / image) as opened:
             assert opened.format == image_format
@@ -167,11 +170,12 @@ def test_verification_decodes_only_the_kept_images(
     root = str(official["aigiqa-20k"])
     summary = verify_dataset(
         "aigiqa-20k", "aigiqa-20k", root, {}, [], str(tmp_path / "v.json"), str(tmp_path / "log"),
-        max_images=16,
+        max_images=LIMITS["aigiqa-20k"],
     )  # fmt: skip
-    assert summary["images"] == summary["rows"] == 16
-    assert summary["unlabelled_rows"] > 0  # the NTIRE val/test rows come along, unlabelled
-    assert any("max_images 16" in note for note in summary["notes"])
+    assert summary["images"] == summary["rows"] == LIMITS["aigiqa-20k"]
+    # the NTIRE val/test rows come along, unlabelled; 10 labelled ones make 2 splittable folds
+    assert summary["unlabelled_rows"] > 0 and summary["labelled_rows"] >= 10
+    assert any(f"max_images {LIMITS['aigiqa-20k']}" in note for note in summary["notes"])
     with pytest.raises(DataError, match="missing"):
         verify_dataset(
             "aigiqa-20k", "aigiqa-20k", root, {}, [], str(tmp_path / "w.json"),
@@ -179,11 +183,11 @@ def test_verification_decodes_only_the_kept_images(
         )  # fmt: skip
 
 
-def test_max_images_keeps_two_per_group_in_a_fixed_order(official: dict[str, Path]) -> None:
+def test_max_images_keeps_one_per_group_in_a_fixed_order(official: dict[str, Path]) -> None:
     manifest = read_dataset("aigciqa2023", official["aigciqa2023"])
     kept = limit_images(manifest, 12)
     assert len(kept.frame) == 12
-    assert kept.frame["prompt_group"].value_counts().max() <= IMAGES_PER_GROUP
+    assert kept.frame["prompt_group"].value_counts().max() == IMAGES_PER_GROUP == 1
     assert kept.frame["generator"].nunique() > 1
     assert kept.frame.equals(limit_images(manifest, 12).frame)
     assert limit_images(manifest, None) is manifest

@@ -203,6 +203,8 @@ class Rehearsal:
             "paper",
             "--cores",
             str(self.cores),
+            "--resources",
+            f"mem_mb={memory_budget_mb()}",
             "--configfile",
             PAPER,
             OVERLAY,
@@ -273,6 +275,15 @@ class Rehearsal:
         checks.clean(status, "the fresh clone after `dvc pull`")
         dry = self.run("snakemake", "-n", "all", "paper", "--configfile", PAPER, OVERLAY, endpoints)
         checks.nothing_to_do(dry)
+
+
+def memory_budget_mb() -> int:
+    """``--resources mem_mb``: 80% of the memory available now, so that the rules' ``mem_mb``
+    (agiqa.resources: SCVA's CPU jobs peak near 10 GB) keep jobs from starting side by side
+    beyond it."""
+    import psutil
+
+    return int(psutil.virtual_memory().available / 2**20 * 0.8)
 
 
 @contextlib.contextmanager

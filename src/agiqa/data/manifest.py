@@ -163,16 +163,17 @@ class Manifest:
         return manifest
 
 
-#: Images ``limit_images`` takes from each prompt group: more groups, and every group split-able.
-IMAGES_PER_GROUP = 2
+#: Images ``limit_images`` takes from each prompt group: as many groups as images, and splits
+#: by prompt group stay possible on a handful of images.
+IMAGES_PER_GROUP = 1
 
 
 def limit_images(manifest: Manifest, max_images: int | None) -> Manifest:
     """At most ``max_images`` images of a manifest (a dataset entry's ``max_images``); None: all.
 
-    For rehearsals and smoke runs on a few images of the real files: up to
-    ``IMAGES_PER_GROUP`` images from each prompt group, the groups and the images in a group
-    taken in the order of the sha256 of their names (no seed: the subset depends only on the
+    For rehearsals and smoke runs on a few images of the real files: ``IMAGES_PER_GROUP``
+    image of each of ``max_images`` prompt groups, the groups and the images in a group taken
+    in the order of the sha256 of their names (no seed: the subset depends only on the
     metadata, so the verification, the manifest and a rerun elsewhere keep the same images).
     Labelled and unlabelled rows are taken alike; the manifest's notes say what was kept.
     """
@@ -190,7 +191,7 @@ def limit_images(manifest: Manifest, max_images: int | None) -> Manifest:
     kept = frame.loc[sorted(taken.index)].reset_index(drop=True)
     note = (
         f"max_images {max_images}: {len(kept)} of {len(frame)} images kept "
-        f"({IMAGES_PER_GROUP} per prompt group, groups in sha256 order of their ids)"
+        f"({IMAGES_PER_GROUP} per prompt group, groups in the sha256 order of their ids)"
     )
     return Manifest(
         manifest.dataset, kept, manifest.dimensions, [*manifest.notes, note], manifest.source
