@@ -280,6 +280,28 @@ def trained_on_a(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return tmp_path, config
 
 
+@pytest.mark.slow
+def test_a_pair_model_trains_on_a_without_a_test_part(tmp_path: Path, monkeypatch) -> None:
+    """deqa's training items are pairs; the trainer also built training-mode datasets of the
+    val and test parts, and cross_train's empty test part stopped it ("needs at least 2
+    images"): the paper rehearsal's first cross_train of deqa."""
+    monkeypatch.chdir(tmp_path)
+    config = make_datasets(tmp_path)
+    config["models"] = {
+        "pairs": {
+            "type": "deqa",
+            "backbone": {"image_size": 64},
+            "lora": {"r": 4, "alpha": 8},
+            "train": {"epochs": 1, "batch_size": 4, "eval_batch_size": 8},
+        }
+    }
+    layout = layout_of(config)
+    split = cross.split_path(layout, "a")
+    cross.split_step(layout.manifest("a"), cross.split_settings(config), split, None)
+    metrics = run_fold(cross.fold_job(config, "a", "pairs", threads=1))
+    assert metrics["n_test"] == 0 and metrics["n_train"] > 1
+
+
 def test_training_on_a_uses_every_labelled_image_and_tests_none(
     trained_on_a: tuple[Path, dict],
 ) -> None:

@@ -126,6 +126,26 @@ def test_a_checksum_mismatch_stops_and_keeps_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_a_mirror_base_url_serves_every_dataset_with_the_pinned_checksums(tmp_path: Path) -> None:
+    """One ``base_url`` (a mirror of the repository at the pinned commit) for all three files,
+    as the paper rehearsal's local stand-in for raw.githubusercontent.com uses it."""
+    mirror = tmp_path / "mirror"
+    for dataset, relative in FILES.items():
+        target = mirror / SOURCES[dataset].path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIXTURES / relative, target)
+    entry = {"base_url": mirror.as_uri() + "/", "download_dir": str(tmp_path / "downloads")}
+    for dataset in FILES:
+        backend = PublishedBackend.from_config(dict(entry), BackendContext(dataset, dataset))
+        assert backend.table
+    assert len(list((tmp_path / "downloads").iterdir())) == len(FILES)
+    # a mirror file with other bytes is refused: the sha256 stays pinned
+    (mirror / SOURCES["agiqa-3k"].path).write_text("name,answer\nx.jpg,tampered\n")
+    entry["download_dir"] = str(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        PublishedBackend.from_config(entry, BackendContext("agiqa-3k", "agiqa-3k"))
+
+
 def test_a_verified_download_is_reused_and_a_corrupt_one_replaced(tmp_path: Path) -> None:
     source = tmp_path / "mirror.csv"
     shutil.copy(FIXTURES / FILES["agiqa-3k"], source)

@@ -16,6 +16,7 @@ from agiqa.data import dvc
 from agiqa.errors import AgiqaError
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
 
@@ -85,14 +86,16 @@ def test_track_push_clone_pull_does_not_rebuild_downstream(
 
     sh(*GIT, "clone", "-q", str(repo), str(clone), cwd=tmp_path)
     assert not (clone / "data").exists()
-    dvc.pull(repo=clone)
+    # the remote is machine-local (.dvc/config.local): a clone sets it up from the config
+    pull = ["pull", "--repo", str(clone), "--configfile", str(config)]
+    assert dvc.main(pull) == 0
     assert (clone / "data/raw/x/a.jpg").read_bytes() == b"\xff\xd8 image bytes"
     snakemake(clone)
     built = (clone / "results/table.txt").stat().st_mtime_ns
 
     # A later pull recreates the files: newer timestamps, same content.
     shutil.rmtree(clone / "data")
-    dvc.pull(repo=clone)
+    assert dvc.main(pull) == 0
     marker = clone / "data/raw/x/.agiqa-download.json"
     assert marker.stat().st_mtime_ns > (clone / "results/verified/x.json").stat().st_mtime_ns
     assert "Nothing to be done" in snakemake(clone, "-n")
@@ -102,12 +105,55 @@ def test_track_push_clone_pull_does_not_rebuild_downstream(
     assert (clone / "results/table.txt").stat().st_mtime_ns == built
 
 
-def test_remote_is_added_once(tmp_path: Path) -> None:
+def test_remote_is_added_once_and_only_locally(tmp_path: Path) -> None:
     sh(*GIT, "init", "-q", cwd=tmp_path)
     sh(str(BIN / "dvc"), "init", "-q", cwd=tmp_path)
+    tracked = (tmp_path / ".dvc" / "config").read_text()
     assert dvc.ensure_remote(str(tmp_path / "store"), "local", tmp_path)
     assert not dvc.ensure_remote(str(tmp_path / "other"), "local", tmp_path)
-    assert "remote = local" in (tmp_path / ".dvc" / "config").read_text()
+    # `make data-push` used to write the remote into the tracked .dvc/config, so every later
+    # run recorded its commit as -dirty; the remote now lives in the git-ignored config.local.
+    assert "remote = local" in (tmp_path / ".dvc" / "config.local").read_text()
+    assert (tmp_path / ".dvc" / "config").read_text() == tracked
+    assert sh("git", "status", "--porcelain", ".dvc", cwd=tmp_path).strip().startswith("A ")
+    assert "config.local" not in sh("git", "status", "--porcelain", cwd=tmp_path)
+
+
+def test_the_repository_itself_tracks_pushes_and_pulls_a_dataset_root(tmp_path: Path) -> None:
+    """With the repository's own .gitignore, .dvcignore and .dvc/: what `dvc: true` runs.
+
+    The repository used to ignore /data, so `dvc add data/raw/<name>` refused ("bad DVC file
+    name ... is git-ignored"); the other tests wrote their own .gitignore, which hid it.
+    """
+    repo, remote, clone = tmp_path / "repo", tmp_path / "remote", tmp_path / "clone"
+    repo.mkdir()
+    sh(*GIT, "init", "-q", cwd=repo)
+    for name in (".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "data.dvc"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, repo / name)
+    sh("git", "add", "-A", cwd=repo)
+    sh(*GIT, "commit", "-q", "-m", "repository files", cwd=repo)
+    root = repo / "data" / "raw" / "x"
+    root.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (root / name).write_bytes(name.encode())
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"dvc": {"remote": {"url": str(remote)}}}))
+    summary = verified(tmp_path / "x.json", "data/raw/x", 2)
+    args = ["--repo", str(repo), "--configfile", str(config)]
+    assert dvc.main(["track", *args, "--path", "data/raw/x", "--verified", str(summary)]) == 0
+    # the pointer and the .gitignore DVC wrote beside it are staged; the images stay ignored
+    staged = sh("git", "diff", "--cached", "--name-only", cwd=repo).split()
+    assert staged == ["data/raw/.gitignore", "data/raw/x.dvc"]
+    assert sh("git", "check-ignore", "data/raw/x/a.jpg", cwd=repo).strip() == "data/raw/x/a.jpg"
+    sh(*GIT, "commit", "-q", "-m", "data", cwd=repo)
+    assert dvc.main(["push", *args]) == 0
+    assert sh("git", "status", "--porcelain", cwd=repo) == ""
+
+    sh(*GIT, "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    assert dvc.main(["pull", "--repo", str(clone), "--configfile", str(config)]) == 0
+    assert (clone / "data/raw/x/b.jpg").read_bytes() == b"b.jpg"
+    assert sh("git", "status", "--porcelain", "--untracked-files=all", cwd=clone) == ""
 
 
 def test_lock_errors_are_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,3 +254,25 @@ def test_the_shipped_data_dvc_tracks_nothing_and_a_fresh_clone_pulls(tmp_path: P
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_data_records_leave_the_commit_clean_code_changes_do_not(tmp_path: Path) -> None:
+    """`dvc_track` stages pointers mid-run; the jobs after it recorded their commit `-dirty`."""
+    from agiqa.provenance import commit_of
+
+    sh(*GIT, "init", "-q", cwd=tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n")
+    sh("git", "add", "-A", cwd=tmp_path)
+    sh(*GIT, "commit", "-q", "-m", "code", cwd=tmp_path)
+    head = sh("git", "rev-parse", "HEAD", cwd=tmp_path).strip()
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    for name in ("x.dvc", ".gitignore"):
+        (tmp_path / "data" / "raw" / name).write_text("outs: []\n")
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = local\n")
+    sh("git", "add", "data", ".dvc", cwd=tmp_path)
+    assert commit_of(tmp_path / "src") == head
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    assert commit_of(tmp_path / "src") == f"{head}-dirty"

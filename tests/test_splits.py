@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agiqa.data.splits import Protocol, make_splits, read_split, split_column, write_splits
+from agiqa.data.splits import (
+    MIN_VAL_IMAGES,
+    Protocol,
+    make_splits,
+    read_split,
+    split_column,
+    train_val_split,
+    write_splits,
+)
 from agiqa.errors import ConfigError, DataError
 
 
@@ -48,6 +56,29 @@ def test_validation_is_carved_from_training_folds() -> None:
         assert (roles == "val").sum() >= 0.2 * n_pool
         assert (roles == "val").sum() <= 0.2 * n_pool + 11
         assert (roles == "train").sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["kfold_grouped", "image_split"])
+def test_a_small_pool_still_gets_a_scorable_validation_part(kind: str) -> None:
+    """12 images in 2-image groups, 2 folds (the paper rehearsal's amounts): 10% of a 6-image
+    pool is one group, 2 images, on which no SRCC can select an epoch; the fold job stopped
+    with "need at least 3 samples". The split now carves MIN_VAL_IMAGES and keeps training."""
+    frame = pd.DataFrame(
+        {
+            "image": [f"i{n}.png" for n in range(12)],
+            "prompt_group": [f"g{n // 2}" for n in range(12)],
+        }
+    )
+    splits = make_splits(frame, Protocol(type=kind, folds=2, val_fraction=0.1))
+    for k in range(2):
+        roles = splits[split_column(k)]
+        assert (roles == "val").sum() >= MIN_VAL_IMAGES
+        assert (roles == "train").sum() > 0
+    cross = train_val_split(frame, 0.1, seed=0)[split_column(0)]
+    assert (cross == "val").sum() >= MIN_VAL_IMAGES and (cross == "train").sum() > 0
+    # a pool of two one-image groups keeps one group for training
+    tiny = frame.iloc[:2].assign(prompt_group=["a", "b"])
+    assert (train_val_split(tiny, 0.1, seed=0)[split_column(0)] == "train").sum() == 1
 
 
 @pytest.mark.parametrize(

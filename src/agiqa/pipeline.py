@@ -126,6 +126,7 @@ DATASET_KEYS = (
     "dvc",
     "display_name",
     "allowed_link_roots",
+    "max_images",
 )
 
 

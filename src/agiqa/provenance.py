@@ -33,14 +33,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: DVC's records of the data (pointers, the folders' .gitignore files, .dvc/): a dataset's
+#: `dvc_track` stages new pointers mid-run, and the data is recorded by the manifests' sha256, so
+#: they never make the code's commit ``-dirty``.
+DATA_RECORDS = (":(exclude,top)data", ":(exclude,top,glob)**/*.dvc", ":(exclude,top).dvc")
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str:
     """The commit of agiqa's source tree, with ``-dirty`` for uncommitted changes to tracked
-    files, or ``unknown`` (an installed copy, or no git)."""
-    source = Path(__file__).resolve().parent
+    files (DVC's data records aside), or ``unknown`` (an installed copy, or no git)."""
+    return commit_of(Path(__file__).resolve().parent)
+
+
+def commit_of(folder: Path) -> str:
+    """The commit of the git checkout holding ``folder`` (see ``git_commit``)."""
     try:
-        head = _git(source, "rev-parse", "HEAD")
-        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+        head = _git(folder, "rev-parse", "HEAD")
+        dirty = _git(folder, "status", "--porcelain", "--untracked-files=no", "--", *DATA_RECORDS)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head

@@ -104,13 +104,18 @@ def verify_dataset(
     allowed_link_roots: Sequence[str],
     out: str,
     log_file: str,
+    max_images: int | None = None,
 ) -> dict:
-    """Read the metadata and decode every image once; write the JSON summary to ``out``."""
+    """Read the metadata and decode every image once; write the JSON summary to ``out``.
+
+    With ``max_images`` (the dataset entry's), only the images the manifest keeps are decoded.
+    """
     from agiqa.data.check import summarize, verify_images
+    from agiqa.data.manifest import limit_images
     from agiqa.data.readers import read_dataset
 
     with job_log(log_file):
-        manifest = read_dataset(reader, root, dataset=dataset, **options)
+        manifest = limit_images(read_dataset(reader, root, dataset=dataset, **options), max_images)
         verify_images(manifest, Path(root), allowed_link_roots=allowed_link_roots)
         summary = summarize(manifest)
         # what the DVC step compares with the files DVC recorded
@@ -120,12 +125,21 @@ def verify_dataset(
         return summary
 
 
-def build_manifest(dataset: str, reader: str, root: str, options: dict, out: str, log_file: str):
+def build_manifest(
+    dataset: str,
+    reader: str,
+    root: str,
+    options: dict,
+    out: str,
+    log_file: str,
+    max_images: int | None = None,
+) -> None:
     """Write the canonical manifest (CSV, and its dimensions as JSON beside it)."""
+    from agiqa.data.manifest import limit_images
     from agiqa.data.readers import read_dataset
 
     with job_log(log_file):
-        manifest = read_dataset(reader, root, dataset=dataset, **options)
+        manifest = limit_images(read_dataset(reader, root, dataset=dataset, **options), max_images)
         manifest.save(Path(out))
         log.info(
             "wrote %s: %d rows, %d labelled", out, len(manifest.frame), len(manifest.labelled())

@@ -531,12 +531,18 @@ def _fetch_imagereward(need: WeightsNeed) -> str:
 
 
 def _fetch_bert_tokenizer(need: WeightsNeed) -> str:
+    from huggingface_hub import hf_hub_download
     from transformers import BertTokenizer
 
     tokenizer = BertTokenizer.from_pretrained(need.name)
     if need.target is None:
         return "the Hugging Face cache"
     tokenizer.save_pretrained(need.target)
+    # transformers 5 saves tokenizer.json only; vocab.txt is what marks the folder as fetched
+    # (``_blip_needs``) and what older transformers read: the hub's own file, byte for byte.
+    vocab = Path(need.target) / "vocab.txt"
+    if not vocab.is_file():
+        _atomic_copy(Path(hf_hub_download(need.name, "vocab.txt")), vocab)
     return need.target
 
 

@@ -8,6 +8,7 @@ import agiqa.cross_dataset as cross
 from agiqa.config_checks import validate_config
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
+from agiqa.resources import job_mem_mb
 from agiqa.pipeline import (
     RUN_FILES,
     dataset_root,
@@ -108,6 +109,16 @@ def packaged_weights_input(wildcards):
 def gpus_for(wildcards):
     model_type = config["models"][wildcards.model]["type"]
     return int(MODELS.get(model_type).uses_gpu)
+
+
+def memory_for(wildcards, input):
+    """mem_mb of a model's job: the model and the decoded images it reads (agiqa.resources).
+
+    Evaluated once the manifest exists (Snakemake shows <TBD> before); a cross-dataset
+    prediction reads the images of the dataset it tests.
+    """
+    images_of = getattr(wildcards, "test", wildcards.dataset)
+    return job_mem_mb(config, wildcards.model, wildcards.dataset, input.manifest, images_of)
 
 
 def run_dirs():

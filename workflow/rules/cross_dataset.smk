@@ -40,6 +40,7 @@ rule cross_train:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+        mem_mb=memory_for,
     conda:
         "../../envs/agiqa.yaml"
     script:
@@ -59,6 +60,8 @@ rule cross_predict:
         ),
     log:
         f"{LAYOUT.logs}/cross/{{dataset}}/{{model}}/tested_on/{{test}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/cross/{{dataset}}/{{model}}/tested_on/{{test}}.tsv"
     wildcard_constraints:
         test=one_of(DATASETS),
     params:
@@ -66,6 +69,7 @@ rule cross_predict:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+        mem_mb=memory_for,
     conda:
         "../../envs/agiqa.yaml"
     script:

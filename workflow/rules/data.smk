@@ -28,10 +28,13 @@ rule verify_dataset:
         LAYOUT.verified("{dataset}"),
     log:
         f"{LAYOUT.logs}/verify/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/verify/{{dataset}}.tsv"
     params:
         reader=lambda wc: reader_of(wc.dataset),
         root=lambda wc: root_of(wc.dataset),
         options=lambda wc: reader_options(config, wc.dataset),
+        max_images=lambda wc: config["datasets"][wc.dataset].get("max_images"),
         allowed_link_roots=lambda wc: config["datasets"][wc.dataset].get("allowed_link_roots", []),
     conda:
         "../../envs/agiqa.yaml"
@@ -51,6 +54,7 @@ rule manifest:
         reader=lambda wc: reader_of(wc.dataset),
         root=lambda wc: root_of(wc.dataset),
         options=lambda wc: reader_options(config, wc.dataset),
+        max_images=lambda wc: config["datasets"][wc.dataset].get("max_images"),
     conda:
         "../../envs/agiqa.yaml"
     script:

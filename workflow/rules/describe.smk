@@ -23,6 +23,8 @@ rule describe:
         description_path("{dataset}", "{describer}", LAYOUT.results),
     log:
         f"{LAYOUT.logs}/describe/{{dataset}}/{{describer}}.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/describe/{{dataset}}/{{describer}}.tsv"
     wildcard_constraints:
         describer=one_of(config.get("describers") or {}),
     resources:

@@ -31,6 +31,8 @@ rule aggregate:
         cross=[f"{TABLES_DIR}/cross_dataset.csv"] if CROSS_PREDICTIONS else [],
     log:
         f"{LAYOUT.logs}/aggregate.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/aggregate.tsv"
     localrule: True
     params:
         runs=run_dirs() + external_run_dirs(),
@@ -59,6 +61,8 @@ rule paper:
         tex=f"{LAYOUT.results}/paper/paper.tex",
     log:
         f"{LAYOUT.logs}/paper.log",
+    benchmark:
+        f"benchmarks/{EXPERIMENT}/paper.tsv"
     localrule: True
     params:
         tables=lambda wc, input: folder_of(input.info),

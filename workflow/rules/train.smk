@@ -20,6 +20,7 @@ rule train_fold:
     threads: config.get("train_threads", 4)
     resources:
         gpu=gpus_for,
+        mem_mb=memory_for,
     conda:
         "../../envs/agiqa.yaml"
     script:

@@ -10,4 +10,5 @@ build_manifest(
     options=dict(snakemake.params.options),
     out=snakemake.output.csv,
     log_file=snakemake.log[0],
+    max_images=snakemake.params.max_images,
 )

@@ -11,4 +11,5 @@ verify_dataset(
     allowed_link_roots=list(snakemake.params.allowed_link_roots),
     out=snakemake.output[0],
     log_file=snakemake.log[0],
+    max_images=snakemake.params.max_images,
 )

@@ -63,11 +63,16 @@ def run_dvc(args: Sequence[str], repo: Path = Path(".")) -> str:
 
 
 def ensure_remote(url: str, name: str = "local", repo: Path = Path(".")) -> bool:
-    """Add ``name`` as the default remote unless a remote of that name exists. True if added."""
+    """Add ``name`` as the default remote unless a remote of that name exists. True if added.
+
+    The remote goes into ``.dvc/config.local`` (git-ignored), never into the tracked
+    ``.dvc/config``: a machine's remote is not part of the repository, and a changed tracked
+    file would mark every later run's commit ``-dirty``.
+    """
     names = [line.split()[0] for line in run_dvc(["remote", "list"], repo).splitlines() if line]
     if name in names:
         return False
-    run_dvc(["remote", "add", "--default", name, url], repo)
+    run_dvc(["remote", "add", "--local", "--default", name, url], repo)
     return True
 
 
@@ -102,13 +107,21 @@ def track(
         check_recorded(paths, repo, expected)
     pointers = [f"{path}.dvc" for path in paths]
     if (repo / ".git").exists():
-        extra = [".gitignore"] if (repo / ".gitignore").exists() else []
-        subprocess.run(["git", "add", "--", *pointers, *extra], cwd=repo, check=True)
+        subprocess.run(
+            ["git", "add", "--", *pointers, *ignore_files(paths, repo)], cwd=repo, check=True
+        )
     recorded = {}
     for path, pointer in zip(paths, pointers, strict=True):
         out = yaml.safe_load((repo / pointer).read_text())["outs"][0]
         recorded[path] = {k: out.get(k) for k in ("md5", "nfiles", "size")}
     return recorded
+
+
+def ignore_files(paths: Sequence[str], repo: Path) -> list[str]:
+    """The .gitignore files beside the tracked paths (``dvc add`` lists each path in its folder's
+    file): staged with the pointers, so that a clone's pulled data is ignored there too."""
+    found = {(PurePosixPath(path).parent / ".gitignore").as_posix() for path in paths}
+    return sorted(name for name in found if (repo / name).is_file())
 
 
 def check_recorded(paths: Sequence[str], repo: Path, expected: Mapping[str, int]) -> None:

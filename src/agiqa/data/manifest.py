@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import configparser
 import functools
+import hashlib
 import json
 import math
 import re
@@ -160,6 +161,45 @@ class Manifest:
         manifest = cls(meta["dataset"], frame, dims, list(meta.get("notes", [])), str(csv_path))
         manifest.validate()
         return manifest
+
+
+#: Images ``limit_images`` takes from each prompt group: as many groups as images, and splits
+#: by prompt group stay possible on a handful of images.
+IMAGES_PER_GROUP = 1
+
+
+def limit_images(manifest: Manifest, max_images: int | None) -> Manifest:
+    """At most ``max_images`` images of a manifest (a dataset entry's ``max_images``); None: all.
+
+    For rehearsals and smoke runs on a few images of the real files: ``IMAGES_PER_GROUP``
+    image of each of ``max_images`` prompt groups, the groups and the images in a group taken
+    in the order of the sha256 of their names (no seed: the subset depends only on the
+    metadata, so the verification, the manifest and a rerun elsewhere keep the same images).
+    Labelled and unlabelled rows are taken alike; the manifest's notes say what was kept.
+    """
+    if max_images is None:
+        return manifest
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ConfigError(f"max_images must be a positive integer, not {max_images!r}")
+    frame = manifest.frame
+    if len(frame) <= max_images:
+        return manifest
+    order = frame.assign(
+        _group=frame["prompt_group"].map(_name_hash), _image=frame["image"].map(_name_hash)
+    ).sort_values(["_group", "_image"])
+    taken = order.groupby("prompt_group", sort=False).head(IMAGES_PER_GROUP).head(max_images)
+    kept = frame.loc[sorted(taken.index)].reset_index(drop=True)
+    note = (
+        f"max_images {max_images}: {len(kept)} of {len(frame)} images kept "
+        f"({IMAGES_PER_GROUP} per prompt group, groups in the sha256 order of their ids)"
+    )
+    return Manifest(
+        manifest.dataset, kept, manifest.dimensions, [*manifest.notes, note], manifest.source
+    )
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def _score_columns(meta: dict) -> list[str]:

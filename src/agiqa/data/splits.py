@@ -193,6 +193,11 @@ def _translate_deprecated(config: dict) -> dict:
     return {**config, "type": new, "folds": folds, "repeats": repeats}
 
 
+#: The fewest images a validation part gets when its pool has more (metrics.MIN_SAMPLES): with
+#: fewer, the epoch selection's correlation cannot be computed and the fold job stopped.
+MIN_VAL_IMAGES = 3
+
+
 def split_column(k: int) -> str:
     return f"split{k}"
 
@@ -224,17 +229,22 @@ def _image_fold_assignment(n_images: int, folds: int, rng: np.random.Generator) 
 def _carve_validation(
     pool: pd.Index, groups: pd.Series | None, fraction: float, rng: np.random.Generator
 ) -> pd.Index:
-    """Pick about ``fraction`` of the training pool for validation, whole groups if given."""
+    """Pick about ``fraction`` of the training pool for validation, whole groups if given.
+
+    At least ``MIN_VAL_IMAGES`` when the pool has more (a smaller part has no selection score:
+    metrics need that many samples), and never the whole pool.
+    """
     if groups is None:
-        n_val = max(1, round(fraction * len(pool)))
+        wanted = max(MIN_VAL_IMAGES, round(fraction * len(pool)))
+        n_val = max(1, min(wanted, len(pool) - 1))
         return pool[rng.permutation(len(pool))[:n_val]]
     pool_groups = groups.loc[pool]
     unique = pool_groups.unique()
-    target = fraction * len(pool)
+    target = max(fraction * len(pool), MIN_VAL_IMAGES)
     chosen: list[str] = []
     count = 0
     for group in unique[rng.permutation(len(unique))]:
-        if count >= target:
+        if count >= target or (chosen and len(chosen) == len(unique) - 1):
             break
         chosen.append(group)
         count += int((pool_groups == group).sum())

@@ -337,7 +337,9 @@ class FoldTrainer:
             )
             self.part_data[part] = data
             training = training or data
-            for train in (True, False):
+            # Only the training part is ever iterated in training mode; building the others so
+            # would ask a pair model (deqa) for pairs in cross_train's empty test part.
+            for train in (True, False) if part == "train" else (False,):
                 datasets[part, train] = self.model.make_dataset(data, train=train)
         self.training_data = training
         return datasets

@@ -102,6 +102,9 @@ class PublishedOptions:
             the dataset's reader, then the dataset name.
         url: Override of the download URL (a mirror, or a ``file://`` URL of a local copy).
         sha256: Override of the expected checksum (only together with ``url``).
+        base_url: A mirror of the repository at the pinned commit (``http://``, ``file://``):
+            each dataset's file is read from ``base_url`` + its path there, and must still have
+            the pinned sha256; one setting serves every dataset, unlike ``url``.
         download_dir: Where verified downloads are kept.
         model: Label of the model in the output table.
     """
@@ -109,6 +112,7 @@ class PublishedOptions:
     source: str | None = None
     url: str | None = None
     sha256: str | None = None
+    base_url: str | None = None
     download_dir: str = "resources/published_descriptions"
     model: str = PUBLISHED_MODEL
 
@@ -131,6 +135,8 @@ class PublishedBackend(Backend):
         super().__init__(options, context)
         self.source = source_for(options, context)
         url = options.url or self.source.url
+        if options.base_url and not options.url:
+            url = options.base_url.rstrip("/") + "/" + self.source.path
         expected = options.sha256 or self.source.sha256
         path = fetch_verified(url, expected, Path(options.download_dir), self.source)
         self.table, self.problems = load_descriptions(path, self.source.dataset)

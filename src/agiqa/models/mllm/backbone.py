@@ -38,6 +38,7 @@ from PIL import Image
 from torch import nn
 
 from agiqa.errors import AgiqaError, ConfigError
+from agiqa.models.clip_backbone import _hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -284,13 +285,17 @@ def _from_pretrained(spec: BackboneSpec) -> tuple[nn.Module, Any]:
         except WeightsNotRecordedError as error:
             raise BackboneUnavailableError(_load_failure(spec, error)) from None
     try:
-        processor = AutoProcessor.from_pretrained(spec.name, **where)
-        model = AutoModelForImageTextToText.from_pretrained(
-            spec.name,
-            dtype=DTYPES[spec.dtype],
-            attn_implementation=spec.attn_implementation,
-            **where,
-        )
+        # local_files_only alone still lets transformers look for a PEFT adapter on the hub and
+        # huggingface_hub fetch its agent registry: an offline node retried them for ~25 s per
+        # load. The hub's offline switch (as for the CLIP weights) stops both.
+        with _hub_offline(spec.local_files_only):
+            processor = AutoProcessor.from_pretrained(spec.name, **where)
+            model = AutoModelForImageTextToText.from_pretrained(
+                spec.name,
+                dtype=DTYPES[spec.dtype],
+                attn_implementation=spec.attn_implementation,
+                **where,
+            )
     except (OSError, ValueError, KeyError) as error:
         raise BackboneUnavailableError(_load_failure(spec, error)) from None
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "apply_chat_template"):
