@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 import agiqa.cross_dataset as cross
 from agiqa.config_checks import validate_config
+from agiqa.data.split_info import info_path
 from agiqa.describe.workflow import description_targets
 from agiqa.models import MODELS
 from agiqa.resources import job_mem_mb
@@ -135,7 +136,9 @@ def final_outputs():
     tables = [f"{LAYOUT.tables_dir()}/{name}" for name in ("main.md", "val.md")]
     tracked = [f"{LAYOUT.results}/dvc/tracked.json"] if tracked_datasets() else []
     paper = [PAPER_PDF] if REPORT.get("pdf", False) else []
-    return tables + description_targets(config, LAYOUT.results) + tracked + paper
+    # Every run leaves its split files described (<dataset>.json), ready for `agiqa evaluate`.
+    described = split_info_files()
+    return tables + description_targets(config, LAYOUT.results) + tracked + paper + described
 
 
 def folder_of(path):
@@ -193,3 +196,47 @@ def figure_item(name):
         subcategory=NAMES.dataset(dataset) if dataset else "All datasets",
         labels={"figure": kind, "dataset": NAMES.dataset(dataset) if dataset else "all"},
     )
+
+
+# Split files as a public format, and models agiqa does not train (rules/external.smk).
+#: name -> {display_name, predictions: {protocol: {dataset: file}}} (config `external:`).
+EXTERNAL = config.get("external") or {}
+
+
+def split_info_path(protocol, dataset):
+    return str(info_path(LAYOUT.splits(protocol, dataset)))
+
+
+def split_info_files():
+    return [split_info_path(p, d) for p in config["protocols"] for d in DATASETS]
+
+
+def external_dir(protocol, dataset, name):
+    return f"{LAYOUT.results}/external/{protocol}/{dataset}/{name}"
+
+
+def external_predictions(name, protocol, dataset):
+    return EXTERNAL[name]["predictions"][protocol][dataset]
+
+
+def external_jobs():
+    """(protocol, dataset, name) of every predictions file the config's `external:` names."""
+    return [
+        (protocol, dataset, name)
+        for name, entry in EXTERNAL.items()
+        for protocol, files in entry["predictions"].items()
+        for dataset in files
+    ]
+
+
+def external_dirs():
+    return [external_dir(*job) for job in external_jobs()]
+
+
+def external_run_dirs():
+    """The imported run folders, one per split (what the aggregation reads)."""
+    return [
+        f"{external_dir(protocol, dataset, name)}/split{k}"
+        for protocol, dataset, name in external_jobs()
+        for k in range(protocol_of(config, protocol).n_splits)
+    ]
