@@ -804,11 +804,25 @@ def _write_sensitivity(inputs: PaperInputs, out_dir: Path) -> dict[str, Path]:
     caption = SENSITIVITY_CAPTION.format(reference=reference, resamples=inputs.settings.resamples)
     return {
         "sensitivity.tex": write_text(
-            out_dir / "sensitivity.tex",
-            styler_latex(frame, caption, "tab:sensitivity"),
+            out_dir / "sensitivity.tex", _sensitivity_latex(frame, caption)
         ),
         "sensitivity.html": write_text(out_dir / "sensitivity.html", styler_html(frame, caption)),
     }
+
+
+def _sensitivity_latex(frame: pd.DataFrame, caption: str) -> str:
+    """One table, or one per metric (SRCC, then PLCC) when both do not fit the line at
+    footnote size: split rather than shrunk, so that no text falls under 8 pt."""
+    if column_layout(_flat(frame), "footnote")[1] <= TEXT_WIDTH:
+        return styler_latex(frame, caption, "tab:sensitivity")
+    parts = []
+    for metric, other in (("srcc", "plcc"), ("plcc", "srcc")):
+        shown = DISPLAY_NAMES[metric]
+        dropped = [DISPLAY_NAMES[other], f"Δ {DISPLAY_NAMES[other]} [95% CI]"]
+        label = "tab:sensitivity" if metric == "srcc" else f"tab:sensitivity-{metric}"
+        part_caption = f"{caption} This table: {shown}."
+        parts.append(styler_latex(frame.drop(columns=dropped), part_caption, label))
+    return "".join(parts)
 
 
 def _write_overview(inputs: PaperInputs, out_dir: Path) -> dict[str, Path]:
