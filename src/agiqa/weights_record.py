@@ -260,3 +260,25 @@ def _write_record(root: Path, entries: dict[str, dict]) -> None:
         handle.write(text + "\n")
         temporary = Path(handle.name)
     os.replace(temporary, record_path(root))
+
+
+@contextmanager
+def hub_offline(offline: bool) -> Iterator[None]:
+    """Set HF_HUB_OFFLINE=1 for the duration, also in the already imported huggingface_hub."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    # huggingface_hub reads the variable once at import, so its module flag needs setting too.
+    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved_flag
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env

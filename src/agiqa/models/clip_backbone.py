@@ -37,6 +37,7 @@ from torch import nn
 from agiqa.data.manifest import Dimension
 from agiqa.errors import AgiqaError, ConfigError
 from agiqa.models.base import AgiqaModel
+from agiqa.weights_record import hub_offline
 
 TINY_ARCH = "agiqa-tiny-clip"
 CONFIG_DIR = Path(__file__).with_name("clip_configs")
@@ -163,7 +164,7 @@ def load_clip(
     open_clip = open_clip_module()
     config = BackboneConfig(arch, pretrained, cache_dir, offline, image_size)
     tag_cfg = _pretrained_cfg(config)
-    with _hub_offline(offline):
+    with hub_offline(offline):
         if offline and tag_cfg:
             _require_cached_url(config, tag_cfg)
         if tag_cfg:  # cached files against the fetch record, before anything reads them
@@ -239,28 +240,6 @@ def _quiet_random_init(pretrained: str | None) -> Iterator[None]:
         yield
     finally:
         root.removeFilter(_not_random_init_warning)
-
-
-@contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """Set HF_HUB_OFFLINE=1 for the duration, also in the already imported huggingface_hub."""
-    if not offline:
-        yield
-        return
-    from huggingface_hub import constants
-
-    # huggingface_hub reads the variable once at import, so its module flag needs setting too.
-    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved_flag
-        if saved_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 def _require_cached_url(config: BackboneConfig, tag_cfg: dict[str, Any]) -> None:

@@ -111,7 +111,6 @@ from torch.utils.data import Dataset
 from agiqa.data.manifest import Dimension
 from agiqa.errors import ConfigError
 from agiqa.models.base import MODELS, AgiqaModel, PartData
-from agiqa.models.clip_backbone import _hub_offline
 from agiqa.models.crops import RepeatedSamples, upscale_to
 from agiqa.models.scva_parts import (
     CONSISTENCY_POOLING,
@@ -128,7 +127,12 @@ from agiqa.models.scva_parts import (
     csf_filter,
     csf_weights,
 )
-from agiqa.weights_record import WeightsNotRecordedError, verify_hf_repo, weights_only_loads
+from agiqa.weights_record import (
+    WeightsNotRecordedError,
+    hub_offline,
+    verify_hf_repo,
+    weights_only_loads,
+)
 
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
@@ -790,7 +794,7 @@ def build_vit(config: Mapping[str, Any] | None) -> tuple[VisionTransformer, tupl
         raise ConfigError(f"cannot build the timm ViT {name!r}: {error}") from None
     try:
         # Offline, a missing cache fails at once instead of retrying the hub for a minute.
-        with _hub_offline(offline and pretrained), weights_only_loads():
+        with hub_offline(offline and pretrained), weights_only_loads():
             vit = timm.create_model(
                 name, pretrained=pretrained, checkpoint_path=checkpoint or None, **config
             )

@@ -38,7 +38,7 @@ from PIL import Image
 from torch import nn
 
 from agiqa.errors import AgiqaError, ConfigError
-from agiqa.models.clip_backbone import _hub_offline
+from agiqa.weights_record import hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def _from_pretrained(spec: BackboneSpec) -> tuple[nn.Module, Any]:
         # local_files_only alone still lets transformers look for a PEFT adapter on the hub and
         # huggingface_hub fetch its agent registry: an offline node retried them for ~25 s per
         # load. The hub's offline switch (as for the CLIP weights) stops both.
-        with _hub_offline(spec.local_files_only):
+        with hub_offline(spec.local_files_only):
             processor = AutoProcessor.from_pretrained(spec.name, **where)
             model = AutoModelForImageTextToText.from_pretrained(
                 spec.name,
