@@ -153,6 +153,34 @@ def test_corrected_t_can_drive_the_marks(tmp_path: Path) -> None:
     assert marks["kfold_grouped", "synthetic", "quality", "test", "srcc", "good"] == BEST
 
 
+def test_bold_needs_every_other_model_beaten_not_only_the_runner_up() -> None:
+    # The real study's case: the top model beats the runner-up (p = 0.009) but not a noisier
+    # third model further down (p = 0.19): all three are tied, nobody is bold.
+    keys = {"protocol": "kfold_grouped", "dataset": "d", "dimension": "align", "part": "test"}
+    summary = pd.DataFrame(
+        [{**keys, "model": m, "srcc_mean": v} for m, v in (("top", 0.585), ("second", 0.568),
+                                                             ("noisy", 0.549))]
+    )  # fmt: skip
+    pairs = (("top", "second", 0.009), ("top", "noisy", 0.19), ("second", "noisy", 0.49))
+    comparisons = pd.DataFrame(
+        [
+            {**keys, "metric": "srcc", "model_a": a, "model_b": b, "p_corrected_t": p,
+             "p_bootstrap": p}
+            for a, b, p in pairs
+        ]
+    )  # fmt: skip
+    settings = ReportSettings(metrics=("srcc",))
+    marks = significance_marks(summary, comparisons, settings)
+    column = ("kfold_grouped", "d", "align", "test", "srcc")
+    assert {m: marks.get((*column, m)) for m in ("top", "second", "noisy")} == {
+        "top": TIE,
+        "second": None,
+        "noisy": TIE,
+    }
+    beaten = comparisons.assign(p_corrected_t=[0.009, 0.03, 0.49])
+    assert significance_marks(summary, beaten, settings) == {(*column, "top"): BEST}
+
+
 def test_protocol_sensitivity_pairs_by_image_and_finds_the_inflation(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     images = [f"img{i:04d}.jpg" for i in range(300)]

@@ -5,9 +5,11 @@
   the variance of training, and the paired cluster bootstrap over test prompt groups (resampled
   within each split), which treats the trained models as fixed (agiqa.evaluate.significance).
 - ``significance_marks``: per table column, the top model is marked best only when it is
-  significantly better than the runner-up (two-sided, ``alpha``, by ``significance_test``:
+  significantly better than every other model (two-sided, ``alpha``, by ``significance_test``:
   the corrected t-test unless set to ``bootstrap``); otherwise the top model and every model not
-  significantly worse than it are marked as tied.
+  significantly worse than it are marked as tied. Beating the runner-up alone is not enough:
+  under a test that counts training variance, a model with a noisier mean further down can stay
+  indistinguishable from the top.
 - ``protocol_sensitivity``: per dataset, model and dimension, each protocol's mean metrics and its
   difference from the reference protocol (``kfold_grouped``), with the factors that differ. Its
   95% interval counts training variance: paired by split when both protocols test identical
@@ -331,7 +333,7 @@ def significance_marks(
                 )
                 for model in order[1:]
             }
-            if p_vs_top[order[1]] < settings.alpha:
+            if all(p < settings.alpha for p in p_vs_top.values()):
                 marks[protocol, dataset, dim, part, metric, order[0]] = BEST
                 continue
             tied = [order[0]] + [m for m in order[1:] if not p_vs_top[m] < settings.alpha]

@@ -241,7 +241,7 @@ def protocol_text(info: Mapping) -> list[str]:
             "per split. Tables report the mean over splits, the sample standard deviation "
             "(ddof = 1) and the 95% confidence interval of the mean (Student t with Nadeau and "
             "Bengio's correction for overlapping training sets). Bold marks a model "
-            f"significantly better than the runner-up ({test}, two-sided, α = "
+            f"significantly better than every other model ({test}, two-sided, α = "
             f"{settings['alpha']}); underlined models are tied for best."
         ),
     ]

@@ -6,7 +6,7 @@ Files written by ``render_all`` (``<name>.tex|md|csv``):
   are a three-level header dataset / dimension / metric. Cells show mean ± sample std over splits
   and the 95% confidence interval of the mean. Marks come from significance tests, not from the
   order of the means (see agiqa.report.compare; by default the corrected resampled t-test, which
-  counts training variance): bold = best, significantly better than the runner-up; underlined =
+  counts training variance): bold = best, significantly better than every other model; underlined =
   tied for best. NaN cells show a dash.
 - ``val``: the same layout from the selected epoch's validation metrics. Tune on this table.
 - ``significance``: every pairwise comparison (CSV), and p-value matrices (LaTeX).
@@ -214,7 +214,7 @@ def results_caption(
         + ". "
         "PLCC is computed on the raw predictions; PLCC (logistic) after a monotonically "
         f"increasing {LOGISTIC_NAMES[settings.logistic]} logistic fitted per split on the "
-        f"evaluated part. Bold: best, significantly better than the runner-up ({tests}, "
+        f"evaluated part. Bold: best, significantly better than every other model ({tests}, "
         f"two-sided, α = {settings.alpha}); underlined: tied for best (the top model and every "
         "model not significantly different from it). Unmarked columns have a single model."
         + split_citation(rows, names)
