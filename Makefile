@@ -33,7 +33,7 @@ PAPER_CONFIG ?=
 CONFIG_ARGS = $(if $(PAPER_CONFIG),--configfile $(PAPER_CONFIG))
 RESULTS_DIR = $(shell $(BIN)/python -c 'import sys; from agiqa.pipeline import results_dir; print(results_dir(sys.argv[1:]))' $(PAPER_CONFIG))
 paper: setup
-	snakemake --cores $(CORES) $(CONFIG_ARGS) paper
+	snakemake paper --cores $(CORES) $(CONFIG_ARGS)
 	@echo "paper: $(RESULTS_DIR)/paper/paper.pdf"
 
 # Snakemake's HTML report (tables, figures and the paper PDF), results/<experiment>/report.html.

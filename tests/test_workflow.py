@@ -203,7 +203,7 @@ def check_paper_and_report(workdir: Path, config_path: Path) -> None:
         return
     from pdf_layout import small_text, sparse_pages
 
-    paper = snakemake("--cores", "2", "--configfile", str(config_path), "paper", cwd=workdir)
+    paper = snakemake("paper", "--cores", "2", "--configfile", str(config_path), cwd=workdir)
     assert paper.returncode == 0, paper.stderr[-4000:]
     pdf = workdir / "results" / "demo" / "paper" / "paper.pdf"
     tex = pdf.with_suffix(".tex").read_text()
