@@ -451,3 +451,12 @@ def test_previous_head_variants_still_build_and_train(vocab_file: Path) -> None:
     predictions = model(images, model.tokenize(["two red circles", "one square"], ["a", "b"]))
     model.loss(predictions, torch.rand(2, 2)).backward()
     assert model.head.shared_attention.in_proj_weight.grad is not None
+
+
+def test_an_empty_part_tokenizes_to_an_empty_batch(vocab_file: Path) -> None:
+    """cross_train has no test part: the paper rehearsal's scva cross_train stopped on the
+    tokenizer's IndexError for an empty list of prompts."""
+    model = tiny(vocab_file)
+    one = model.tokenize(["a red circle"], ["two squares"])
+    none = model.tokenize([], [])
+    assert none.shape == (0, *one.shape[1:]) and none.dtype == one.dtype

@@ -154,6 +154,25 @@ class Rehearsal:
         head = self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
         self.git("commit", "-q", "-m", f"rehearsal snapshot of {head} and its working tree")
 
+    def refresh(self) -> None:
+        """``--resume``: the checkout's changed files into the existing snapshot, committed, so
+        that a fix continues the run where it stopped (finished jobs are not rerun)."""
+        if not (self.repo / ".git").is_dir():
+            raise checks.RehearsalFailed(f"--resume: no rehearsal repository at {self.repo}")
+        listed = self.run(
+            "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=CHECKOUT
+        )
+        for name in filter(None, listed.split("\0")):
+            source, target = CHECKOUT / name, self.repo / name
+            if source.is_file() and not source.is_symlink():
+                if not target.is_file() or target.read_bytes() != source.read_bytes():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, target)
+        self.git("add", "-A")
+        if self.run("git", "diff", "--cached", "--name-only").strip():
+            head = self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
+            self.git("commit", "-q", "-m", f"rehearsal resumed at {head} and its working tree")
+
     def config(self) -> tuple[dict, dict]:
         paper = yaml.safe_load((self.repo / PAPER).read_text())
         return paper, yaml.safe_load((self.repo / OVERLAY).read_text())
@@ -300,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=CHECKOUT.parent / "shared")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--gpu", action="store_true", help="the GPU variant (make bench-gpu)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped rehearsal in its workspace with the checkout's current files",
+    )
     args = parser.parse_args(argv)
     needed = "fixtures/agiqa-metadata" if args.gpu else "datasets/agiqa-3k"
     if not (args.shared / needed).is_dir():
@@ -314,12 +338,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ).stdout
     rehearsal = Rehearsal(workspace, args.shared, args.cores)
     try:
-        with rehearsal.step("snapshot of the checkout"):
-            rehearsal.snapshot()
-        with rehearsal.step("datasets in their official layouts"):
-            rehearsal.build_datasets()
-        with rehearsal.step("weights: local hub -> agiqa weights fetch"):
-            rehearsal.fetch_weights()
+        if args.resume:
+            with rehearsal.step("the checkout's changes into the stopped rehearsal"):
+                rehearsal.refresh()
+        else:
+            with rehearsal.step("snapshot of the checkout"):
+                rehearsal.snapshot()
+            with rehearsal.step("datasets in their official layouts"):
+                rehearsal.build_datasets()
+            with rehearsal.step("weights: local hub -> agiqa weights fetch"):
+                rehearsal.fetch_weights()
         fixtures = args.shared / "fixtures" / "agiqa-metadata"
         with (
             servers.published_mirror(rehearsal.workspace / "mirror", fixtures) as mirror,

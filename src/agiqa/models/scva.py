@@ -583,6 +583,8 @@ class Scva(AgiqaModel):
     # -- helpers ----------------------------------------------------------------------------
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        if not texts:  # an empty part (cross_train has no test part); the tokenizer fails on []
+            return torch.zeros(0, 2, self.max_length, dtype=torch.long)
         encoded = self.tokenizer(
             texts,
             padding="max_length",
