@@ -164,10 +164,11 @@ class Rehearsal:
         )
         for name in filter(None, listed.split("\0")):
             source, target = CHECKOUT / name, self.repo / name
-            if source.is_file() and not source.is_symlink():
-                if not target.is_file() or target.read_bytes() != source.read_bytes():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(source, target)
+            if not source.is_file() or source.is_symlink():
+                continue
+            if not target.is_file() or target.read_bytes() != source.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
         self.git("add", "-A")
         if self.run("git", "diff", "--cached", "--name-only").strip():
             head = self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
