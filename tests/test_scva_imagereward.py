@@ -213,3 +213,22 @@ def test_scva_runs_on_converted_weights_with_cls_first(tmp_path: Path, tokenizer
     with torch.no_grad():
         predictions = model(images, tokens)
     assert predictions.shape == (2, 1) and torch.isfinite(predictions).all()
+
+
+def test_a_bundled_imagereward_file_carries_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rehearsal's scva cross_predict: the checkpoint's run folder bundles ImageReward.pt
+    beside it (weights/), and the loader refuses a weights file without a record there."""
+    from agiqa.provenance import file_sha256
+    from agiqa.train import checkpoint
+    from agiqa.weights_record import verify_weights
+
+    (tmp_path / "cache").mkdir()
+    fetched = save(tmp_path / "cache", imagereward_state())
+    ref = {"slot": "blip.checkpoint", "path": str(fetched), "sha256": file_sha256(fetched)}
+    monkeypatch.setattr(checkpoint, "checkpoint_payload", lambda *a: {"weight_files": [dict(ref)]})
+    run = tmp_path / "run"
+    checkpoint.save_checkpoint(None, {}, None, run)  # type: ignore[arg-type]
+    bundled = run / "weights" / "ImageReward.pt"
+    verify_weights(run / "weights", [bundled], "ImageReward checkpoint")

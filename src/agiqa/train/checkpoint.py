@@ -23,6 +23,7 @@ import torch
 
 from agiqa.fileops import place
 from agiqa.provenance import file_sha256
+from agiqa.weights_record import record_weights
 
 if TYPE_CHECKING:
     from agiqa.train.fold import FoldTrainer
@@ -61,6 +62,16 @@ def save_checkpoint(
         ref["bundled"] = bundle_weight_file(
             Path(ref["path"]), out_dir, f"{ref['sha256'][:12]}-{name}" if clash else name
         )
+    bundled = []
+    for ref in refs:
+        path = out_dir / ref["bundled"]
+        if file_sha256(path) != ref["sha256"]:
+            raise RuntimeError(f"{path}: not the file the job loaded ({ref['path']})")
+        bundled.append(path)
+    if bundled:
+        # Loaders load a weights file only with a record beside it (agiqa.weights_record): the
+        # bundle's files are the ones the job loaded (sha256 as the checkpoint names them).
+        record_weights(out_dir / BUNDLE_DIR, bundled, fresh=True)
     path = out_dir / CHECKPOINT
     torch.save(payload, path)
     return path
