@@ -153,6 +153,31 @@ def test_corrected_t_can_drive_the_marks(tmp_path: Path) -> None:
     assert marks["kfold_grouped", "synthetic", "quality", "test", "srcc", "good"] == BEST
 
 
+def test_a_model_without_a_dimension_is_left_out_of_that_dimensions_comparisons(
+    tmp_path: Path,
+) -> None:
+    """The paper rehearsal: `scva` trains quality only on AGIQA-3K, the others both dimensions;
+    comparing alignment read scva's predictions for a column it does not have."""
+    rng = np.random.default_rng(5)
+    dirs = []
+    for split in range(3):
+        target = rng.uniform(0, 5, size=40)
+        both = {
+            "quality": (noisy(target, 0.5, rng), target),
+            "align": (noisy(target, 1, rng), target),
+        }
+        for model, part in (
+            ("a", both),
+            ("b", both),
+            ("quality_only", {"quality": both["quality"]}),
+        ):
+            dirs.append(write_run(tmp_path, model, split, part, folds=3))
+    _, comparisons, _ = _analyse(dirs, ReportSettings(resamples=100))
+    aligned = comparisons[comparisons["dimension"] == "align"]
+    assert set(aligned["model_a"]) | set(aligned["model_b"]) == {"a", "b"}
+    assert "quality_only" in set(comparisons["model_a"]) | set(comparisons["model_b"])
+
+
 def test_bold_needs_every_other_model_beaten_not_only_the_runner_up() -> None:
     # The real study's case: the top model beats the runner-up (p = 0.009) but not a noisier
     # third model further down (p = 0.19): all three are tied, nobody is bold.

@@ -209,8 +209,10 @@ def compare_models(
         if len(models) < 2:
             continue
         ratio = float(block["test_train_ratio"].iloc[0])
-        for (part, dim), _ in block.groupby(["part", "dimension"], sort=False):
+        for (part, dim), rated in block.groupby(["part", "dimension"], sort=False):
             keys = {"protocol": protocol, "dataset": dataset, "part": part, "dimension": dim}
+            # Only the models that predict this dimension (a paper preset may train fewer).
+            models = list(dict.fromkeys(rated["model"]))
             splits, scores = _aligned_scores(index, protocol, dataset, models, part, dim)
             present = [m for m in models if m in scores]
             if len(present) < 2 or not splits:
