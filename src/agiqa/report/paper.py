@@ -398,13 +398,17 @@ def _provenance(info: Mapping, experiment: str, built: str) -> list[str]:
     settings = info["settings"]
     return [
         r"\section{Provenance}",
-        latex_text(f"Cite this document as: agiqa benchmark results, experiment {experiment}, ")
+        # Ragged right: runs from several commits list several hashes, and a justified line
+        # of hash pieces stretches to badness 10000 (the build refuses that).
+        r"{\raggedright "
+        + latex_text(f"Cite this document as: agiqa benchmark results, experiment {experiment}, ")
         + f"code commit {commits}, "
         + latex_text(
             f"built {built} from {info['n_runs']} training runs. Every number "
             "was recomputed from the runs' prediction files by the aggregation step; the "
             "library versions below are those the runs were trained with."
-        ),
+        )
+        + r"\par}",
         "",
         latex_text(
             f"Report settings: {settings['precision']} decimals, {settings['logistic']} mapping, "
