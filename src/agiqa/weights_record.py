@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,11 +71,17 @@ def record_path(root: Path) -> Path:
     return Path(root) / RECORD_FILE
 
 
-def record_weights(root: Path, files: Iterable[Path], fresh: bool = False) -> list[Path]:
+def record_weights(
+    root: Path,
+    files: Iterable[Path],
+    fresh: bool = False,
+    expected: Mapping[Path, str] | None = None,
+) -> list[Path]:
     """Write the sha256 of ``files`` (each under ``root``) into ``root``'s record.
 
     A file the record already lists keeps its entry: its content must not have changed since,
-    unless ``fresh`` (the caller has just downloaded it anew).
+    unless ``fresh`` (the caller has just downloaded it anew). ``expected`` gives the sha256 a
+    file must have to be recorded at all (the hash the caller already knows it by).
 
     Returns:
         The files recorded.
@@ -93,6 +99,11 @@ def record_weights(root: Path, files: Iterable[Path], fresh: bool = False) -> li
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for path in files:
             key, actual = _key(root, path), file_sha256(path)
+            wanted = (expected or {}).get(path)
+            if wanted is not None and actual != wanted:
+                raise WeightsIntegrityError(
+                    f"{path} has sha256 {actual}, not the {wanted} expected"
+                )
             known = entries.get(key, {}).get("sha256")
             if known not in (None, actual) and not fresh:
                 raise WeightsIntegrityError(

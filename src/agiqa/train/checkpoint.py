@@ -62,16 +62,11 @@ def save_checkpoint(
         ref["bundled"] = bundle_weight_file(
             Path(ref["path"]), out_dir, f"{ref['sha256'][:12]}-{name}" if clash else name
         )
-    bundled = []
-    for ref in refs:
-        path = out_dir / ref["bundled"]
-        if file_sha256(path) != ref["sha256"]:
-            raise RuntimeError(f"{path}: not the file the job loaded ({ref['path']})")
-        bundled.append(path)
-    if bundled:
+    if refs:
         # Loaders load a weights file only with a record beside it (agiqa.weights_record): the
         # bundle's files are the ones the job loaded (sha256 as the checkpoint names them).
-        record_weights(out_dir / BUNDLE_DIR, bundled, fresh=True)
+        bundled = {out_dir / ref["bundled"]: ref["sha256"] for ref in refs}
+        record_weights(out_dir / BUNDLE_DIR, bundled, fresh=True, expected=bundled)
     path = out_dir / CHECKPOINT
     torch.save(payload, path)
     return path
