@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -139,3 +140,47 @@ def test_a_credential_in_the_config_stops_snakemake_before_it_is_recorded(
     assert SECRET not in done.stdout + done.stderr
     assert not (work / RESULTS / "descriptions").exists()
     assert _files_holding(SECRET, work) == []
+
+
+def test_a_new_mirror_of_a_pinned_table_reruns_nothing_but_new_content_does(
+    tmp_path: Path,
+) -> None:
+    """The published table's location (``url``, ``base_url``, ``download_dir``) is not a param:
+    the file is checked against its sha256, so moving the mirror changes no output. Its pinned
+    hash is a param, so other content reruns the job."""
+    root, work = _prepare(tmp_path, 4)
+
+    def mirror(folder: str, text: str) -> tuple[str, str]:
+        path = tmp_path / folder / "answers.csv"
+        path.parent.mkdir()
+        answer = f"{text} of a red car on a road, number"
+        lines = "".join(f'gen_normal_{i:03d}.jpg,p,"{answer} {i}."\n' for i in range(4))
+        path.write_text("name,prompt,answer\n" + lines, encoding="utf-8")
+        return path.as_uri(), hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def configure(url: str, digest: str, downloads: str) -> None:
+        describer = {"backend": "published", "source": "agiqa-3k", "url": url, "sha256": digest}
+        config = {
+            "experiment": "tiny",
+            "datasets": {"tiny": {"reader": "agiqa-3k", "root": str(root)}},
+            "protocols": {"p": {"type": "kfold_grouped", "folds": 2}},
+            "models": {"zs": {"type": "clip_zeroshot"}},
+            "describers": {"table": {**describer, "download_dir": str(tmp_path / downloads)}},
+        }
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+    first_url, digest = mirror("first", "A photo")
+    configure(first_url, digest, "downloads-a")
+    assert _snakemake(work).returncode == 0
+    out = work / RESULTS / "descriptions/tiny/table.csv"
+    assert table(out)["description"].tolist()[0] == "A photo of a red car on a road, number 0."
+    second_url, same = mirror("second", "A photo")
+    assert same == digest
+    configure(second_url, digest, "downloads-b")
+    again = _snakemake(work)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    third_url, other = mirror("third", "A drawing")
+    configure(third_url, other, "downloads-b")
+    rerun = _snakemake(work)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert table(out)["description"].tolist()[0] == "A drawing of a red car on a road, number 0."

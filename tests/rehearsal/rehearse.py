@@ -162,6 +162,7 @@ class Rehearsal:
         listed = self.run(
             "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=CHECKOUT
         )
+        changed = []
         for name in filter(None, listed.split("\0")):
             source, target = CHECKOUT / name, self.repo / name
             if not source.is_file() or source.is_symlink():
@@ -169,10 +170,13 @@ class Rehearsal:
             if not target.is_file() or target.read_bytes() != source.read_bytes():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
-        self.git("add", "-A")
-        if self.run("git", "diff", "--cached", "--name-only").strip():
+                changed.append(name)
+        if changed:
+            # Only the copied files: the DVC pointers `dvc_track` staged stay staged for step 7.
             head = self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
-            self.git("commit", "-q", "-m", f"rehearsal resumed at {head} and its working tree")
+            message = f"rehearsal resumed at {head} and its working tree"
+            self.git("add", "--", *changed)
+            self.git("commit", "-q", "-m", message, "--only", "--", *changed)
 
     def config(self) -> tuple[dict, dict]:
         paper = yaml.safe_load((self.repo / PAPER).read_text())

@@ -79,8 +79,25 @@ def describer_entry(config: Mapping[str, Any], describer: str) -> dict[str, Any]
 
 
 def describe_params(config: Mapping[str, Any], describer: str) -> dict[str, Any]:
-    """The describer entry the job gets (the cache defaults to ``DEFAULT_CACHE_DIR``)."""
-    return {"cache_dir": DEFAULT_CACHE_DIR, **describer_entry(config, describer)}
+    """The describer entry as the job's params (the cache defaults to ``DEFAULT_CACHE_DIR``),
+    without its backend's location options: Snakemake reruns a job whose params change, and a
+    new mirror of hash-pinned files changes no output."""
+    entry = describer_entry(config, describer)
+    locations = _location_options(entry)
+    content = {k: v for k, v in entry.items() if k not in locations}
+    return {"cache_dir": DEFAULT_CACHE_DIR, **content}
+
+
+def describe_locations(config: Mapping[str, Any], describer: str) -> dict[str, Any]:
+    """The location options ``describe_params`` leaves out; the job reads them from the config."""
+    entry = describer_entry(config, describer)
+    return {k: v for k, v in entry.items() if k in _location_options(entry)}
+
+
+def _location_options(entry: Mapping[str, Any]) -> frozenset[str]:
+    from agiqa.describe.backends import BACKENDS
+
+    return BACKENDS.get(str(entry["backend"])).location_options
 
 
 def applies_to(config: Mapping[str, Any], describer: str, dataset: str) -> bool:

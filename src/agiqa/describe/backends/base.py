@@ -97,6 +97,9 @@ class Backend(ABC):
             it ignores the configured template (published tables).
         repeatable: The same request always gets the same reply (table lookup, greedy
             decoding), so an unusable reply fails at once instead of being retried.
+        location_options: Config keys that say only where pinned content is read from (a
+            mirror, a download folder): they stay out of the workflow's params, so moving a
+            mirror reruns nothing. The content itself must be pinned by another key (sha256).
 
     ``Options`` is a dataclass of the backend's config keys; its ``model`` field is the model
     written into the output table (override ``model_name`` when there is none).
@@ -107,6 +110,7 @@ class Backend(ABC):
     max_concurrency: ClassVar[int | None] = None
     fixed_template: ClassVar[str | None] = None
     repeatable: ClassVar[bool] = False
+    location_options: ClassVar[frozenset[str]] = frozenset()
     Options: ClassVar[type]
 
     def __init__(self, options: Any, context: BackendContext) -> None:

@@ -130,6 +130,8 @@ class PublishedBackend(Backend):
     cacheable = False
     fixed_template = "scva_published"
     repeatable = True  # a table lookup: asking again gives the same text
+    # Every file is checked against its sha256 (pinned, or `sha256:` beside `url:`).
+    location_options = frozenset({"url", "base_url", "download_dir"})
 
     def __init__(self, options: PublishedOptions, context: BackendContext) -> None:
         super().__init__(options, context)
