@@ -512,6 +512,25 @@ def aggregate(
 
 
 @app.command()
+def ablations(
+    tables: Annotated[Path, typer.Option(help="an experiment's tables folder")] = Path(
+        "results/ablations/tables"
+    ),
+    protocol: str = "kfold_grouped",
+    dimension: str = "quality",
+    metric: str = "srcc",
+) -> None:
+    """Each `<model>_<switch>` against `<model>`: means, difference and paired tests (Markdown)."""
+    from agiqa.report.ablations import ablation_rows, ablations_markdown
+
+    try:
+        rows = ablation_rows(tables, protocol, dimension, metric)
+    except AgiqaError as error:
+        fail(error)
+    typer.echo(ablations_markdown(rows, metric), nl=False)
+
+
+@app.command()
 def bench(
     model: Annotated[str | None, typer.Option(help="a model entry of the config")] = None,
     data: Annotated[
