@@ -46,7 +46,7 @@ def outputs(repo: Path) -> None:
     """Every grid cell trained (>= 1 step) and tested; cross pairs, tables, MLflow, paper."""
     config = merged_config(repo)
     layout = layout_of(config)
-    history = _git_history(repo)
+    commits = _git_history(repo)
     protocols: set[str] = set()
     cells: set[tuple[str, str]] = set()
     for protocol, dataset, model, split in grid(config):
@@ -58,7 +58,7 @@ def outputs(repo: Path) -> None:
             require(len(history) >= 1, f"{run}: trained no epoch")
         commit = yaml.safe_load((run / "config.yaml").read_text())["provenance"]["commit"]
         # a resumed rehearsal's runs carry the snapshot's commit or a later one of its history
-        require(commit in history, f"{run}: recorded commit {commit} is not in the repository")
+        require(commit in commits, f"{run}: recorded commit {commit} is not in the repository")
         protocols.add(protocol)
         cells.add((model, dataset))
     require(protocols == set(config["protocols"]), f"protocols that ran: {sorted(protocols)}")
