@@ -390,3 +390,41 @@ def test_the_guard_refuses_every_connection_but_the_listed_stand_ins(tmp_path: P
             text=True,
         )
     assert done.stdout.split() == ["ok", "refused"], done.stderr
+
+
+# --- --resume ----------------------------------------------------------------------------------
+
+
+def test_resume_commits_the_checkouts_files_and_leaves_staged_pointers_staged(
+    tmp_path: Path,
+) -> None:
+    """A stopped rehearsal's repository has DVC pointers staged by `dvc_track`; `--resume` must
+    commit only the checkout's changed files, so the DVC round trip still finds them staged."""
+    from rehearsal import checks
+    from rehearsal.rehearse import GIT, Rehearsal
+
+    rehearsal = Rehearsal(tmp_path / "workspace", tmp_path, cores=1)
+    repo = rehearsal.repo
+    repo.mkdir(parents=True)
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            [*GIT, *args], cwd=repo, check=True, capture_output=True, text=True
+        ).stdout
+
+    git("init", "-q", "-b", "main")
+    (repo / "README.md").write_text("the snapshot's older README\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "snapshot")
+    pointer = repo / "data" / "raw" / "agiqa-3k.dvc"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text("outs:\n- path: agiqa-3k\n")
+    git("add", "data/raw/agiqa-3k.dvc")
+
+    rehearsal.refresh()
+
+    assert (repo / "README.md").read_bytes() == (REPO / "README.md").read_bytes()
+    assert git("diff", "--cached", "--name-only").split() == ["data/raw/agiqa-3k.dvc"]
+    assert "data/raw/agiqa-3k.dvc" not in git("show", "--name-only", "--format=", "HEAD")
+    head, snapshot = git("rev-list", "HEAD").split()
+    assert {head, snapshot} == checks._git_history(repo)
