@@ -30,13 +30,14 @@ from agiqa.pipeline import dataset_root, model_entry
 #: A fold job of a small model: Python, torch, transformers and the job's data structures
 #: (the rehearsal's tiny MLLM jobs peaked at 0.8-1.3 GB).
 BASE_MB = 1500
-#: Peak RSS (MB) of one CPU fold job of the paper's real-size backbones, measured by the paper
-#: rehearsal on 12 images per dataset (README "Before your first GPU run"), rounded up.
+#: Peak RSS (MB) of one CPU job (fold or cross-dataset training) of the paper's real-size
+#: backbones, the largest the paper rehearsal measured on a few images per dataset (README
+#: "Before your first GPU run"), rounded up; the rehearsal fails when a job exceeds its mem_mb.
 MEASURED_MB = {
-    ("clip", "ViT-L-14"): 4000,
-    ("clip", "ViT-B-32"): 2300,
-    ("scva", "imagereward"): 8100,
-    ("torchvision", "resnet50"): 1000,
+    ("clip", "ViT-L-14"): 4300,
+    ("clip", "ViT-B-32"): 2400,
+    ("scva", "imagereward"): 10400,
+    ("torchvision", "resnet50"): 1200,
 }
 #: Parameters of the multimodal LLMs the paper names (`agiqa models list --no-weights`).
 MLLM_PARAMETERS = {

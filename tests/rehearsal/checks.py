@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from agiqa.cross_dataset import cross_settings, predict_dirs
 from agiqa.describe.runner import CACHED, DESCRIBED
 from agiqa.models import MODELS
 from agiqa.pipeline import grid, layout_of
+from agiqa.resources import job_mem_mb
 from agiqa.weights import weights_needed
 
 
@@ -78,6 +80,26 @@ def outputs(repo: Path) -> None:
         if dataset != "aigiqa-20k":  # SCVA-AGIQA published no AIGIQA-20K descriptions
             table = repo / layout.results / "descriptions" / dataset / "published.csv"
             descriptions_complete(table, repo, dataset)
+
+
+def memory_covered(repo: Path, jobs: pd.DataFrame) -> None:
+    """Every fold job's and cross-dataset training's peak RSS (its benchmark's ``max_rss``) is
+    within the ``mem_mb`` its rule reserved: an estimate below the peak lets Snakemake start jobs
+    side by side beyond the ``--resources mem_mb`` budget."""
+    config = merged_config(repo)
+    layout = layout_of(config)
+    reserved: dict[tuple[str, str], int] = {}
+    for row in jobs[jobs["rule"].isin(["train_fold", "cross_train"])].itertuples():
+        key = (row.model, row.dataset)
+        if key not in reserved:
+            with contextlib.chdir(repo):  # the config's dataset roots are relative to it
+                manifest = layout.manifest(row.dataset)
+                reserved[key] = job_mem_mb(config, row.model, row.dataset, manifest, row.dataset)
+        require(
+            row.max_rss_mb <= reserved[key],
+            f"{row.model} on {row.dataset}: peak RSS {row.max_rss_mb:.0f} MB, but its rule "
+            f"reserves mem_mb={reserved[key]} (raise agiqa.resources.MEASURED_MB)",
+        )
 
 
 def _git_history(repo: Path) -> set[str]:

@@ -18,7 +18,8 @@ Run as ``python tests/rehearsal/rehearse.py [--workspace DIR] [--cores N]`` from
    commented-out OpenAI-compatible describer against a local server
    (agiqa.describe.fake_server);
 6. checks the outputs: every grid cell trained and tested, every protocol, the cross-dataset
-   pairs, tables, MLflow runs, the paper PDF, commits recorded without ``-dirty``;
+   pairs, tables, MLflow runs, the paper PDF, commits recorded without ``-dirty``, and every
+   model job's peak RSS within the ``mem_mb`` its rule reserved;
 7. commits the staged DVC pointers, pushes the data (``agiqa.data.dvc push``, what ``make
    data-push`` runs), clones the repository afresh, pulls (``make data-pull``'s command),
    rebuilds the manifests there and requires them byte-identical; ``git status`` must be clean
@@ -363,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rehearsal.describe_openai()
         with rehearsal.step("checks of the outputs"):
             checks.outputs(rehearsal.repo)
+            checks.memory_covered(rehearsal.repo, summary.benchmarks(rehearsal.repo))
         with rehearsal.step("DVC: commit, push, fresh clone, pull, same manifests"):
             rehearsal.dvc_round_trip()
         status_after = subprocess.run(
