@@ -141,25 +141,32 @@ class Rehearsal:
         """A fresh repository holding the checkout's files (tracked, and untracked not ignored)."""
         for path in (self.repo, self.clone, self.workspace / "agiqa-dvc-remote"):
             shutil.rmtree(path, ignore_errors=True)
-        listed = self.run(
-            "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=CHECKOUT
-        )
         self.repo.mkdir(parents=True)
-        for name in filter(None, listed.split("\0")):
-            source = CHECKOUT / name
-            if source.is_file() and not source.is_symlink():
-                (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, self.repo / name)
+        self.copy_checkout()
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
-        head = self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
-        self.git("commit", "-q", "-m", f"rehearsal snapshot of {head} and its working tree")
+        self.git(
+            "commit",
+            "-q",
+            "-m",
+            f"rehearsal snapshot of {self.checkout_head()} and its working tree",
+        )
 
     def refresh(self) -> None:
         """``--resume``: the checkout's changed files into the existing snapshot, committed, so
         that a fix continues the run where it stopped (finished jobs are not rerun)."""
         if not (self.repo / ".git").is_dir():
             raise checks.RehearsalFailed(f"--resume: no rehearsal repository at {self.repo}")
+        changed = self.copy_checkout()
+        if changed:
+            # Only the copied files: the DVC pointers `dvc_track` staged stay staged for step 7.
+            message = f"rehearsal resumed at {self.checkout_head()} and its working tree"
+            self.git("add", "--", *changed)
+            self.git("commit", "-q", "-m", message, "--only", "--", *changed)
+
+    def copy_checkout(self) -> list[str]:
+        """Copies the checkout's regular files (tracked, and untracked not ignored) that the
+        repository lacks or holds with other bytes; returns their names."""
         listed = self.run(
             "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=CHECKOUT
         )
@@ -172,12 +179,10 @@ class Rehearsal:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
                 changed.append(name)
-        if changed:
-            # Only the copied files: the DVC pointers `dvc_track` staged stay staged for step 7.
-            head = self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
-            message = f"rehearsal resumed at {head} and its working tree"
-            self.git("add", "--", *changed)
-            self.git("commit", "-q", "-m", message, "--only", "--", *changed)
+        return changed
+
+    def checkout_head(self) -> str:
+        return self.run("git", "rev-parse", "--short", "HEAD", cwd=CHECKOUT).strip()
 
     def config(self) -> tuple[dict, dict]:
         paper = yaml.safe_load((self.repo / PAPER).read_text())

@@ -82,22 +82,23 @@ def describe_params(config: Mapping[str, Any], describer: str) -> dict[str, Any]
     """The describer entry as the job's params (the cache defaults to ``DEFAULT_CACHE_DIR``),
     without its backend's location options: Snakemake reruns a job whose params change, and a
     new mirror of hash-pinned files changes no output."""
-    entry = describer_entry(config, describer)
-    locations = _location_options(entry)
-    content = {k: v for k, v in entry.items() if k not in locations}
+    content, _ = _split_locations(describer_entry(config, describer))
     return {"cache_dir": DEFAULT_CACHE_DIR, **content}
 
 
 def describe_locations(config: Mapping[str, Any], describer: str) -> dict[str, Any]:
     """The location options ``describe_params`` leaves out; the job reads them from the config."""
-    entry = describer_entry(config, describer)
-    return {k: v for k, v in entry.items() if k in _location_options(entry)}
+    _, locations = _split_locations(describer_entry(config, describer))
+    return locations
 
 
-def _location_options(entry: Mapping[str, Any]) -> frozenset[str]:
+def _split_locations(entry: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the entry without its backend's location options, those options)."""
     from agiqa.describe.backends import BACKENDS
 
-    return BACKENDS.get(str(entry["backend"])).location_options
+    names = BACKENDS.get(str(entry["backend"])).location_options
+    content = {k: v for k, v in entry.items() if k not in names}
+    return content, {k: v for k, v in entry.items() if k in names}
 
 
 def applies_to(config: Mapping[str, Any], describer: str, dataset: str) -> bool:
